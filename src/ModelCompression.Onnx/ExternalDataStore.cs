@@ -1,0 +1,133 @@
+using System.IO.MemoryMappedFiles;
+using Google.Protobuf.Collections;
+using ModelCompression.Onnx.Protobuf;
+
+namespace ModelCompression.Onnx;
+
+/// <summary>Where a tensor's bytes live when <c>data_location</c> is EXTERNAL.</summary>
+public readonly record struct ExternalDataInfo(string Location, long Offset, long Length)
+{
+    /// <summary>Parses and checks a tensor's <c>external_data</c> entries (location is required; offset/length optional).</summary>
+    public static ExternalDataInfo Parse(TensorProto tensor)
+    {
+        string? location = null;
+        long offset = 0, length = -1;
+        foreach (var entry in tensor.ExternalData)
+        {
+            switch (entry.Key)
+            {
+                case "location": location = entry.Value; break;
+                case "offset": offset = ParseNonNegative(tensor, entry); break;
+                case "length": length = ParseNonNegative(tensor, entry); break;
+            }
+        }
+        if (string.IsNullOrEmpty(location))
+            throw new OnnxFormatException($"tensor '{tensor.Name}': external data has no 'location' entry");
+        return new ExternalDataInfo(location, offset, length);
+    }
+
+    private static long ParseNonNegative(TensorProto tensor, StringStringEntryProto entry)
+    {
+        if (!long.TryParse(entry.Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var value))
+            throw new OnnxFormatException($"tensor '{tensor.Name}': external data '{entry.Key}' is '{entry.Value}', not a non-negative integer");
+        return value;
+    }
+
+    public static void Write(RepeatedField<StringStringEntryProto> target, string location, long offset, long length)
+    {
+        target.Clear();
+        target.Add(new StringStringEntryProto { Key = "location", Value = location });
+        target.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        target.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+    }
+}
+
+/// <summary>
+/// Memory-maps external-data side files on first use, so a model whose weights live outside the .onnx file is read
+/// without holding a second copy of them in memory. Shared by a model and its clones; the loading model disposes it.
+/// </summary>
+internal sealed unsafe class ExternalDataStore : IDisposable
+{
+    private readonly string _baseDirectory;
+    private readonly Dictionary<string, MappedFile> _files = new(StringComparer.Ordinal);
+    private readonly object _gate = new();
+
+    public ExternalDataStore(string baseDirectory) => _baseDirectory = Path.GetFullPath(baseDirectory);
+
+    public string BaseDirectory => _baseDirectory;
+
+    public ReadOnlySpan<byte> Read(TensorProto tensor, long expectedLength)
+    {
+        var info = ExternalDataInfo.Parse(tensor);
+        var file = Open(tensor.Name, info.Location);
+        var length = info.Length >= 0 ? info.Length : expectedLength >= 0 ? expectedLength : file.Length - info.Offset;
+        if (info.Offset > file.Length || length > file.Length - info.Offset)
+            throw new OnnxFormatException(
+                $"tensor '{tensor.Name}': external data at offset {info.Offset} length {length} runs past the end of '{info.Location}' ({file.Length} bytes)");
+        if (length > int.MaxValue)
+            throw new OnnxFormatException($"tensor '{tensor.Name}': {length} bytes of external data exceed the 2 GB a single tensor view can hold");
+        return file.Length == 0 ? ReadOnlySpan<byte>.Empty : new ReadOnlySpan<byte>(file.Pointer + info.Offset, (int)length);
+    }
+
+    /// <summary>Resolves a location relative to the model folder; locations that escape it are rejected.</summary>
+    public static string ResolveLocation(string baseDirectory, string tensorName, string location)
+    {
+        if (Path.IsPathRooted(location) || location.Contains('\\') && Path.IsPathRooted(location.Replace('\\', '/')))
+            throw new OnnxFormatException($"tensor '{tensorName}': external data location '{location}' is an absolute path; it must be relative to the model's folder");
+        var full = Path.GetFullPath(Path.Combine(baseDirectory, location));
+        var root = Path.TrimEndingDirectorySeparator(Path.GetFullPath(baseDirectory)) + Path.DirectorySeparatorChar;
+        if (!full.StartsWith(root, StringComparison.Ordinal))
+            throw new OnnxFormatException($"tensor '{tensorName}': external data location '{location}' escapes the model's folder");
+        return full;
+    }
+
+    private MappedFile Open(string tensorName, string location)
+    {
+        lock (_gate)
+        {
+            if (_files.TryGetValue(location, out var existing)) return existing;
+            var path = ResolveLocation(_baseDirectory, tensorName, location);
+            if (!File.Exists(path))
+                throw new OnnxFormatException($"tensor '{tensorName}': external data file '{location}' does not exist next to the model");
+            var mapped = new MappedFile(path);
+            _files.Add(location, mapped);
+            return mapped;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var file in _files.Values) file.Dispose();
+            _files.Clear();
+        }
+    }
+
+    private sealed class MappedFile : IDisposable
+    {
+        private readonly MemoryMappedFile? _map;
+        private readonly MemoryMappedViewAccessor? _view;
+        public readonly byte* Pointer;
+        public readonly long Length;
+
+        public MappedFile(string path)
+        {
+            Length = new FileInfo(path).Length;
+            if (Length == 0) return;
+            _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            byte* p = null;
+            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            Pointer = p + _view.PointerOffset;
+        }
+
+        public void Dispose()
+        {
+            if (_view is null) return;
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+            _map!.Dispose();
+        }
+    }
+}

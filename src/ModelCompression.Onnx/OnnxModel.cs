@@ -1,0 +1,257 @@
+using Google.Protobuf;
+using ModelCompression.Onnx.Protobuf;
+using DataType = ModelCompression.Onnx.Protobuf.TensorProto.Types.DataType;
+using DataLocation = ModelCompression.Onnx.Protobuf.TensorProto.Types.DataLocation;
+
+namespace ModelCompression.Onnx;
+
+/// <summary>How <see cref="OnnxModel.Save(string, SaveOptions?)"/> lays a model out on disk.</summary>
+public sealed record SaveOptions
+{
+    /// <summary>Tensors of at least this many bytes go to a side file; null keeps every tensor inside the .onnx file.</summary>
+    public long? ExternalizeThreshold { get; init; }
+
+    /// <summary>Side file name, relative to the model's folder; defaults to "&lt;model file name&gt;.data".</summary>
+    public string? ExternalDataFileName { get; init; }
+}
+
+/// <summary>
+/// An ONNX model: the protobuf message plus the folder its external data is resolved against. Tensors stored
+/// outside the file are memory-mapped on first access, never copied into the message.
+/// </summary>
+public sealed class OnnxModel : IDisposable
+{
+    /// <summary>Protobuf cannot serialize a single message past 2 GB; beyond it tensors must be externalized.</summary>
+    public const long ProtobufLimit = int.MaxValue;
+
+    private readonly ExternalDataStore _store;
+    private readonly bool _ownsStore;
+
+    private OnnxModel(ModelProto proto, ExternalDataStore store, bool ownsStore)
+    {
+        Proto = proto;
+        _store = store;
+        _ownsStore = ownsStore;
+    }
+
+    public ModelProto Proto { get; }
+    public GraphProto Graph => Proto.Graph;
+    public string BaseDirectory => _store.BaseDirectory;
+
+    public static OnnxModel Load(string path)
+    {
+        byte[] bytes;
+        try
+        {
+            var info = new FileInfo(path);
+            if (!info.Exists) throw new OnnxFormatException($"'{path}': file not found");
+            if (info.Length > ProtobufLimit) throw new OnnxFormatException($"'{path}': {info.Length} bytes is past protobuf's 2 GB message limit; weights that large must be stored as external data");
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (IOException e) { throw new OnnxFormatException($"'{path}': {e.Message}", e); }
+        catch (UnauthorizedAccessException e) { throw new OnnxFormatException($"'{path}': {e.Message}", e); }
+        return Parse(bytes, Path.GetDirectoryName(Path.GetFullPath(path))!, Path.GetFileName(path));
+    }
+
+    public static OnnxModel Load(Stream stream, string? baseDirectory = null)
+    {
+        using var buffer = new MemoryStream();
+        stream.CopyTo(buffer);
+        return Parse(buffer.ToArray(), baseDirectory ?? Directory.GetCurrentDirectory(), "stream");
+    }
+
+    public static OnnxModel Parse(byte[] bytes, string baseDirectory, string displayName = "model")
+    {
+        ModelProto proto;
+        try
+        {
+            // Parsing from an array bounds every length prefix by the bytes that are really there: a corrupt
+            // length cannot trigger a huge allocation.
+            proto = ModelProto.Parser.ParseFrom(bytes);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new OnnxFormatException($"'{displayName}' is not a valid ONNX model (truncated or corrupt protobuf: {e.Message})", e);
+        }
+        if (bytes.Length == 0 || proto.Graph is null)
+            throw new OnnxFormatException($"'{displayName}' is not a valid ONNX model: it has no graph");
+        if (!proto.HasIrVersion || proto.IrVersion <= 0)
+            throw new OnnxFormatException($"'{displayName}' is not a valid ONNX model: ir_version is missing");
+        return new OnnxModel(proto, new ExternalDataStore(baseDirectory), ownsStore: true);
+    }
+
+    /// <summary>A deep copy of the message that shares this model's external data (the original must outlive it).</summary>
+    public OnnxModel Clone() => new(Proto.Clone(), _store, ownsStore: false);
+
+    /// <summary>A view of the tensor's elements, wherever they are stored.</summary>
+    public TensorData GetTensor(TensorProto tensor)
+    {
+        if (tensor.HasDataLocation && tensor.DataLocation == DataLocation.External)
+        {
+            var expected = ElementTypes.ByteCount((DataType)tensor.DataType, Tensors.ElementCount(tensor));
+            return new TensorData(tensor, _store.Read(tensor, expected), hasBytes: true);
+        }
+        return tensor.HasRawData ? new TensorData(tensor, tensor.RawData.Span, hasBytes: true) : new TensorData(tensor, default, hasBytes: false);
+    }
+
+    public float[] ReadFloats(TensorProto tensor) => GetTensor(tensor).ToFloatArray();
+
+    public long OpsetVersion(string domain = "")
+    {
+        foreach (var opset in Proto.OpsetImport)
+            if ((opset.Domain ?? "") == domain || (domain == "" && opset.Domain == "ai.onnx")) return opset.Version;
+        return 0;
+    }
+
+    /// <summary>Checks every tensor's bytes can be reached (external files exist, ranges fit) and match its shape.</summary>
+    public void ValidateTensors()
+    {
+        foreach (var tensor in AllTensors(Proto)) _ = GetTensor(tensor);
+    }
+
+    /// <summary>
+    /// Writes the model. Output goes to temporary files in the target folder that are renamed into place only when
+    /// complete, so a failure never leaves a half-written model.
+    /// </summary>
+    public void Save(string path, SaveOptions? options = null)
+    {
+        options ??= new SaveOptions();
+        path = Path.GetFullPath(path);
+        var directory = Path.GetDirectoryName(path)!;
+        Directory.CreateDirectory(directory);
+        var dataFileName = options.ExternalDataFileName ?? Path.GetFileName(path) + ".data";
+        if (options.ExternalizeThreshold is not null) ExternalDataStore.ResolveLocation(directory, "(save)", dataFileName);
+
+        var output = Proto.Clone();
+        var dataTemp = options.ExternalizeThreshold is null ? null : path + ".data.tmp";
+        var modelTemp = path + ".tmp";
+        try
+        {
+            long externalBytes = 0;
+            using (var data = dataTemp is null ? null : new FileStream(dataTemp, FileMode.Create, FileAccess.Write))
+            {
+                foreach (var tensor in AllTensors(output))
+                {
+                    var isExternal = tensor.HasDataLocation && tensor.DataLocation == DataLocation.External;
+                    var view = GetTensor(tensor);
+                    if (!view.HasRawBytes) continue; // typed fields: stays as it is
+                    var bytes = view.RawBytes;
+                    if (data is not null && bytes.Length >= options.ExternalizeThreshold)
+                    {
+                        // Align each tensor to 4 KiB so the runtime can memory-map it.
+                        var offset = (data.Position + 4095) / 4096 * 4096;
+                        data.Position = offset;
+                        data.Write(bytes);
+                        tensor.ClearRawData();
+                        tensor.DataLocation = DataLocation.External;
+                        ExternalDataInfo.Write(tensor.ExternalData, dataFileName, offset, bytes.Length);
+                        externalBytes += bytes.Length;
+                    }
+                    else if (isExternal)
+                    {
+                        tensor.RawData = ByteString.CopyFrom(bytes);
+                        tensor.ExternalData.Clear();
+                        tensor.ClearDataLocation();
+                    }
+                }
+            }
+            var size = output.CalculateSize();
+            if (size < 0 || size > ProtobufLimit)
+                throw new OnnxFormatException($"model is {(size < 0 ? "over 2 GB" : size + " bytes")} inline, past protobuf's 2 GB limit: save it with an externalization threshold");
+            using (var file = new FileStream(modelTemp, FileMode.Create, FileAccess.Write))
+            using (var coded = new CodedOutputStream(file))
+            {
+                output.WriteTo(coded);
+            }
+            if (dataTemp is not null)
+            {
+                if (externalBytes > 0) File.Move(dataTemp, Path.Combine(directory, dataFileName), overwrite: true);
+                else File.Delete(dataTemp);
+            }
+            File.Move(modelTemp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(modelTemp)) File.Delete(modelTemp);
+            if (dataTemp is not null && File.Exists(dataTemp)) File.Delete(dataTemp);
+        }
+    }
+
+    /// <summary>The model as bytes with every tensor inline (for ONNX Runtime sessions created from memory).</summary>
+    public byte[] ToBytes()
+    {
+        var output = Proto.Clone();
+        foreach (var tensor in AllTensors(output))
+        {
+            if (!(tensor.HasDataLocation && tensor.DataLocation == DataLocation.External)) continue;
+            tensor.RawData = ByteString.CopyFrom(GetTensor(tensor).RawBytes);
+            tensor.ExternalData.Clear();
+            tensor.ClearDataLocation();
+        }
+        var size = output.CalculateSize();
+        if (size < 0 || size > ProtobufLimit) throw new OnnxFormatException("model is past protobuf's 2 GB limit inline; save it with external data and load it from its path");
+        return output.ToByteArray();
+    }
+
+    /// <summary>Every tensor in the model: initializers, sparse initializers, attribute tensors, subgraphs, functions.</summary>
+    public static IEnumerable<TensorProto> AllTensors(ModelProto model)
+    {
+        foreach (var t in AllTensors(model.Graph)) yield return t;
+        foreach (var f in model.Functions)
+            foreach (var n in f.Node)
+                foreach (var t in AttributeTensors(n)) yield return t;
+        foreach (var training in model.TrainingInfo)
+        {
+            if (training.Initialization is not null) foreach (var t in AllTensors(training.Initialization)) yield return t;
+            if (training.Algorithm is not null) foreach (var t in AllTensors(training.Algorithm)) yield return t;
+        }
+    }
+
+    public static IEnumerable<TensorProto> AllTensors(GraphProto graph)
+    {
+        foreach (var t in graph.Initializer) yield return t;
+        foreach (var s in graph.SparseInitializer)
+        {
+            if (s.Values is not null) yield return s.Values;
+            if (s.Indices is not null) yield return s.Indices;
+        }
+        foreach (var n in graph.Node)
+            foreach (var t in AttributeTensors(n)) yield return t;
+    }
+
+    private static IEnumerable<TensorProto> AttributeTensors(NodeProto node)
+    {
+        foreach (var a in node.Attribute)
+        {
+            if (a.T is not null) yield return a.T;
+            foreach (var t in a.Tensors) yield return t;
+            if (a.SparseTensor is not null)
+            {
+                if (a.SparseTensor.Values is not null) yield return a.SparseTensor.Values;
+                if (a.SparseTensor.Indices is not null) yield return a.SparseTensor.Indices;
+            }
+            if (a.G is not null) foreach (var t in AllTensors(a.G)) yield return t;
+            foreach (var g in a.Graphs) foreach (var t in AllTensors(g)) yield return t;
+        }
+    }
+
+    /// <summary>Bytes on disk of a saved model: the .onnx file plus every external-data file it names.</summary>
+    public static long FileSizeWithExternalData(string path)
+    {
+        long total = new FileInfo(path).Length;
+        using var model = Load(path);
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in AllTensors(model.Proto))
+        {
+            if (!(t.HasDataLocation && t.DataLocation == DataLocation.External)) continue;
+            var info = ExternalDataInfo.Parse(t);
+            if (seen.Add(info.Location)) total += new FileInfo(ExternalDataStore.ResolveLocation(model.BaseDirectory, t.Name, info.Location)).Length;
+        }
+        return total;
+    }
+
+    public void Dispose()
+    {
+        if (_ownsStore) _store.Dispose();
+    }
+}

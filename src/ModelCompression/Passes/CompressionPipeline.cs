@@ -1,5 +1,6 @@
 using ModelCompression.Graph;
 using ModelCompression.Policy;
+using ModelCompression.Quantization;
 
 namespace ModelCompression.Passes;
 
@@ -10,6 +11,7 @@ public static class CompressionPipeline
     {
         new FoldBatchNormPass(),
         new CleanupPass(),
+        new StaticQuantizationPass(),
     }.OrderBy(p => p.Stage).ToList();
 
     public static IReadOnlyList<ICompressionPass> For(CompressionPolicy policy) => AllPasses.Where(p => p.IsRequested(policy)).ToList();

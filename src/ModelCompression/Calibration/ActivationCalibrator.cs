@@ -1,0 +1,107 @@
+using ModelCompression.Policy;
+
+namespace ModelCompression.Calibration;
+
+/// <summary>The float interval an activation tensor is quantized over.</summary>
+public readonly record struct ActivationRange(float Min, float Max)
+{
+    public bool IsNonNegative => Min >= 0;
+}
+
+/// <summary>
+/// Chooses the quantization range of one activation tensor from calibration data. Every calibrator has the same
+/// lifecycle: <see cref="Collect"/> once per batch (keeping only running statistics, so memory does not grow with
+/// the data), then <see cref="ComputeRange"/>.
+/// </summary>
+public abstract class ActivationCalibrator
+{
+    private float _min = float.PositiveInfinity;
+    private float _max = float.NegativeInfinity;
+
+    /// <summary>Smallest and largest value seen so far (what min/max calibration returns).</summary>
+    public ActivationRange ObservedRange => _min <= _max ? new ActivationRange(_min, _max) : new ActivationRange(0, 0);
+
+    /// <summary>Values seen so far.</summary>
+    public long Count { get; private set; }
+
+    public void Collect(ReadOnlySpan<float> values)
+    {
+        if (values.IsEmpty) return;
+        var min = _min;
+        var max = _max;
+        foreach (var v in values)
+        {
+            if (!float.IsFinite(v)) continue; // a stray inf/NaN must not blow the range up; ranges are for finite data
+            if (v < min) min = v;
+            if (v > max) max = v;
+        }
+        _min = min;
+        _max = max;
+        Count += values.Length;
+        CollectDistribution(values);
+    }
+
+    /// <summary>The range to quantize over, within <see cref="ObservedRange"/>; (0, 0) when nothing was collected.</summary>
+    public abstract ActivationRange ComputeRange();
+
+    /// <summary>Hook for calibrators that keep more than the running min/max.</summary>
+    protected virtual void CollectDistribution(ReadOnlySpan<float> values) { }
+
+    public static ActivationCalibrator Create(CalibrationMethod method, double percentile) => method switch
+    {
+        CalibrationMethod.MinMax => new MinMaxCalibrator(),
+        CalibrationMethod.Percentile => new PercentileCalibrator(percentile),
+        CalibrationMethod.Entropy => new EntropyCalibrator(),
+        _ => throw new ArgumentOutOfRangeException(nameof(method), method, null),
+    };
+}
+
+/// <summary>The observed minimum and maximum: no value is clipped, outliers widen the step for everyone.</summary>
+public sealed class MinMaxCalibrator : ActivationCalibrator
+{
+    public override ActivationRange ComputeRange() => ObservedRange;
+}
+
+/// <summary>Base of the calibrators that look at the distribution of |x| through a <see cref="StreamingHistogram"/>.</summary>
+public abstract class HistogramCalibrator : ActivationCalibrator
+{
+    public const int DefaultBins = 2048;
+
+    public StreamingHistogram Histogram { get; } = new(DefaultBins);
+
+    protected override void CollectDistribution(ReadOnlySpan<float> values) => Histogram.Add(values);
+
+    public override ActivationRange ComputeRange()
+    {
+        var observed = ObservedRange;
+        if (Histogram.Total == 0 || Histogram.UpperEdge == 0) return observed;
+        var threshold = (float)ChooseThreshold(observed);
+        // The threshold bounds |x|: clip both sides to it, but never widen the observed range.
+        return new ActivationRange(Math.Max(observed.Min, -threshold), Math.Min(observed.Max, threshold));
+    }
+
+    /// <summary>The clipping threshold for |x|, in (0, UpperEdge].</summary>
+    protected abstract double ChooseThreshold(ActivationRange observed);
+}
+
+/// <summary>Clips |x| at a percentile of its distribution (e.g. 99.999 %), so rare outliers do not set the step size.</summary>
+public sealed class PercentileCalibrator(double percentile) : HistogramCalibrator
+{
+    public double Percentile { get; } = percentile is > 0 and <= 100 ? percentile : throw new ArgumentOutOfRangeException(nameof(percentile));
+
+    protected override double ChooseThreshold(ActivationRange observed) => Histogram.Quantile(Percentile / 100);
+}
+
+/// <summary>
+/// Entropy calibration (TensorRT's and ONNX Runtime's "entropy" method): of all clipping thresholds, the one whose
+/// quantized distribution of |x| is closest to the original in Kullback–Leibler divergence.
+/// </summary>
+public sealed class EntropyCalibrator : HistogramCalibrator
+{
+    protected override double ChooseThreshold(ActivationRange observed)
+    {
+        // uint8 activations: a non-negative tensor gets all 256 levels for [0, t]; a signed one about half per side.
+        var levels = observed.IsNonNegative ? 256 : 128;
+        return Histogram.BinWidth * KlDivergence.BestThresholdBins(Histogram.Counts, levels);
+    }
+}

@@ -1,0 +1,240 @@
+using ModelCompression.Calibration;
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Passes;
+using DataType = ModelCompression.Onnx.Protobuf.TensorProto.Types.DataType;
+
+namespace ModelCompression.Quantization;
+
+/// <summary>
+/// Turns a <see cref="QdqPlan"/> into a QDQ graph: QuantizeLinear → DequantizeLinear pairs on the planned
+/// activations (uint8), DequantizeLinear on int8 per-channel weights and int32 biases, folded ReLUs removed and
+/// spatial ReduceMeans rewritten as GlobalAveragePool. The float semantics of the graph stay those of the int8
+/// model, so any runtime gives the same numbers; ONNX Runtime fuses each group into its int8 kernel.
+/// </summary>
+internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IReadOnlyDictionary<string, ActivationRange> ranges)
+{
+    private readonly OnnxGraph _graph = context.Graph;
+    private readonly Dictionary<string, ActivationQuantization> _parameters = new(StringComparer.Ordinal);
+    /// <summary>Activations that carry a Q/DQ pair, mapped to the name int8 consumers read (the DequantizeLinear output).</summary>
+    private readonly Dictionary<string, string> _dequantized = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ActivationRange> _ranges = new(ranges, StringComparer.Ordinal);
+
+    public void Apply()
+    {
+        foreach (var op in plan.Ops.Where(o => o.Kind == QuantizedOpKind.SpatialMean)) RewriteAsGlobalAveragePool(op.Node);
+        var opNodes = plan.Ops.Select(o => o.Node).ToHashSet<NodeProto>(ReferenceEqualityComparer.Instance);
+
+        // Outputs first: an int8 node's output is renamed and re-quantized, so consumers keep reading the same name.
+        foreach (var op in plan.Ops.Where(o => o.QuantizesOutput)) QuantizeOutput(op);
+        foreach (var op in plan.Ops)
+        {
+            for (var i = 0; i < QdqPlan.QuantizedInputCount(op); i++)
+                op.Node.Input[i] = QuantizeActivation(op.Node.Input[i], opNodes);
+            if (op.Layer is not null) QuantizeWeights(op);
+            else Record(op);
+        }
+        _graph.TopologicalSort();
+    }
+
+    /// <summary>ReduceMean(axes=[2,3]) → GlobalAveragePool, followed by a Flatten when the reduced axes were dropped.</summary>
+    private void RewriteAsGlobalAveragePool(NodeProto node)
+    {
+        var input = node.Input[0];
+        var output = node.Output[0];
+        var keepDims = QdqPlan.KeepDims(node);
+        node.OpType = "GlobalAveragePool";
+        node.Attribute.Clear();
+        node.Input.Clear();
+        node.Input.Add(input);
+        if (keepDims) { _graph.Invalidate(); return; }
+        var pooled = _graph.FreshName(output + "_pooled");
+        node.Output[0] = pooled;
+        _ranges[pooled] = _ranges[output]; // same values, with two unit axes more
+        _graph.InsertAfter(node, new NodeProto
+        {
+            OpType = "Flatten", Name = _graph.FreshName(node.Name + "_flatten"), Input = { pooled }, Output = { output },
+            Attribute = { new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 1 } },
+        });
+    }
+
+    /// <summary>node → Q → DQ → (old output name): the node's only consumer becomes the QuantizeLinear, as fusion requires.</summary>
+    private void QuantizeOutput(QuantizedOp op)
+    {
+        var tensor = op.OutputTensor;
+        var parameters = ParametersOf(tensor);
+        string raw;
+        if (op.FoldedRelu is { } relu)
+        {
+            raw = op.Node.Output[0];
+            _graph.RemoveNode(relu);
+        }
+        else
+        {
+            raw = _graph.FreshName(tensor + "_float");
+            op.Node.Output[0] = raw;
+            _graph.Invalidate();
+        }
+        var quantized = _graph.FreshName(tensor + "_quantized");
+        var (scale, zeroPoint) = AddParameters(tensor, parameters);
+        _graph.InsertAfter(op.Node, QuantizeLinear(tensor, raw, scale, zeroPoint, quantized));
+        _graph.InsertAfter(_graph.Producer(quantized)!, DequantizeLinear(tensor, quantized, scale, zeroPoint, tensor));
+        _dequantized[tensor] = tensor;
+    }
+
+    /// <summary>
+    /// The name an int8 node reads for <paramref name="tensor"/>: its DequantizeLinear output. A tensor produced in
+    /// float gets a Q/DQ pair here; int8 nodes and pass-through ops leading to int8 values read the pair, other float
+    /// consumers keep the float tensor.
+    /// </summary>
+    private string QuantizeActivation(string tensor, HashSet<NodeProto> opNodes)
+    {
+        if (_dequantized.TryGetValue(tensor, out var existing)) return existing;
+        var parameters = ParametersOf(tensor);
+        var quantized = _graph.FreshName(tensor + "_quantized");
+        var dequantized = _graph.FreshName(tensor + "_dequantized");
+        var (scale, zeroPoint) = AddParameters(tensor, parameters);
+        var consumers = _graph.Consumers(tensor).Where(c => opNodes.Contains(c) || (QdqPlan.PassThroughOps.Contains(c.OpType) && c.Input[0] == tensor && IsPlanned(c.Output[0]))).ToList();
+        var quantize = QuantizeLinear(tensor, tensor, scale, zeroPoint, quantized);
+        var dequantize = DequantizeLinear(tensor, quantized, scale, zeroPoint, dequantized);
+        if (_graph.Producer(tensor) is { } producer)
+        {
+            _graph.InsertAfter(producer, quantize);
+            _graph.InsertAfter(quantize, dequantize);
+        }
+        else
+        {
+            _graph.Nodes.Insert(0, dequantize);
+            _graph.Nodes.Insert(0, quantize);
+            _graph.Invalidate();
+        }
+        foreach (var consumer in consumers)
+            for (var i = 0; i < consumer.Input.Count; i++)
+                if (consumer.Input[i] == tensor && !ReferenceEquals(consumer, quantize)) consumer.Input[i] = dequantized;
+        _graph.Invalidate();
+        _dequantized[tensor] = dequantized;
+        _parameters[dequantized] = parameters;
+        return dequantized;
+    }
+
+    /// <summary>Whether a tensor carries (or will carry) a Q/DQ pair: an int8 input or output, or a pass-through of one.</summary>
+    private bool IsPlanned(string tensor) =>
+        plan.Tensors.Contains(tensor) || _dequantized.ContainsKey(tensor) ||
+        (_graph.Producer(tensor) is { } producer && QdqPlan.PassThroughOps.Contains(producer.OpType) && IsPlanned(producer.Input[0]));
+
+    /// <summary>
+    /// uint8 parameters of a tensor: from its calibrated range, or copied from the input of the pass-through op that
+    /// produced it, so that ONNX Runtime sees equal parameters on both sides and runs the op on uint8.
+    /// </summary>
+    private ActivationQuantization ParametersOf(string tensor)
+    {
+        if (_parameters.TryGetValue(tensor, out var cached)) return cached;
+        var producer = _graph.Producer(tensor);
+        ActivationQuantization parameters;
+        if (producer is not null && QdqPlan.PassThroughOps.Contains(producer.OpType) && IsPlanned(producer.Input[0])) parameters = ParametersOf(producer.Input[0]);
+        else if (_ranges.TryGetValue(tensor, out var range)) parameters = ActivationQuantization.FromRange(range);
+        else throw new InvalidOperationException($"no calibrated range for '{tensor}'");
+        _parameters[tensor] = parameters;
+        return parameters;
+    }
+
+    private (string Scale, string ZeroPoint) AddParameters(string tensor, ActivationQuantization parameters)
+    {
+        var scale = _graph.FreshName(tensor + "_scale");
+        var zeroPoint = _graph.FreshName(tensor + "_zero_point");
+        _graph.SetInitializer(Tensors.Scalar(scale, parameters.Scale));
+        _graph.SetInitializer(Tensors.FromUInt8s(zeroPoint, ReadOnlySpan<long>.Empty, [parameters.ZeroPoint]));
+        return (scale, zeroPoint);
+    }
+
+    /// <summary>Replaces the weight (and bias) by int8 per-channel (int32) constants behind DequantizeLinear nodes.</summary>
+    private void QuantizeWeights(QuantizedOp op)
+    {
+        var layer = op.Layer!;
+        var node = op.Node;
+        var weights = Int8Quantizer.QuantizePerChannel(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures);
+        var stored = layer.StoredOutIn ? weights.Values : TransposeBytes(weights.Values, layer.OutFeatures, layer.InFeatures);
+        var name = layer.Weight.Name;
+        var axis = layer.StoredOutIn ? 0 : 1;
+        var quantizedName = _graph.FreshName(name + "_quantized");
+        var scaleName = _graph.FreshName(name + "_scale");
+        var zeroPointName = _graph.FreshName(name + "_zero_point");
+        var dequantizedName = _graph.FreshName(name + "_dequantized");
+        _graph.SetInitializer(Tensors.FromInt8s(quantizedName, layer.WeightShape, stored));
+        _graph.SetInitializer(Tensors.FromFloats(scaleName, [layer.OutFeatures], weights.Scales));
+        _graph.SetInitializer(Tensors.FromInt8s(zeroPointName, [layer.OutFeatures], new sbyte[layer.OutFeatures]));
+        _graph.InsertBefore(node, DequantizeLinear(name, quantizedName, scaleName, zeroPointName, dequantizedName, axis));
+        node.Input[1] = dequantizedName;
+        _graph.RemoveInitializer(name);
+
+        if (layer.BiasName is { } biasName)
+        {
+            var bias = _graph.Initializer(biasName)!;
+            var inputScale = ParametersOf(node.Input[0]).Scale;
+            var biasScales = Int8Quantizer.BiasScales(inputScale, weights.Scales);
+            var quantizedBias = Int8Quantizer.QuantizeBias(context.Model.ReadFloats(bias), biasScales);
+            var biasQuantizedName = _graph.FreshName(biasName + "_quantized");
+            var biasScaleName = _graph.FreshName(biasName + "_scale");
+            var biasZeroPointName = _graph.FreshName(biasName + "_zero_point");
+            var biasDequantizedName = _graph.FreshName(biasName + "_dequantized");
+            _graph.SetInitializer(Tensors.FromInt32s(biasQuantizedName, [layer.OutFeatures], quantizedBias));
+            _graph.SetInitializer(Tensors.FromFloats(biasScaleName, [layer.OutFeatures], biasScales));
+            _graph.SetInitializer(Tensors.FromInt32s(biasZeroPointName, [layer.OutFeatures], new int[layer.OutFeatures]));
+            _graph.InsertBefore(node, DequantizeLinear(biasName, biasQuantizedName, biasScaleName, biasZeroPointName, biasDequantizedName, 0));
+            node.Input[2] = biasDequantizedName;
+            if (_graph.Consumers(biasName).Count == 0) _graph.RemoveInitializer(biasName);
+        }
+        _graph.Invalidate();
+
+        var kernel = op.Kind switch
+        {
+            QuantizedOpKind.Conv => "QLinearConv",
+            QuantizedOpKind.Gemm => op.QuantizesOutput ? "QGemm" : "QGemm (float output)",
+            _ => op.QuantizesOutput ? "QLinearMatMul" : "MatMulIntegerToFloat",
+        };
+        context.Record(new LayerRecord
+        {
+            Layer = layer.Name, Op = layer.OpType, Technique = "int8", Shape = layer.WeightShape,
+            ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 8,
+            ReconstructionError = weights.RelativeError,
+            Note = $"{kernel}: uint8 activations, int8 per-channel weights" + (op.FoldedRelu is not null ? "; Relu folded into the output quantization" : ""),
+        });
+    }
+
+    private void Record(QuantizedOp op)
+    {
+        var kernel = op.Kind switch
+        {
+            QuantizedOpKind.Add => "QLinearAdd",
+            QuantizedOpKind.SpatialMean => "QLinearGlobalAveragePool (ReduceMean over H, W rewritten as GlobalAveragePool)",
+            _ => "QLinear" + op.Node.OpType,
+        };
+        context.Record(new LayerRecord
+        {
+            Layer = CompressionContext.LayerName(op.Node), Op = op.Kind == QuantizedOpKind.SpatialMean ? "ReduceMean" : op.Node.OpType,
+            Technique = "int8", Bits = 8,
+            Note = kernel + " on uint8 activations" + (op.FoldedRelu is not null ? "; Relu folded into the output quantization" : ""),
+        });
+    }
+
+    private NodeProto QuantizeLinear(string tensor, string input, string scale, string zeroPoint, string output) => new()
+    {
+        OpType = "QuantizeLinear", Name = _graph.FreshName(tensor + "_QuantizeLinear"), Input = { input, scale, zeroPoint }, Output = { output },
+    };
+
+    private NodeProto DequantizeLinear(string tensor, string input, string scale, string zeroPoint, string output, int? axis = null)
+    {
+        var node = new NodeProto { OpType = "DequantizeLinear", Name = _graph.FreshName(tensor + "_DequantizeLinear"), Input = { input, scale, zeroPoint }, Output = { output } };
+        if (axis is { } a) node.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = a });
+        return node;
+    }
+
+    private static sbyte[] TransposeBytes(sbyte[] m, int rows, int cols)
+    {
+        var t = new sbyte[m.Length];
+        for (var r = 0; r < rows; r++)
+            for (var c = 0; c < cols; c++)
+                t[c * rows + r] = m[r * cols + c];
+        return t;
+    }
+}

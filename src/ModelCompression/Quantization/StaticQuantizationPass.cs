@@ -1,0 +1,82 @@
+using ModelCompression.Calibration;
+using ModelCompression.Diagnostics;
+using ModelCompression.Onnx;
+using ModelCompression.Passes;
+using ModelCompression.Policy;
+
+namespace ModelCompression.Quantization;
+
+/// <summary>
+/// <c>Quantize=int8</c>: static QDQ quantization. Weights become int8 per output channel (symmetric), activations
+/// uint8 per tensor with ranges from calibration data (<c>CalibrationMethod</c>: minmax, percentile or entropy).
+/// The graph is shaped so that ONNX Runtime's CPU provider runs every quantized node as an int8 kernel (see
+/// <see cref="QdqPlan"/>); layers that would not gain, or that the policy keeps in float, stay float and say why.
+/// </summary>
+public sealed class StaticQuantizationPass : ICompressionPass
+{
+    public string Name => "quantize-int8";
+    public PassStage Stage => PassStage.Quantize;
+    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.Quantize == QuantizeMode.Int8);
+
+    public void Apply(CompressionContext context)
+    {
+        // Per-axis DequantizeLinear (per-channel weights) exists from opset 13; the model's opset is not ours to change.
+        if (context.Model.OpsetVersion() < 13)
+        {
+            context.Warn(DiagnosticCodes.LayerSkipped, $"int8 quantization needs opset >= 13 (per-channel DequantizeLinear); the model has opset {context.Model.OpsetVersion()}: nothing quantized");
+            return;
+        }
+        var candidates = QdqPlan.Create(context, ranks: null);
+        if (candidates.Ops.Count == 0)
+        {
+            RecordFloatLayers(context, candidates);
+            context.Warn(DiagnosticCodes.NothingToCompress, "int8: no layer can be quantized");
+            return;
+        }
+
+        var (ranges, ranks) = Calibrate(context, candidates.Tensors);
+        var plan = QdqPlan.Create(context, ranks);
+        RecordFloatLayers(context, plan);
+        new QdqRewriter(context, plan, ranges).Apply();
+    }
+
+    /// <summary>
+    /// Runs the calibration data through the model once, feeding every tensor's values to its own calibrator batch by
+    /// batch (memory: one batch plus fixed-size statistics per tensor). Returns each tensor's range and rank.
+    /// </summary>
+    public static (Dictionary<string, ActivationRange> Ranges, Dictionary<string, int> Ranks) Calibrate(CompressionContext context, IReadOnlyList<string> tensors)
+    {
+        // Model inputs (and reshapes of them) are raw data, not activations with a tail: clipping them cuts signal
+        // (entropy clips Fashion-MNIST images at their background level), so they keep their observed range.
+        var calibrators = tensors.ToDictionary(t => t,
+            t => IsModelInput(context.Graph, t) ? new MinMaxCalibrator() : ActivationCalibrator.Create(context.Policy.CalibrationMethod, context.Policy.CalibrationPercentile),
+            StringComparer.Ordinal);
+        var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
+        context.CaptureActivations("quantize-int8", tensors, batch =>
+        {
+            foreach (var (name, tensor) in batch)
+            {
+                calibrators[name].Collect(tensor.Data);
+                ranks[name] = tensor.Shape.Length;
+            }
+        });
+        return (calibrators.ToDictionary(p => p.Key, p => p.Value.ComputeRange(), StringComparer.Ordinal), ranks);
+    }
+
+    private static bool IsModelInput(OnnxGraph graph, string tensor) =>
+        graph.GraphInputNames.Contains(tensor) ||
+        (graph.Producer(tensor) is { } producer && QdqPlan.PassThroughOps.Contains(producer.OpType) && producer.Output[0] == tensor && IsModelInput(graph, producer.Input[0]));
+
+    private static void RecordFloatLayers(CompressionContext context, QdqPlan plan)
+    {
+        foreach (var (layer, reason, byPolicy) in plan.FloatLayers)
+        {
+            context.Record(new LayerRecord
+            {
+                Layer = layer.Name, Op = layer.OpType, Technique = "int8", Shape = layer.WeightShape,
+                ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 32, Note = "left in float: " + reason,
+            });
+            if (!byPolicy) context.Warn(DiagnosticCodes.LayerLeftInFloat, $"int8: layer '{layer.Name}' ({layer.OpType}) left in float: {reason}");
+        }
+    }
+}

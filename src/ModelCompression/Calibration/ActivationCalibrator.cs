@@ -1,3 +1,5 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
 using ModelCompression.Policy;
 
 namespace ModelCompression.Calibration;
@@ -27,25 +29,57 @@ public abstract class ActivationCalibrator
     public void Collect(ReadOnlySpan<float> values)
     {
         if (values.IsEmpty) return;
-        var min = _min;
-        var max = _max;
-        foreach (var v in values)
+        var (min, max) = FiniteMinMax(values);
+        _min = Math.Min(_min, min);
+        _max = Math.Max(_max, max);
+        Count += values.Length;
+        CollectDistribution(values, LargestMagnitude(min, max));
+    }
+
+    /// <summary>max |v| from a batch's finite minimum and maximum; 0 when the batch had no finite value.</summary>
+    internal static float LargestMagnitude(float min, float max) => min <= max ? Math.Max(Math.Abs(min), Math.Abs(max)) : 0f;
+
+    /// <summary>
+    /// Minimum and maximum of the finite values (+∞, −∞ when there is none; a stray inf/NaN must not blow a range up). Vectorized: this runs
+    /// over every calibration activation, millions of values per batch.
+    /// </summary>
+    internal static (float Min, float Max) FiniteMinMax(ReadOnlySpan<float> values)
+    {
+        var i = 0;
+        float min = float.PositiveInfinity, max = float.NegativeInfinity;
+        if (Vector.IsHardwareAccelerated && values.Length >= 2 * Vector<float>.Count)
         {
-            if (!float.IsFinite(v)) continue; // a stray inf/NaN must not blow the range up; ranges are for finite data
+            var vectors = MemoryMarshal.Cast<float, Vector<float>>(values);
+            Vector<float> vmin = vectors[0], vmax = vectors[0];
+            foreach (var v in vectors[1..])
+            {
+                vmin = Vector.Min(vmin, v);
+                vmax = Vector.Max(vmax, v);
+            }
+            for (var k = 0; k < Vector<float>.Count; k++)
+            {
+                min = Math.Min(min, vmin[k]);
+                max = Math.Max(max, vmax[k]);
+            }
+            i = vectors.Length * Vector<float>.Count;
+            // NaN and ±inf poison the vector result: redo the batch the careful way (rare).
+            if (!float.IsFinite(min) || !float.IsFinite(max)) { i = 0; min = float.PositiveInfinity; max = float.NegativeInfinity; }
+        }
+        for (; i < values.Length; i++)
+        {
+            var v = values[i];
+            if (!float.IsFinite(v)) continue;
             if (v < min) min = v;
             if (v > max) max = v;
         }
-        _min = min;
-        _max = max;
-        Count += values.Length;
-        CollectDistribution(values);
+        return (min, max);
     }
 
     /// <summary>The range to quantize over, within <see cref="ObservedRange"/>; (0, 0) when nothing was collected.</summary>
     public abstract ActivationRange ComputeRange();
 
-    /// <summary>Hook for calibrators that keep more than the running min/max.</summary>
-    protected virtual void CollectDistribution(ReadOnlySpan<float> values) { }
+    /// <summary>Hook for calibrators that keep more than the running min/max (<paramref name="largestMagnitude"/>: max |v| of this batch).</summary>
+    protected virtual void CollectDistribution(ReadOnlySpan<float> values, float largestMagnitude) { }
 
     public static ActivationCalibrator Create(CalibrationMethod method, double percentile) => method switch
     {
@@ -69,7 +103,7 @@ public abstract class HistogramCalibrator : ActivationCalibrator
 
     public StreamingHistogram Histogram { get; } = new(DefaultBins);
 
-    protected override void CollectDistribution(ReadOnlySpan<float> values) => Histogram.Add(values);
+    protected override void CollectDistribution(ReadOnlySpan<float> values, float largestMagnitude) => Histogram.Add(values, largestMagnitude);
 
     public override ActivationRange ComputeRange()
     {

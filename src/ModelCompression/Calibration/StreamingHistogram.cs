@@ -31,9 +31,13 @@ public sealed class StreamingHistogram
     /// <summary>Adds |v| for every finite value.</summary>
     public void Add(ReadOnlySpan<float> values)
     {
-        var largest = 0f;
-        foreach (var v in values)
-            if (float.IsFinite(v) && Math.Abs(v) > largest) largest = Math.Abs(v);
+        var (min, max) = ActivationCalibrator.FiniteMinMax(values);
+        Add(values, ActivationCalibrator.LargestMagnitude(min, max));
+    }
+
+    /// <summary>Adds |v| for every finite value, given the largest finite |v| of the batch (already known to calibrators).</summary>
+    public void Add(ReadOnlySpan<float> values, float largest)
+    {
         if (largest >= UpperEdge && largest > 0) Grow(largest);
 
         // Multiplying by Bins/UpperEdge (a power of two) is exact, so a bin index never depends on when it was added.

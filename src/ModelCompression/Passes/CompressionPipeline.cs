@@ -12,6 +12,7 @@ public static class CompressionPipeline
         new FoldBatchNormPass(),
         new CleanupPass(),
         new StaticQuantizationPass(),
+        new DynamicQuantizationPass(),
     }.OrderBy(p => p.Stage).ToList();
 
     public static IReadOnlyList<ICompressionPass> For(CompressionPolicy policy) => AllPasses.Where(p => p.IsRequested(policy)).ToList();

@@ -85,7 +85,10 @@ public sealed class OnnxRuntimeSession : IDisposable
         var values = inputs.Select(ToOrtValue).ToList();
         try
         {
-            using var results = _session.Run(new RunOptions(), inputs.Select(i => i.Name).ToList(), values, names);
+            // Disposed (not left to the finalizer): a RunOptions that only the native call still uses can be
+            // finalized in the middle of that call in optimized builds, and the run then crashes.
+            using var runOptions = new RunOptions();
+            using var results = _session.Run(runOptions, inputs.Select(i => i.Name).ToList(), values, names);
             var output = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
             var k = 0;
             foreach (var result in results)
@@ -136,7 +139,7 @@ public sealed class OnnxRuntimeSession : IDisposable
         }
     }
 
-    private static OrtValue ToOrtValue(NdArray array) => array.Data switch
+    internal static OrtValue ToOrtValue(NdArray array) => array.Data switch
     {
         float[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
         double[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),

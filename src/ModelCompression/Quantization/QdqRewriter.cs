@@ -2,7 +2,6 @@ using ModelCompression.Calibration;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
-using DataType = ModelCompression.Onnx.Protobuf.TensorProto.Types.DataType;
 
 namespace ModelCompression.Quantization;
 
@@ -19,6 +18,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
     /// <summary>Activations that carry a Q/DQ pair, mapped to the name int8 consumers read (the DequantizeLinear output).</summary>
     private readonly Dictionary<string, string> _dequantized = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ActivationRange> _ranges = new(ranges, StringComparer.Ordinal);
+    private readonly HashSet<string> _planned = plan.Tensors.ToHashSet(StringComparer.Ordinal);
 
     public void Apply()
     {
@@ -94,7 +94,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         var quantized = _graph.FreshName(tensor + "_quantized");
         var dequantized = _graph.FreshName(tensor + "_dequantized");
         var (scale, zeroPoint) = AddParameters(tensor, parameters);
-        var consumers = _graph.Consumers(tensor).Where(c => opNodes.Contains(c) || (QdqPlan.PassThroughOps.Contains(c.OpType) && c.Input[0] == tensor && IsPlanned(c.Output[0]))).ToList();
+        var consumers = _graph.Consumers(tensor).Where(c => opNodes.Contains(c) || (IsPassThroughOf(c, tensor) && LeadsToQuantized(c.Output[0]))).ToList();
         var quantize = QuantizeLinear(tensor, tensor, scale, zeroPoint, quantized);
         var dequantize = DequantizeLinear(tensor, quantized, scale, zeroPoint, dequantized);
         if (_graph.Producer(tensor) is { } producer)
@@ -117,10 +117,16 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         return dequantized;
     }
 
+    private static bool IsPassThroughOf(NodeProto node, string tensor) => QdqPlan.PassThroughOps.Contains(node.OpType) && node.Input[0] == tensor;
+
     /// <summary>Whether a tensor carries (or will carry) a Q/DQ pair: an int8 input or output, or a pass-through of one.</summary>
-    private bool IsPlanned(string tensor) =>
-        plan.Tensors.Contains(tensor) || _dequantized.ContainsKey(tensor) ||
-        (_graph.Producer(tensor) is { } producer && QdqPlan.PassThroughOps.Contains(producer.OpType) && IsPlanned(producer.Input[0]));
+    private bool CarriesQdq(string tensor) =>
+        _planned.Contains(tensor) || _dequantized.ContainsKey(tensor) ||
+        (_graph.Producer(tensor) is { } producer && IsPassThroughOf(producer, producer.Input[0]) && CarriesQdq(producer.Input[0]));
+
+    /// <summary>Whether the tensor is quantized for an int8 node, itself or after pass-through ops.</summary>
+    private bool LeadsToQuantized(string tensor) =>
+        _planned.Contains(tensor) || _graph.Consumers(tensor).Any(c => IsPassThroughOf(c, tensor) && LeadsToQuantized(c.Output[0]));
 
     /// <summary>
     /// uint8 parameters of a tensor: from its calibrated range, or copied from the input of the pass-through op that
@@ -131,7 +137,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         if (_parameters.TryGetValue(tensor, out var cached)) return cached;
         var producer = _graph.Producer(tensor);
         ActivationQuantization parameters;
-        if (producer is not null && QdqPlan.PassThroughOps.Contains(producer.OpType) && IsPlanned(producer.Input[0])) parameters = ParametersOf(producer.Input[0]);
+        if (producer is not null && IsPassThroughOf(producer, producer.Input[0]) && CarriesQdq(producer.Input[0])) parameters = ParametersOf(producer.Input[0]);
         else if (_ranges.TryGetValue(tensor, out var range)) parameters = ActivationQuantization.FromRange(range);
         else throw new InvalidOperationException($"no calibrated range for '{tensor}'");
         _parameters[tensor] = parameters;

@@ -40,12 +40,19 @@ public sealed class OnnxRuntimeSession : IDisposable
     public IReadOnlyList<string> InputNames { get; }
     public IReadOnlyList<string> OutputNames { get; }
 
-    public static OnnxRuntimeSession Create(byte[] model, RuntimeOptions runtime, string? file = null)
+    public static OnnxRuntimeSession Create(byte[] model, RuntimeOptions runtime, string? file = null) =>
+        Create(options => new InferenceSession(model, options), runtime, file);
+
+    /// <summary>A session over a model file (ONNX Runtime resolves its external data itself).</summary>
+    public static OnnxRuntimeSession Create(string path, RuntimeOptions runtime) =>
+        Create(options => new InferenceSession(path, options), runtime, path);
+
+    private static OnnxRuntimeSession Create(Func<SessionOptions, InferenceSession> open, RuntimeOptions runtime, string? file)
     {
         var options = CreateOptions(runtime, file);
         try
         {
-            return new OnnxRuntimeSession(new InferenceSession(model, options), options);
+            return new OnnxRuntimeSession(open(options), options);
         }
         catch (OnnxRuntimeException e)
         {

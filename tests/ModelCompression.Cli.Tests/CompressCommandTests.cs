@@ -127,6 +127,18 @@ public sealed class CompressCommandTests
     }
 
     [TestMethod]
+    public void CudaOnTheCpuRuntime_IsCM0130_NeverASilentCpuFallback()
+    {
+        var dir = TempDirectory();
+        var output = Path.Combine(dir, "o.onnx");
+        var result = Run("compress", Fixture("fmnist_mlp.onnx"), "-o", output, "--execution-provider", "cuda:0", "--validation-data", Fixture("fmnist_val.npz"), "--min-agreement", "0.9");
+        Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
+        StringAssert.Contains(result.Error, "error CM0130: the CUDA execution provider (device 0) cannot be loaded");
+        StringAssert.Contains(result.Error, "CPUExecutionProvider");
+        Assert.IsFalse(File.Exists(output));
+    }
+
+    [TestMethod]
     public void MissingData_IsCM0120()
     {
         var dir = TempDirectory();

@@ -54,8 +54,8 @@ public static class BatchCommand
             ConsoleOutput.WriteDiagnostics(error, errors);
             return ReturnCode.BadInput;
         }
-        var library = policies.Select(p => p.OnnxRuntimeLibrary).FirstOrDefault(l => l is not null);
-        Runtime.OnnxRuntimeLoader.UseLibrary(library);
+        // One process loads one native runtime: the first item that needs a particular one decides.
+        Runtime.OnnxRuntimeLoader.UseLibrary(policies.Select(Runtime.OnnxRuntimeLoader.LibraryFor).FirstOrDefault(l => l is not null));
 
         for (var i = 0; i < request.Items.Count; i++)
         {

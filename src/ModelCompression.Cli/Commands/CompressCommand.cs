@@ -35,7 +35,7 @@ public static class CompressCommand
 
     public static ReturnCode Run(CompressionRequest request, bool benchmark, TextWriter output, TextWriter error, CancellationToken cancellation)
     {
-        Runtime.OnnxRuntimeLoader.UseLibrary(request.Policy.OnnxRuntimeLibrary);
+        Runtime.OnnxRuntimeLoader.UseLibrary(Runtime.OnnxRuntimeLoader.LibraryFor(request.Policy));
         var result = ConsoleOutput.WithProgress(output, progress => CompressionEngine.Compress(request, cancellation, progress));
         ConsoleOutput.WriteDiagnostics(error, result.Diagnostics);
         output.WriteLine(ConsoleOutput.SummaryLine(result.Report));

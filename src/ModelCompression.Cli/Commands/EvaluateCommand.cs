@@ -19,7 +19,7 @@ public static class EvaluateCommand
         command.SetAction(parse => CompressModelApp.Guard(error, () =>
         {
             var settings = policy.Parse(parse);
-            Runtime.OnnxRuntimeLoader.UseLibrary(settings.OnnxRuntimeLibrary);
+            Runtime.OnnxRuntimeLoader.UseLibrary(Runtime.OnnxRuntimeLoader.LibraryFor(settings));
             var originalPath = Path.GetFullPath(parse.GetValue(original)!);
             var compressedPath = Path.GetFullPath(parse.GetValue(compressed)!);
             foreach (var path in new[] { originalPath, compressedPath }) CompressionEngine.LoadChecked(path).Dispose();

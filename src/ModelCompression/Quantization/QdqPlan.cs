@@ -84,7 +84,7 @@ public sealed class QdqPlan
         {
             var policy = context.PolicyFor(layer.Node);
             if (policy.Excluded) { floatLayers.Add(new FloatLayer(layer, "excluded by policy", ByPolicy: true)); continue; }
-            if (policy.Quantize != QuantizeMode.Int8) { floatLayers.Add(new FloatLayer(layer, $"Quantize={PolicySettings.Lower(policy.Quantize)} for this layer", ByPolicy: true)); continue; }
+            if (policy.Quantize != QuantizeMode.Int8) { floatLayers.Add(new FloatLayer(layer, $"Quantize={PolicySettings.FormatEnum(policy.Quantize)} for this layer", ByPolicy: true)); continue; }
             if (Unsupported(graph, layer) is { } reason) { floatLayers.Add(new FloatLayer(layer, reason, ByPolicy: false)); continue; }
             var kind = layer.OpType switch { "Conv" => QuantizedOpKind.Conv, "Gemm" => QuantizedOpKind.Gemm, _ => QuantizedOpKind.MatMul };
             ops[layer.Node] = new QuantizedOp(layer.Node, kind, layer);

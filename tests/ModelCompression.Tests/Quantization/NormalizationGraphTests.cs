@@ -1,5 +1,6 @@
 using System.Text;
 using Google.Protobuf;
+using ModelCompression.Data;
 using ModelCompression.Evaluation;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
@@ -46,7 +47,7 @@ public sealed class NormalizationGraphTests
             }
             Assert.IsFalse(graph.Nodes.Any(n => n.OpType.StartsWith("QLinear", StringComparison.Ordinal)), "no QLinear* op is emitted directly");
 
-            var data = Data.Dataset.Load(calibration);
+            var data = Dataset.Load(calibration);
             var runtime = Fixtures.Cpu;
             var reference = Predictions.Run(original, data, runtime, 64);
             var candidate = Predictions.Run(quantized, data, runtime, 64);

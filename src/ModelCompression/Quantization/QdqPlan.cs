@@ -83,6 +83,7 @@ public sealed class QdqPlan
         foreach (var layer in WeightedLayer.Find(graph))
         {
             var policy = context.PolicyFor(layer.Node);
+            if (policy.Quantize == QuantizeMode.Int8Dynamic && !policy.Excluded) continue; // the dynamic pass owns it
             if (policy.Excluded) { floatLayers.Add(new FloatLayer(layer, "excluded by policy", ByPolicy: true)); continue; }
             if (policy.Quantize != QuantizeMode.Int8) { floatLayers.Add(new FloatLayer(layer, $"Quantize={PolicySettings.FormatEnum(policy.Quantize)} for this layer", ByPolicy: true)); continue; }
             if (Unsupported(graph, layer) is { } reason) { floatLayers.Add(new FloatLayer(layer, reason, ByPolicy: false)); continue; }

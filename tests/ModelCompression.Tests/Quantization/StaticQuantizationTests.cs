@@ -149,6 +149,29 @@ public sealed class StaticQuantizationTests
     }
 
     [TestMethod]
+    public void Mlp_MixedPolicy_StaticLayersAndADynamicOverride_EachPassOwnsItsLayers()
+    {
+        var folder = Directory.CreateTempSubdirectory("quantization-tests-");
+        try
+        {
+            var policyFile = Path.Combine(folder.FullName, "policy.json");
+            File.WriteAllText(policyFile, """{ "layers": [ { "match": "/out/*", "Quantize": "int8-dynamic" } ] }""");
+            var result = Compress(Fixtures.Mlp, ("PolicyFile", policyFile));
+
+            var records = result.Context.Records;
+            Assert.AreEqual(3, records.Count, string.Join("\n", records));
+            Assert.AreEqual("int8-dynamic", records.Single(r => r.Layer == "/out/Gemm").Technique);
+            Assert.IsTrue(records.All(r => r.Bits == 8), string.Join("\n", records));
+            Assert.AreEqual(1, result.Quantized.Graph.Node.Count(n => n.OpType == "MatMulInteger"));
+            AssertWithinAllowedDrop(result, "mlp int8 + int8-dynamic head");
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
+    [TestMethod]
     public void Int8_WithoutCalibrationData_IsACodedError()
     {
         var error = Assert.ThrowsExactly<CompressionException>(() => Fixtures.Policy(("Quantize", "int8")));

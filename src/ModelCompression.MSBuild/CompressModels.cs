@@ -85,7 +85,13 @@ public sealed class CompressModels : ToolTask
         foreach (var model in Models)
         {
             var output = Path.GetFullPath(model.GetMetadata(ModelItems.OutputFile));
-            if (File.Exists(output)) written.Add(new TaskItem(ModelItems.Escape(output)));
+            if (File.Exists(output))
+            {
+                // Newer than every input read before the run, whatever timestamp the engine's write left: the next
+                // build's up-to-date check must not depend on how the engine wrote the file.
+                File.SetLastWriteTimeUtc(output, DateTime.UtcNow);
+                written.Add(new TaskItem(ModelItems.Escape(output)));
+            }
             else Log.LogError(null, Diagnostics.OutputMissing, null, model.GetMetadata("FullPath"), 0, 0, 0, 0,
                 $"the compression engine exited with success but did not write '{output}'");
         }

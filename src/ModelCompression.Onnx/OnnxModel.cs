@@ -91,7 +91,7 @@ public sealed class OnnxModel : IDisposable
             var expected = ElementTypes.ByteCount((DataType)tensor.DataType, Tensors.ElementCount(tensor));
             return new TensorData(tensor, _store.Read(tensor, expected), hasBytes: true);
         }
-        return tensor.HasRawData ? new TensorData(tensor, tensor.RawData.Span, hasBytes: true) : new TensorData(tensor, default, hasBytes: false);
+        return Tensors.View(tensor);
     }
 
     public float[] ReadFloats(TensorProto tensor) => GetTensor(tensor).ToFloatArray();

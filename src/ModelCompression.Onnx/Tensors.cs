@@ -175,6 +175,14 @@ public static class Tensors
 {
     public static long[] DimsOf(TensorProto tensor) => tensor.Dims.ToArray();
 
+    /// <summary>A view of a tensor that carries its own data (raw_data or typed fields); external data needs its <see cref="OnnxModel"/>.</summary>
+    public static TensorData View(TensorProto tensor)
+    {
+        if (tensor.HasDataLocation && tensor.DataLocation == TensorProto.Types.DataLocation.External)
+            throw new OnnxFormatException($"tensor '{tensor.Name}' stores its data externally; read it through the model that owns it");
+        return tensor.HasRawData ? new TensorData(tensor, tensor.RawData.Span, hasBytes: true) : new TensorData(tensor, default, hasBytes: false);
+    }
+
     public static long ElementCount(TensorProto tensor)
     {
         long count = 1;

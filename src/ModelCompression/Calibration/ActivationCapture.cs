@@ -1,0 +1,41 @@
+using ModelCompression.Data;
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Runtime;
+
+namespace ModelCompression.Calibration;
+
+/// <summary>
+/// Captures intermediate float tensors through ONNX Runtime: the requested values become extra graph outputs of a
+/// copy of the model, which then runs batch by batch. Each batch is handed to the caller and dropped, so memory
+/// stays bounded by one batch whatever the size of the data (callers keep running statistics).
+/// </summary>
+public static class ActivationCapture
+{
+    public static void Run(OnnxModel model, IReadOnlyList<string> valueNames, Dataset data, RuntimeOptions runtime, int batchSize,
+        Action<IReadOnlyDictionary<string, FloatTensor>> onBatch, CancellationToken cancellation = default, IProgress<double>? progress = null)
+    {
+        if (valueNames.Count == 0) return;
+        var probe = model.Clone();
+        var existing = probe.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var name in valueNames.Distinct())
+        {
+            if (existing.Contains(name)) continue;
+            probe.Graph.Output.Add(new ValueInfoProto
+            {
+                Name = name,
+                Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } },
+            });
+        }
+        using var session = OnnxRuntimeSession.Create(probe.ToBytes(), runtime);
+        var bound = data.BindTo(ModelInput.FromGraph(model.Graph));
+        var done = 0;
+        foreach (var batch in bound.Batches(batchSize))
+        {
+            cancellation.ThrowIfCancellationRequested();
+            onBatch(session.Run(batch, valueNames.Distinct().ToList()));
+            done += batch[0].Count;
+            progress?.Report((double)done / bound.Count);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+
+namespace ModelCompression.Passes;
+
+/// <summary>
+/// A Conv, Gemm or MatMul whose weight is a constant initializer, seen as a matrix W of shape [out, in]
+/// (Gemm/MatMul: y = x·Wᵀ; Conv: in = in_channels/group·kh·kw, the im2col layout). Pruning, low-rank and
+/// quantization all read and write weights through this one view, whatever the node's own layout.
+/// </summary>
+public sealed class WeightedLayer
+{
+    private WeightedLayer(NodeProto node, TensorProto weight, bool storedOutIn)
+    {
+        Node = node;
+        Weight = weight;
+        StoredOutIn = storedOutIn;
+        var dims = weight.Dims.ToArray();
+        if (node.OpType == "Conv")
+        {
+            OutFeatures = checked((int)dims[0]);
+            InFeatures = checked((int)(dims.Skip(1).Aggregate(1L, (a, b) => a * b)));
+        }
+        else if (storedOutIn) { OutFeatures = checked((int)dims[0]); InFeatures = checked((int)dims[1]); }
+        else { InFeatures = checked((int)dims[0]); OutFeatures = checked((int)dims[1]); }
+    }
+
+    public NodeProto Node { get; }
+    public TensorProto Weight { get; }
+    public string Name => CompressionContext.LayerName(Node);
+    public string OpType => Node.OpType;
+    /// <summary>The activation the layer multiplies (its first input).</summary>
+    public string InputName => Node.Input[0];
+    public string? BiasName => Node.OpType is "Conv" or "Gemm" && Node.Input.Count > 2 && Node.Input[2].Length > 0 ? Node.Input[2] : null;
+    public int OutFeatures { get; }
+    public int InFeatures { get; }
+    public long Parameters => (long)OutFeatures * InFeatures;
+    public long[] WeightShape => Weight.Dims.ToArray();
+    /// <summary>True when the tensor is laid out [out, in, …] (Conv, Gemm with transB=1); false for [in, out] (MatMul, Gemm transB=0).</summary>
+    public bool StoredOutIn { get; }
+
+    /// <summary>Conv attributes that matter to the rewrites (group; kernel is WeightShape[2..]).</summary>
+    public long Group => Node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1;
+
+    /// <summary>W as a row-major [out, in] float matrix (a copy).</summary>
+    public float[] ReadMatrix(OnnxModel model)
+    {
+        var stored = model.ReadFloats(Weight);
+        return StoredOutIn ? stored : Transpose(stored, InFeatures, OutFeatures);
+    }
+
+    /// <summary>Writes a [out, in] matrix back as the layer's weight, in the layer's own layout, as float32.</summary>
+    public TensorProto WriteMatrix(OnnxGraph graph, float[] outIn)
+    {
+        var stored = StoredOutIn ? outIn : Transpose(outIn, OutFeatures, InFeatures);
+        var tensor = Tensors.FromFloats(Weight.Name, WeightShape, stored);
+        graph.SetInitializer(tensor);
+        return tensor;
+    }
+
+    public static float[] Transpose(ReadOnlySpan<float> m, int rows, int cols)
+    {
+        var t = new float[m.Length];
+        for (var r = 0; r < rows; r++)
+            for (var c = 0; c < cols; c++)
+                t[c * rows + r] = m[r * cols + c];
+        return t;
+    }
+
+    /// <summary>
+    /// The layers of a graph with a float constant weight used by that node alone (shared weights are left out: a
+    /// change would hit every user). MatMul weights must be 2-D; Gemm with transA is skipped.
+    /// </summary>
+    public static IReadOnlyList<WeightedLayer> Find(OnnxGraph graph, params string[] opTypes)
+    {
+        var ops = opTypes.Length == 0 ? ["Conv", "Gemm", "MatMul"] : opTypes;
+        var layers = new List<WeightedLayer>();
+        foreach (var node in graph.Nodes)
+        {
+            if (!ops.Contains(node.OpType) || node.Domain is not ("" or "ai.onnx") || node.Input.Count < 2) continue;
+            var weight = graph.Initializer(node.Input[1]);
+            if (weight is null || weight.DataType != (int)TensorProto.Types.DataType.Float) continue;
+            if (graph.Consumers(weight.Name).Count != 1) continue;
+            switch (node.OpType)
+            {
+                case "Conv" when weight.Dims.Count >= 3:
+                    layers.Add(new WeightedLayer(node, weight, storedOutIn: true));
+                    break;
+                case "Gemm" when weight.Dims.Count == 2 && Attr(node, "transA") == 0:
+                    layers.Add(new WeightedLayer(node, weight, storedOutIn: Attr(node, "transB") == 1));
+                    break;
+                case "MatMul" when weight.Dims.Count == 2:
+                    layers.Add(new WeightedLayer(node, weight, storedOutIn: false));
+                    break;
+            }
+        }
+        return layers;
+    }
+
+    private static long Attr(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? 0;
+}

@@ -1,0 +1,71 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+
+namespace ModelCompression.Runtime;
+
+/// <summary>
+/// Chooses the native ONNX Runtime library before the first ORT call. A process can load only one: the engine uses
+/// the CPU build that ships with it unless a front end names another (e.g. the CUDA build) first.
+/// </summary>
+public static class OnnxRuntimeLoader
+{
+    private static string? _requested;
+    private static bool _configured;
+    private static readonly object Gate = new();
+
+    /// <summary>The library actually loaded ("bundled" for the package's own).</summary>
+    public static string LoadedLibrary { get; private set; } = "bundled";
+
+    /// <summary>Names the native library to load; must run before any session is created. Returns false if too late.</summary>
+    public static bool UseLibrary(string? path)
+    {
+        lock (Gate)
+        {
+            if (_configured) return path is null || path == _requested;
+            _requested = path;
+            return true;
+        }
+    }
+
+    internal static void EnsureConfigured()
+    {
+        lock (Gate)
+        {
+            if (_configured) return;
+            _configured = true;
+            if (_requested is null) return;
+            var path = Path.GetFullPath(_requested);
+            LoadedLibrary = path;
+            NativeLibrary.SetDllImportResolver(typeof(OrtEnv).Assembly, (name, _, _) =>
+                name.Contains("onnxruntime", StringComparison.Ordinal) && !name.Contains("providers", StringComparison.Ordinal) ? NativeLibrary.Load(path) : IntPtr.Zero);
+        }
+    }
+
+    public static IReadOnlyList<string> AvailableProviders()
+    {
+        EnsureConfigured();
+        return OrtEnv.Instance().GetAvailableProviders();
+    }
+
+    public static string Version()
+    {
+        EnsureConfigured();
+        return OrtEnv.Instance().GetVersionString();
+    }
+
+    /// <summary>Where the native library was found on disk (for `doctor`).</summary>
+    public static string? NativeLibraryPath()
+    {
+        if (_requested is not null) return Path.GetFullPath(_requested);
+        var baseDir = AppContext.BaseDirectory;
+        var rid = RuntimeInformation.RuntimeIdentifier;
+        var file = OperatingSystem.IsWindows() ? "onnxruntime.dll" : OperatingSystem.IsMacOS() ? "libonnxruntime.dylib" : "libonnxruntime.so";
+        foreach (var candidate in new[] { Path.Combine(baseDir, file), Path.Combine(baseDir, "runtimes", rid, "native", file) }
+                     .Concat(Directory.Exists(Path.Combine(baseDir, "runtimes")) ? Directory.GetFiles(Path.Combine(baseDir, "runtimes"), file, SearchOption.AllDirectories) : []))
+            if (File.Exists(candidate)) return candidate;
+        return null;
+    }
+
+    internal static string AssemblyVersion => typeof(OrtEnv).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "?";
+}

@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using ModelCompression.Data;
+using ModelCompression.Diagnostics;
+using ModelCompression.Policy;
+
+namespace ModelCompression.Runtime;
+
+/// <summary>How sessions are created: execution provider, intra-op threads, graph optimization level.</summary>
+public sealed record RuntimeOptions(ExecutionProviderSpec Provider, int Threads = 0, GraphOptimizationLevel OptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL)
+{
+    public static RuntimeOptions From(CompressionPolicy policy) => new(policy.ExecutionProvider, policy.Threads);
+}
+
+/// <summary>A float output tensor copied out of ONNX Runtime.</summary>
+public sealed record FloatTensor(float[] Data, long[] Shape)
+{
+    public int Rows => checked((int)Shape[0]);
+    public int RowLength => Data.Length / Math.Max(1, Rows);
+}
+
+/// <summary>
+/// One ONNX Runtime session over a model held in memory. Creation failures map to CM0130 (execution provider) or
+/// CM0131 (the runtime rejected the model); the CUDA provider is never silently replaced by the CPU.
+/// </summary>
+public sealed class OnnxRuntimeSession : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly SessionOptions _options;
+
+    private OnnxRuntimeSession(InferenceSession session, SessionOptions options)
+    {
+        _session = session;
+        _options = options;
+        InputNames = session.InputNames.ToList();
+        OutputNames = session.OutputNames.ToList();
+    }
+
+    public IReadOnlyList<string> InputNames { get; }
+    public IReadOnlyList<string> OutputNames { get; }
+
+    public static OnnxRuntimeSession Create(byte[] model, RuntimeOptions runtime, string? file = null) =>
+        Create(options => new InferenceSession(model, options), runtime, file);
+
+    /// <summary>A session over a model file (ONNX Runtime resolves its external data itself).</summary>
+    public static OnnxRuntimeSession Create(string path, RuntimeOptions runtime) =>
+        Create(options => new InferenceSession(path, options), runtime, path);
+
+    private static OnnxRuntimeSession Create(Func<SessionOptions, InferenceSession> open, RuntimeOptions runtime, string? file)
+    {
+        var options = CreateOptions(runtime, file);
+        try
+        {
+            return new OnnxRuntimeSession(open(options), options);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            options.Dispose();
+            throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime cannot load the model: {FirstLine(e.Message)}", file, e);
+        }
+    }
+
+    private static SessionOptions CreateOptions(RuntimeOptions runtime, string? file)
+    {
+        OnnxRuntimeLoader.EnsureConfigured();
+        var options = new SessionOptions { GraphOptimizationLevel = runtime.OptimizationLevel };
+        if (runtime.Threads > 0) options.IntraOpNumThreads = runtime.Threads;
+        if (!runtime.Provider.IsCuda) return options;
+        try
+        {
+            // Fail instead of quietly running nodes the CUDA provider cannot take on the CPU.
+            options.AddSessionConfigEntry("session.disable_cpu_ep_fallback", "1");
+            options.AppendExecutionProvider_CUDA(runtime.Provider.DeviceId);
+            return options;
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+        {
+            options.Dispose();
+            var available = string.Join(", ", OnnxRuntimeLoader.AvailableProviders());
+            throw new CompressionException(DiagnosticCodes.ExecutionProviderUnavailable,
+                $"the CUDA execution provider (device {runtime.Provider.DeviceId}) cannot be loaded: {FirstLine(e.Message)}. " +
+                $"Providers in the loaded ONNX Runtime ({OnnxRuntimeLoader.LoadedLibrary}): {available}. " +
+                "Point OnnxRuntimeLibrary at the CUDA build of libonnxruntime (Microsoft.ML.OnnxRuntime.Gpu.Linux) and make sure the NVIDIA driver, CUDA and cuDNN libraries are on the loader path.", file, e);
+        }
+    }
+
+    /// <summary>Runs one batch and copies the requested float outputs (all outputs when null).</summary>
+    public IReadOnlyDictionary<string, FloatTensor> Run(IReadOnlyList<NdArray> inputs, IReadOnlyList<string>? outputNames = null)
+    {
+        var names = outputNames ?? OutputNames;
+        var values = inputs.Select(ToOrtValue).ToList();
+        try
+        {
+            using var results = _session.Run(new RunOptions(), inputs.Select(i => i.Name).ToList(), values, names);
+            var output = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
+            var k = 0;
+            foreach (var result in results)
+            {
+                var info = result.GetTensorTypeAndShape();
+                float[] data = info.ElementDataType switch
+                {
+                    TensorElementType.Float => result.GetTensorDataAsSpan<float>().ToArray(),
+                    TensorElementType.Double => Array.ConvertAll(result.GetTensorDataAsSpan<double>().ToArray(), x => (float)x),
+                    TensorElementType.Int64 => Array.ConvertAll(result.GetTensorDataAsSpan<long>().ToArray(), x => (float)x),
+                    TensorElementType.Int32 => Array.ConvertAll(result.GetTensorDataAsSpan<int>().ToArray(), x => (float)x),
+                    _ => throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"output '{names[k]}' is {info.ElementDataType}; the engine compares float outputs"),
+                };
+                output[names[k++]] = new FloatTensor(data, info.Shape);
+            }
+            return output;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime failed to run the model: {FirstLine(e.Message)}", null, e);
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    /// <summary>Milliseconds per run of the same prepared batch, <paramref name="runs"/> times (inputs bound once, outputs discarded).</summary>
+    public double[] Time(IReadOnlyList<NdArray> inputs, int runs)
+    {
+        var values = inputs.Select(ToOrtValue).ToList();
+        var names = inputs.Select(i => i.Name).ToList();
+        try
+        {
+            using var runOptions = new RunOptions();
+            var times = new double[runs];
+            for (var r = 0; r < runs; r++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                using (_session.Run(runOptions, names, values, OutputNames)) { }
+                times[r] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            }
+            return times;
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    private static OrtValue ToOrtValue(NdArray array) => array.Data switch
+    {
+        float[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        double[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        long[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        int[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        sbyte[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        byte[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        short[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        ushort[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        uint[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        ulong[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        bool[] a => OrtValue.CreateTensorValueFromMemory(a, array.Shape),
+        Half[] a => OrtValue.CreateTensorValueFromMemory(Array.ConvertAll(a, h => new Float16(BitConverter.HalfToUInt16Bits(h))), array.Shape),
+        _ => throw new InvalidOperationException($"unsupported array type for '{array.Name}'"),
+    };
+
+    private static string FirstLine(string message) => message.Split('\n')[0].Trim();
+
+    public void Dispose()
+    {
+        _session.Dispose();
+        _options.Dispose();
+    }
+}

@@ -39,6 +39,7 @@ public static class CompressionEngine
         if (string.Equals(modelPath, outputPath, StringComparison.Ordinal))
             throw new CompressionException(DiagnosticCodes.BadUsage, "the output path is the source model: the source is never overwritten; choose another output", modelPath);
 
+        Runtime.OnnxRuntimeSession.EnsureProviderAvailable(Runtime.RuntimeOptions.From(request.Policy), modelPath);
         var step = Stopwatch.StartNew();
         using var source = LoadChecked(modelPath);
         timings.Add(new StepTiming("load", step.Elapsed.TotalMilliseconds));

@@ -50,6 +50,6 @@ public static class InspectCommand
                 ElementTypes.Name((TensorProto.Types.DataType)(sparse.Values?.DataType ?? 0))]);
         var widths = Enumerable.Range(0, rows[0].Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
         foreach (var row in rows) output.WriteLine(string.Join("  ", row.Select((cell, c) => c is 4 or 5 ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]))).TrimEnd());
-        output.WriteLine($"weights: {total:N0} parameters in {rows.Count - 1} tensors, {(total == 0 ? 0 : 100.0 * zeros / total).ToString("0.0", CultureInfo.InvariantCulture)} % zeros");
+        output.WriteLine($"weights: {total:N0} parameters in {rows.Count - 1} tensors, {(total == 0 ? 0 : 100.0 * zeros / total).ToString("0.0", CultureInfo.InvariantCulture)} % zeros; all initializers: {CompressionEngine.CountParameters(model):N0} parameters");
     }
 }

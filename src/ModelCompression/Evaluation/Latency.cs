@@ -29,13 +29,14 @@ public sealed record LatencyStats(double P50Ms, double P95Ms, int Runs)
 public static class LatencyComparison
 {
     public const int WarmupRuns = 3;
-    public const int RunsPerRound = 5;
+    /// <summary>Each round times each model for at least this long, so fast models get enough runs for a stable median.</summary>
+    public const double MinRoundMilliseconds = 30;
 
     public static (LatencyStats Original, LatencyStats Candidate) Measure(OnnxRuntimeSession original, OnnxRuntimeSession candidate,
         IReadOnlyList<NdArray> batch, int rounds, CancellationToken cancellation = default, IProgress<double>? progress = null)
     {
-        original.Time(batch, WarmupRuns);
-        candidate.Time(batch, WarmupRuns);
+        var warmup = Math.Min(original.Time(batch, WarmupRuns).Min(), candidate.Time(batch, WarmupRuns).Min());
+        var runsPerRound = Math.Clamp((int)Math.Ceiling(MinRoundMilliseconds / Math.Max(warmup, 0.01)), 5, 200);
         var a = new List<double>();
         var b = new List<double>();
         for (var round = 0; round < rounds; round++)
@@ -43,13 +44,13 @@ public static class LatencyComparison
             cancellation.ThrowIfCancellationRequested();
             if (round % 2 == 0)
             {
-                a.AddRange(original.Time(batch, RunsPerRound));
-                b.AddRange(candidate.Time(batch, RunsPerRound));
+                a.AddRange(original.Time(batch, runsPerRound));
+                b.AddRange(candidate.Time(batch, runsPerRound));
             }
             else
             {
-                b.AddRange(candidate.Time(batch, RunsPerRound));
-                a.AddRange(original.Time(batch, RunsPerRound));
+                b.AddRange(candidate.Time(batch, runsPerRound));
+                a.AddRange(original.Time(batch, runsPerRound));
             }
             progress?.Report((round + 1.0) / rounds);
         }

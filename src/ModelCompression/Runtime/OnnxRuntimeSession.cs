@@ -61,6 +61,9 @@ public sealed class OnnxRuntimeSession : IDisposable
         }
     }
 
+    /// <summary>Fails now (CM0130) when the execution provider cannot be loaded, before any work is done.</summary>
+    public static void EnsureProviderAvailable(RuntimeOptions runtime, string? file = null) => CreateOptions(runtime, file).Dispose();
+
     private static SessionOptions CreateOptions(RuntimeOptions runtime, string? file)
     {
         OnnxRuntimeLoader.EnsureConfigured();
@@ -79,7 +82,7 @@ public sealed class OnnxRuntimeSession : IDisposable
             options.Dispose();
             var available = string.Join(", ", OnnxRuntimeLoader.AvailableProviders());
             throw new CompressionException(DiagnosticCodes.ExecutionProviderUnavailable,
-                $"the CUDA execution provider (device {runtime.Provider.DeviceId}) cannot be loaded: {FirstLine(e.Message)}. " +
+                $"the CUDA execution provider (device {runtime.Provider.DeviceId}) cannot be loaded: {FirstLine(e.Message).TrimEnd('.')}. " +
                 $"Providers in the loaded ONNX Runtime ({OnnxRuntimeLoader.LoadedLibrary}): {available}. " +
                 "Point OnnxRuntimeLibrary at the CUDA build of libonnxruntime (Microsoft.ML.OnnxRuntime.Gpu.Linux) and make sure the NVIDIA driver, CUDA and cuDNN libraries are on the loader path.", file, e);
         }

@@ -1,0 +1,63 @@
+using System.Reflection;
+
+namespace ModelCompression.MSBuild.Tests;
+
+/// <summary>
+/// Once per test run: packs src/ModelCompression.MSBuild (task, targets and the engine) from this checkout into a
+/// temporary feed, under a version unique to the run, and gives every test project one private NuGet package folder.
+/// Nothing a previous run (or the developer's own restores) cached can stand in for the package under test.
+/// </summary>
+[TestClass]
+public static class PackageFeed
+{
+    private static string? _root;
+
+    /// <summary>Everything this run writes lives under here (removed at the end unless MC_KEEP_TEST_DIRS=1).</summary>
+    public static string Root => _root ?? throw new InvalidOperationException("the package feed was not initialized");
+    public static string FeedFolder => Path.Combine(Root, "feed");
+    public static string NuGetPackagesFolder => Path.Combine(Root, "nuget-packages");
+    public static string ProjectsFolder => Path.Combine(Root, "projects");
+    public static string Version { get; private set; } = string.Empty;
+
+    public static string RepositoryRoot { get; } =
+        typeof(PackageFeed).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "RepositoryRoot").Value!;
+
+    [AssemblyInitialize]
+    public static void Pack(TestContext context)
+    {
+        var runId = DateTime.UtcNow.ToString("yyyyMMddHHmmss", System.Globalization.CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N")[..6];
+        _root = Path.Combine(Path.GetTempPath(), "modelcompression-msbuild-tests", runId);
+        Directory.CreateDirectory(FeedFolder);
+        Directory.CreateDirectory(NuGetPackagesFolder);
+        Directory.CreateDirectory(ProjectsFolder);
+        Version = "0.1.0-test." + runId.Replace("-", ".", StringComparison.Ordinal);
+
+        // Test projects under the temp root must not see any Directory.Build.* or NuGet.config above them.
+        File.WriteAllText(Path.Combine(Root, "Directory.Build.props"), "<Project />\n");
+        File.WriteAllText(Path.Combine(Root, "Directory.Build.targets"), "<Project />\n");
+        File.WriteAllText(Path.Combine(Root, "NuGet.config"), $"""
+            <?xml version="1.0" encoding="utf-8"?>
+            <configuration>
+              <packageSources>
+                <clear />
+                <add key="under-test" value="{FeedFolder}" />
+              </packageSources>
+            </configuration>
+            """);
+
+        var project = Path.Combine(RepositoryRoot, "src", "ModelCompression.MSBuild", "ModelCompression.MSBuild.csproj");
+        var pack = DotNet.Run(RepositoryRoot, null, "pack", project, "-c", "Release", "-o", FeedFolder, $"-p:PackageVersion={Version}", "-tl:off", "-nodeReuse:false");
+        Assert.AreEqual(0, pack.ExitCode, $"dotnet pack failed:\n{pack}");
+        Assert.IsTrue(File.Exists(Path.Combine(FeedFolder, $"ModelCompression.MSBuild.{Version}.nupkg")), pack.ToString());
+        context.WriteLine($"packed ModelCompression.MSBuild {Version} in {pack.Elapsed.TotalSeconds:0.0} s");
+    }
+
+    [AssemblyCleanup]
+    public static void CleanUp()
+    {
+        if (_root is null || Environment.GetEnvironmentVariable("MC_KEEP_TEST_DIRS") == "1") return;
+        try { Directory.Delete(_root, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+}

@@ -9,6 +9,7 @@ public static class CompressionPipeline
     public static IReadOnlyList<ICompressionPass> AllPasses { get; } = new ICompressionPass[]
     {
         new FoldBatchNormPass(),
+        new Pruning.UnstructuredPruningPass(),
         new CleanupPass(),
     }.OrderBy(p => p.Stage).ToList();
 

@@ -56,6 +56,8 @@ public static class PolicySettings
         Number("StructuredSparsity", "[0, 1)", "Fraction of hidden neurons (Gemm/MatMul) and conv filters removed; the graph shrinks.", true, v => v >= 0 && v < 1, (p, v) => p with { StructuredSparsity = v }),
         Enum("StructuredCriterion", "How neurons/filters are ranked for structured pruning (apoz and reconstruction need CalibrationData).", false,
             (p, v) => p with { StructuredCriterion = v }, ("l1", StructuredCriterion.L1), ("apoz", StructuredCriterion.Apoz), ("reconstruction", StructuredCriterion.Reconstruction)),
+        Bool("PruneEdgeLayers", "Also prune the first conv (it reads the model input) and the classifier head (it writes a model output); by default both stay dense.", true, (p, v) => p with { PruneEdgeLayers = v }),
+        Bool("SparseStorage", "Store mostly-zero weights (after pruning, also int8 ones) in a compact sparse form ONNX Runtime expands at load, when that is smaller.", false, (p, v) => p with { SparseStorage = v }),
 
         // Low rank
         new("Rank", "(0, 1] ratio or integer >= 1", "Low-rank factorization of Gemm/MatMul weights: a ratio of full rank or an absolute rank.", true, (p, raw, _) => p with { Rank = ParseRank(raw) }),

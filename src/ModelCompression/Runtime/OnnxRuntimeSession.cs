@@ -85,7 +85,9 @@ public sealed class OnnxRuntimeSession : IDisposable
         var values = inputs.Select(ToOrtValue).ToList();
         try
         {
-            using var results = _session.Run(new RunOptions(), inputs.Select(i => i.Name).ToList(), values, names);
+            // Held in a local and disposed: an inline RunOptions can be finalized while the native Run still uses it.
+            using var runOptions = new RunOptions();
+            using var results = _session.Run(runOptions, inputs.Select(i => i.Name).ToList(), values, names);
             var output = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
             var k = 0;
             foreach (var result in results)

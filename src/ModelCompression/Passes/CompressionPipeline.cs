@@ -9,8 +9,10 @@ public static class CompressionPipeline
     public static IReadOnlyList<ICompressionPass> AllPasses { get; } = new ICompressionPass[]
     {
         new FoldBatchNormPass(),
+        new Pruning.StructuredPruningPass(),
         new Pruning.UnstructuredPruningPass(),
         new CleanupPass(),
+        new Pruning.SparseStoragePass(),
     }.OrderBy(p => p.Stage).ToList();
 
     public static IReadOnlyList<ICompressionPass> For(CompressionPolicy policy) => AllPasses.Where(p => p.IsRequested(policy)).ToList();

@@ -56,16 +56,15 @@ internal sealed class AffineLayer
         return bias;
     }
 
-    public void Write(OnnxGraph graph, float[] weights, float[] bias)
+    /// <summary>Writes A (as [out, <paramref name="inFeatures"/>], which may differ from the layer's current size) and c.</summary>
+    public void Write(OnnxGraph graph, float[] weights, float[] bias, int inFeatures)
     {
-        var w = weights;
-        if (Alpha != 1) w = Array.ConvertAll(weights, x => x / Alpha);
-        Layer.WriteMatrix(graph, w);
+        LayerWeights.Write(graph, Layer, Alpha == 1 ? weights : Array.ConvertAll(weights, x => x / Alpha), bias.Length, inFeatures);
         var node = Layer.Node;
         var name = Layer.BiasName is { } existing && graph.Initializer(existing) is not null && graph.Consumers(existing).Count == 1
             ? existing
             : graph.FreshName(CompressionContext.LayerName(node) + "_bias");
-        graph.SetInitializer(Tensors.FromFloats(name, [Layer.OutFeatures], bias));
+        graph.SetInitializer(Tensors.FromFloats(name, [bias.Length], bias));
         while (node.Input.Count < 3) node.Input.Add("");
         node.Input[2] = name;
         if (node.OpType == "Gemm" && Beta != 1)

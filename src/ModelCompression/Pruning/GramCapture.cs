@@ -12,10 +12,28 @@ namespace ModelCompression.Pruning;
 /// <summary>Layers' outputs captured batch by batch (rows × channels each) at the rows their statistics use.</summary>
 internal sealed class LayerTargets(IReadOnlyList<int> channels)
 {
-    public IReadOnlyList<int> Channels { get; } = channels;
+    private readonly int[] _channels = channels.ToArray();
+    public IReadOnlyList<int> Channels => _channels;
     public List<float[]>[] Batches { get; } = channels.Select(_ => new List<float[]>()).ToArray();
     /// <summary>Position in <see cref="Channels"/>/<see cref="Batches"/> by layer output name.</summary>
     public Dictionary<string, int> Index { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Drops the channels of a layer's target that structured pruning removed from its output.</summary>
+    public void KeepChannels(string layerOutput, int[] kept)
+    {
+        if (!Index.TryGetValue(layerOutput, out var k)) return;
+        var channels = Channels[k];
+        for (var b = 0; b < Batches[k].Count; b++)
+        {
+            var old = Batches[k][b];
+            var rows = old.Length / channels;
+            var narrowed = new float[rows * kept.Length];
+            for (var r = 0; r < rows; r++)
+                for (var j = 0; j < kept.Length; j++) narrowed[r * kept.Length + j] = old[r * channels + kept[j]];
+            Batches[k][b] = narrowed;
+        }
+        _channels[k] = kept.Length;
+    }
 }
 
 /// <summary>
@@ -56,6 +74,20 @@ internal sealed class GramStatistics(int features, int outputs)
         return TargetSquaredNorm > 0 ? Math.Sqrt(Math.Max(0, TargetSquaredNorm - 2 * cross + quadratic) / TargetSquaredNorm) : 0;
     }
 
+    /// <summary>The statistics of the columns <paramref name="features"/> of X only (the ones column stays last).</summary>
+    public GramStatistics Select(IReadOnlyList<int> features)
+    {
+        var sub = new GramStatistics(features.Count, Outputs) { TargetSquaredNorm = TargetSquaredNorm };
+        var index = features.Append(Features).ToArray();
+        var n = index.Length;
+        for (var i = 0; i < n; i++)
+        {
+            for (var j = 0; j < n; j++) sub.Moments[i * n + j] = Moments[index[i] * (Features + 1) + index[j]];
+            Array.Copy(Cross, index[i] * Outputs, sub.Cross, i * Outputs, Outputs);
+        }
+        return sub;
+    }
+
     /// <summary>The XᵀX block as a Features × Features row-major copy.</summary>
     public double[] Hessian()
     {
@@ -67,8 +99,8 @@ internal sealed class GramStatistics(int features, int outputs)
 
 /// <summary>
 /// Computes <see cref="GramStatistics"/> inside ONNX Runtime: a copy of the model gets, per layer, an unfolding
-/// node (a Conv with one-hot kernels and the layer's own pads/dilations, so the patches are exactly the ones the
-/// layer sees, never materialized for the whole data set) and a Gemm that forms [U | Y]ᵀ[U | Y] per batch, where U
+/// node (a depthwise Conv with one-hot kernels and the layer's own pads/dilations, so the patches are exactly the
+/// ones the layer sees, never materialized for the whole data set) and a Gemm that forms [U | Y]ᵀ[U | Y] per batch, where U
 /// carries an extra column of ones for the sums and the row count and Y is the layer's reconstruction target. Only
 /// these small matrices leave the runtime, and only the part of the graph the layers need runs.
 /// </summary>
@@ -97,10 +129,10 @@ internal sealed class GramCapture
         var data = context.RequireCalibration(passName).BindTo(ModelInput.FromGraph(context.Model.Graph));
         var convs = layers.Where(l => l.OpType == "Conv").ToList();
         var steps = layers.ToDictionary(l => l.Node.Output[0], _ => 1, StringComparer.Ordinal);
+        var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
         if (convs.Count > 0)
         {
             var names = convs.Select(l => l.Node.Output[0]).ToList();
-            var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
             ActivationCapture.Run(context.Model, names, data.Take(1), context.Runtime, 1, batch =>
             {
                 foreach (var name in names) shapes[name] = batch[name].Shape[2..];
@@ -254,25 +286,31 @@ internal sealed class GramCapture
         var u = prefix + "/u";
         if (layer.OpType == "Conv")
         {
-            // One output channel per (channel, kernel offset) with a one-hot kernel, plus a channel of ones (bias 1).
+            // A depthwise conv (group = channels) with one one-hot kernel per (channel, kernel offset) copies each
+            // patch element into its own output channel, c·K + offset: the weight's [in] order. A second conv with
+            // zero kernels and bias 1 yields the ones column on the same output grid.
             var dims = layer.WeightShape;
-            var weight = new float[(features + 1) * features];
-            for (var j = 0; j < features; j++) weight[j * features + j] = 1f;
-            var shape = new long[dims.Length];
-            shape[0] = features + 1;
-            Array.Copy(dims, 1, shape, 1, dims.Length - 1);
-            var bias = new float[features + 1];
-            bias[features] = 1f;
-            graph.SetInitializer(Tensors.FromFloats(prefix + "/onehot", shape, weight));
-            graph.SetInitializer(Tensors.FromFloats(prefix + "/onehot_bias", [features + 1], bias));
-            var conv = Node("Conv", [x, prefix + "/onehot", prefix + "/onehot_bias"], prefix + "/patches");
-            foreach (var a in layer.Node.Attribute)
-                if (a.Name is "pads" or "dilations" or "auto_pad" or "kernel_shape") conv.Attribute.Add(a.Clone());
+            var channels = dims[1];
+            var kernel = features / channels;
+            var spatial = dims.Skip(2).ToArray();
+            var onehot = new float[features * kernel];
+            for (var j = 0; j < features; j++) onehot[j * kernel + j % kernel] = 1f;
+            graph.SetInitializer(Tensors.FromFloats(prefix + "/onehot", [features, 1, .. spatial], onehot));
+            graph.SetInitializer(Tensors.FromFloats(prefix + "/zeros", [1, channels, .. spatial], new float[features]));
+            graph.SetInitializer(Tensors.FromFloats(prefix + "/one", [1], [1f]));
+            var patches = Node("Conv", [x, prefix + "/onehot"], prefix + "/patches", Int("group", channels));
+            var constant = Node("Conv", [x, prefix + "/zeros", prefix + "/one"], prefix + "/ones");
             // A stride of k·s visits exactly every k-th of the layer's own output positions (s: the layer's stride).
-            var strides = layer.Node.Attribute.FirstOrDefault(a => a.Name == "strides")?.Ints.ToArray() ?? Enumerable.Repeat(1L, dims.Length - 2).ToArray();
-            conv.Attribute.Add(Ints("strides", strides.Select(s => s * step).ToArray()));
-            graph.AddNode(conv);
-            return Rows(graph, prefix + "/patches", dims.Length, features + 1, u);
+            var strides = layer.Node.Attribute.FirstOrDefault(a => a.Name == "strides")?.Ints.ToArray() ?? Enumerable.Repeat(1L, spatial.Length).ToArray();
+            foreach (var conv in new[] { patches, constant })
+            {
+                foreach (var a in layer.Node.Attribute)
+                    if (a.Name is "pads" or "dilations" or "auto_pad" or "kernel_shape") conv.Attribute.Add(a.Clone());
+                conv.Attribute.Add(Ints("strides", strides.Select(s => s * step).ToArray()));
+                graph.AddNode(conv);
+            }
+            graph.AddNode(Node("Concat", [prefix + "/patches", prefix + "/ones"], prefix + "/augmented", Int("axis", 1)));
+            return Rows(graph, prefix + "/augmented", dims.Length, features + 1, u);
         }
         // Gemm/MatMul: [rows, in] (or [..., in]) times [I | 0] plus bias [0 … 0 1] appends the ones column.
         var flat = Rows(graph, x, channelsFirstRank: 0, features, prefix + "/x");

@@ -78,14 +78,14 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var affine = AffineLayer.From(context.Graph, layer);
         var f = layer.InFeatures;
         var cols = affine is null ? f : f + 1;
-        var current = Augment(layer.ReadMatrix(context.Model), affine?.ReadBias(context.Graph, context.Model), layer.OutFeatures, f);
+        var current = Augment(affine?.ReadWeights(context.Model) ?? layer.ReadMatrix(context.Model), affine?.ReadBias(context.Graph, context.Model), layer.OutFeatures, f);
         var prior = affine is null ? Narrow(current, layer.OutFeatures, f) : current;
         var fitted = LeastSquares.Fit(stats, affine is not null, target.Policy.PruneDamping, prior) ?? prior;
         var hessian = affine is null ? stats.Hessian() : stats.Moments;
         var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, target.Policy.PruneDamping, target.Policy.PruneBlockSize);
         var weights = affine is null ? result.Weights : Narrow(result.Weights, layer.OutFeatures, f);
         if (affine is null) layer.WriteMatrix(context.Graph, weights);
-        else affine.Write(context.Graph, weights, Column(result.Weights, layer.OutFeatures, cols, f));
+        else affine.Write(context.Graph, weights, Column(result.Weights, layer.OutFeatures, cols, f), f);
         var error = stats.RelativeError(affine is null ? Augment(weights, null, layer.OutFeatures, f) : result.Weights);
         var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";
         context.Record(Record(target, "sparsegpt", weights, error, note));

@@ -262,7 +262,7 @@ internal sealed class GramCapture
     }
 
     /// <summary>Rows a Hessian is estimated from, per feature, before output positions are subsampled.</summary>
-    internal static int RowsPerFeature = int.Parse(Environment.GetEnvironmentVariable("ROWS_PER_FEATURE") ?? "32");
+    internal const int RowsPerFeature = 32;
 
     /// <summary>
     /// The spatial subsampling step k (in every spatial axis) for a conv's output positions: the largest k that still

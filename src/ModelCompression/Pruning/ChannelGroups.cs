@@ -74,6 +74,7 @@ internal static class ChannelGroups
             Of(g).Values.Add(new ChannelValue(name, rank, axis));
         }
 
+        var ranks = Ranks(graph);
         foreach (var node in graph.Nodes)
         {
             var inputs = node.Input.Where(i => i.Length > 0 && values.ContainsKey(i)).ToList();
@@ -94,7 +95,7 @@ internal static class ChannelGroups
                 parent.Add(g);
                 groups.Add(new ChannelGroup { Channels = layer.OutFeatures });
                 groups[g].Sources.Add(node);
-                var rank = layer.OpType == "Conv" ? layer.WeightShape.Length : layer.OpType == "Gemm" ? 2 : graph.Shape(node.Input[0])?.Length ?? 0;
+                var rank = ranks.GetValueOrDefault(node.Output[0]);
                 if (rank == 0) { Block(g, $"the rank of '{OnnxGraph.Describe(node)}''s output is unknown"); continue; }
                 Set(node.Output[0], g, rank, layer.OpType == "Conv" ? 1 : rank - 1, spatialOne: false);
                 continue;
@@ -185,6 +186,35 @@ internal static class ChannelGroups
             return null;
         }
         return "is not channel-wise";
+    }
+
+    /// <summary>
+    /// The rank of every value that can be told without running the model: declared shapes, initializers, and
+    /// what the common operators make of their inputs' ranks (MatMul layers need it to find their channel axis).
+    /// </summary>
+    private static Dictionary<string, int> Ranks(OnnxGraph graph)
+    {
+        var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var v in graph.Proto.Input.Concat(graph.Proto.ValueInfo))
+            if (v.Type?.TensorType?.Shape is { } shape) ranks[v.Name] = shape.Dim.Count;
+        foreach (var t in graph.Proto.Initializer) ranks[t.Name] = t.Dims.Count;
+        foreach (var node in graph.Nodes)
+        {
+            if (node.Output.Count == 0) continue;
+            var inputs = node.Input.Where(i => i.Length > 0).Select(i => ranks.GetValueOrDefault(i)).ToList();
+            int? rank = node.OpType switch
+            {
+                "Flatten" or "Gemm" => 2,
+                "Conv" when inputs.Count > 1 => inputs[1],
+                "MatMul" or "Add" or "Sub" or "Mul" or "Div" or "Max" or "Min" or "PRelu" when inputs.All(r => r > 0) => inputs.Max(),
+                "Reshape" when graph.Initializer(node.Input[1]) is { } shape => (int)Tensors.ElementCount(shape),
+                _ when Elementwise.Contains(node.OpType) || SpatialPools.Contains(node.OpType) || node.OpType is "BatchNormalization" or "Softmax" or "Transpose"
+                    => inputs.Count > 0 && inputs[0] > 0 ? inputs[0] : null,
+                _ => null,
+            };
+            if (rank is { } r && !ranks.ContainsKey(node.Output[0])) ranks[node.Output[0]] = r;
+        }
+        return ranks;
     }
 
     private static List<int>? ReduceAxes(OnnxGraph graph, NodeProto node, int rank)

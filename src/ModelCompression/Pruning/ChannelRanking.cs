@@ -27,6 +27,17 @@ internal static class ChannelRanking
         return scores;
     }
 
+    /// <summary>
+    /// APoZ: channels ordered by the fraction of zeros where the sinks read them, most first (a channel that is
+    /// mostly zero after its ReLU carries little); ties, such as groups without a ReLU, go by L1 score.
+    /// </summary>
+    public static int[] MostZerosFirst(double[] zeros, double[] l1)
+    {
+        var order = Enumerable.Range(0, zeros.Length).ToArray();
+        Array.Sort(order, (a, b) => zeros[a] != zeros[b] ? zeros[b].CompareTo(zeros[a]) : l1[a] != l1[b] ? l1[a].CompareTo(l1[b]) : a.CompareTo(b));
+        return order;
+    }
+
     /// <summary>Channel indices ordered by ascending score (ties: lower index first).</summary>
     public static int[] Ascending(double[] scores)
     {

@@ -83,7 +83,7 @@ public sealed class StructuredPruningPass : ICompressionPass
         var l1 = ChannelRanking.L1Scores(context.Model, sources, group.Channels);
         IEnumerable<int> removed = policy.StructuredCriterion switch
         {
-            StructuredCriterion.Apoz => ChannelRanking.Ascending(l1.Select((s, c) => -zeros![c] * 1e6 + s).ToArray()).Take(remove),
+            StructuredCriterion.Apoz => ChannelRanking.MostZerosFirst(zeros!, l1).Take(remove),
             StructuredCriterion.Reconstruction => ChannelRanking.GreedyRemoval(
                 sinks.Select((s, k) => (stats![k], s.InFeatures / group.Channels)).ToList(), group.Channels, remove, policy.PruneDamping),
             _ => ChannelRanking.Ascending(l1).Take(remove),

@@ -10,31 +10,55 @@ namespace ModelCompression.Pruning;
 internal sealed record GapCode(int Bits, int Emits, long[] Skips)
 {
     private static readonly int[] Widths = [1, 2, 4, 8];
-    private static readonly int[] Ratios = [2, 3, 4, 8];
+    private static readonly int[] Ratios = [2, 3, 4, 8, 16];
 
     public int Size => 1 << Bits;
 
-    /// <summary>Positions each code advances.</summary>
-    public long[] Steps => Enumerable.Range(0, Size).Select(c => c < Emits ? c + 1 : Skips[c - Emits]).ToArray();
+    /// <summary>Positions each code advances (codes past the last skip are never written).</summary>
+    public long[] Steps => Enumerable.Range(0, Size).Select(c => c < Emits ? c + 1 : c - Emits < Skips.Length ? Skips[c - Emits] : 1).ToArray();
 
     /// <summary>The cheapest code for these gap counts (by packed bytes), over the code widths, emit counts and skip ratios.</summary>
-    public static GapCode Best(IReadOnlyDictionary<long, long> gapCounts) =>
-        Widths.SelectMany(bits => Enumerable.Range(1, (1 << bits) - 1).SelectMany(k => Ratios.Select(r => Create(bits, k, r))))
-            .Distinct(new SameSteps())
-            .MinBy(code => (code.Entries(gapCounts) * code.Bits + 7) / 8)!;
-
-    private static GapCode Create(int bits, int emits, int ratio)
+    public static GapCode Best(IReadOnlyDictionary<long, long> gapCounts)
     {
-        var skips = new long[(1 << bits) - emits];
-        for (var i = 0; i < skips.Length; i++) skips[i] = i == 0 ? emits : Math.Min(skips[i - 1] * ratio, 1L << 40);
-        return new GapCode(bits, emits, skips);
+        var longest = gapCounts.Keys.DefaultIfEmpty(1).Max();
+        var gaps = gapCounts.ToArray();
+        GapCode? best = null;
+        var bestBytes = long.MaxValue;
+        foreach (var bits in Widths)
+            for (var k = 1; k < 1 << bits; k++)
+                foreach (var ratio in Ratios)
+                {
+                    var code = Create(bits, k, ratio, longest);
+                    var bytes = (code.Entries(gaps) * bits + 7) / 8;
+                    if (bytes < bestBytes) (best, bestBytes) = (code, bytes);
+                    if (code.Skips.Length <= 1) break; // the ratio only matters with two skips or more
+                }
+        return best!;
+    }
+
+    /// <summary>Skips k, k·r, k·r², … as far as the longest gap needs and the code width allows.</summary>
+    private static GapCode Create(int bits, int emits, int ratio, long longest)
+    {
+        var skips = new List<long> { emits };
+        while (skips.Count < (1 << bits) - emits && skips[^1] * ratio <= longest) skips.Add(skips[^1] * ratio);
+        return new GapCode(bits, emits, skips.ToArray());
     }
 
     /// <summary>Codes needed for all gaps.</summary>
-    public long Entries(IReadOnlyDictionary<long, long> gapCounts)
+    public long Entries(IEnumerable<KeyValuePair<long, long>> gapCounts)
     {
         long total = 0;
-        foreach (var (gap, count) in gapCounts) total += count * (SkipsFor(gap).Count() + 1);
+        foreach (var (gap, count) in gapCounts)
+        {
+            var rest = gap - ((gap - 1) % Emits + 1);
+            long codes = 1;
+            for (var i = Skips.Length - 1; i >= 0 && rest > 0; i--)
+            {
+                codes += rest / Skips[i];
+                rest %= Skips[i];
+            }
+            total += count * codes;
+        }
         return total;
     }
 
@@ -51,11 +75,5 @@ internal sealed record GapCode(int Bits, int Emits, long[] Skips)
         var rest = gap - ((gap - 1) % Emits + 1);
         for (var i = Skips.Length - 1; i >= 0 && rest > 0; i--)
             for (; rest >= Skips[i]; rest -= Skips[i]) yield return Emits + i;
-    }
-
-    private sealed class SameSteps : IEqualityComparer<GapCode>
-    {
-        public bool Equals(GapCode? a, GapCode? b) => a!.Bits == b!.Bits && a.Steps.SequenceEqual(b.Steps) && a.Emits == b.Emits;
-        public int GetHashCode(GapCode code) => HashCode.Combine(code.Bits, code.Emits, code.Skips.Length > 1 ? code.Skips[1] : 0);
     }
 }

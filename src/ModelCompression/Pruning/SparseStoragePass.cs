@@ -52,8 +52,12 @@ public sealed class SparseStoragePass : ICompressionPass
             var orders = dense.Dims.Count >= 2 && dense.Dims[0] > 1
                 ? [rowMajor, Transposed(positions, dense.Dims[0], count)]
                 : new[] { rowMajor };
-            var coded = orders.Select(o => (Order: o, Code: GapCode.Best(SparseEncoding.GapCounts(o.Positions))))
-                .MinBy(c => c.Code.Entries(SparseEncoding.GapCounts(c.Order.Positions)) * c.Code.Bits);
+            var coded = orders.Select(o =>
+                {
+                    var gaps = SparseEncoding.GapCounts(o.Positions);
+                    var code = GapCode.Best(gaps);
+                    return (Order: o, Code: code, Bits: code.Entries(gaps) * code.Bits);
+                }).MinBy(c => c.Bits);
             var candidates = new[]
             {
                 SparseEncoding.Coordinates(dense, raw, elementSize, positions),

@@ -100,9 +100,9 @@ internal sealed class GramStatistics(int features, int outputs)
 /// <summary>
 /// Computes <see cref="GramStatistics"/> inside ONNX Runtime: a copy of the model gets, per layer, an unfolding
 /// node (a depthwise Conv with one-hot kernels and the layer's own pads/dilations, so the patches are exactly the
-/// ones the layer sees, never materialized for the whole data set) and a Gemm that forms [U | Y]ᵀ[U | Y] per batch, where U
-/// carries an extra column of ones for the sums and the row count and Y is the layer's reconstruction target. Only
-/// these small matrices leave the runtime, and only the part of the graph the layers need runs.
+/// ones the layer sees, never materialized for the whole data set) and a Gemm that forms [U | Y]ᵀ[U | Y] per batch,
+/// where U carries an extra column of ones for the sums and the row count and Y is the layer's reconstruction
+/// target. Only these small matrices leave the runtime, and only the part of the graph the layers need runs.
 /// </summary>
 internal sealed class GramCapture
 {
@@ -129,10 +129,10 @@ internal sealed class GramCapture
         var data = context.RequireCalibration(passName).BindTo(ModelInput.FromGraph(context.Model.Graph));
         var convs = layers.Where(l => l.OpType == "Conv").ToList();
         var steps = layers.ToDictionary(l => l.Node.Output[0], _ => 1, StringComparer.Ordinal);
-        var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
         if (convs.Count > 0)
         {
             var names = convs.Select(l => l.Node.Output[0]).ToList();
+            var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
             ActivationCapture.Run(context.Model, names, data.Take(1), context.Runtime, 1, batch =>
             {
                 foreach (var name in names) shapes[name] = batch[name].Shape[2..];

@@ -107,7 +107,7 @@ public sealed class StructuredPruningPass : ICompressionPass
                 graph.SetInitializer(SliceAxis(context.Model, tensor, tensor.Dims.Count - 1, kept));
             targets?.KeepChannels(node.Output[0], kept);
             context.Record(Record(Layer(graph, node), group.Sources.Count > 1,
-                $"kept {kept.Length} of {group.Channels} output channels ({PolicySettings.Lower(context.PolicyFor(node).StructuredCriterion)})", layer.Parameters));
+                $"kept {kept.Length} of {group.Channels} output channels ({PolicySettings.FormatEnum(context.PolicyFor(node).StructuredCriterion)})", layer.Parameters));
         }
         foreach (var constant in group.Constants)
             graph.SetInitializer(SliceAxis(context.Model, graph.Initializer(constant.Initializer)!, constant.Axis, kept));

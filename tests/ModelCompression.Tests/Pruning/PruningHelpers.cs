@@ -1,4 +1,5 @@
 using ModelCompression.Data;
+using ModelCompression.Evaluation;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
@@ -24,28 +25,14 @@ internal static class PruningHelpers
 
     public static long Zeros(OnnxModel model, WeightedLayer layer) => layer.ReadMatrix(model).LongCount(x => x == 0);
 
-    /// <summary>Median batch latency of each model, measured in interleaved rounds on the same 64 validation images.</summary>
-    public static (double Original, double Compressed) Latency(OnnxModel original, OnnxModel compressed, int rounds = 15, int runsPerRound = 10)
+    /// <summary>Median batch latency of each model on the same 64 validation images, timed side by side in alternating rounds (as the gate does).</summary>
+    public static (double Original, double Compressed) Latency(OnnxModel original, OnnxModel compressed, int rounds = 15)
     {
         var batch = Fixtures.ValidationData.BindTo(ModelInput.FromGraph(original.Graph)).Batches(64).First();
         using var a = OnnxRuntimeSession.Create(original.ToBytes(), Fixtures.Cpu);
         using var b = OnnxRuntimeSession.Create(compressed.ToBytes(), Fixtures.Cpu);
-        a.Time(batch, runsPerRound);
-        b.Time(batch, runsPerRound);
-        var ta = new List<double>();
-        var tb = new List<double>();
-        for (var r = 0; r < rounds; r++)
-        {
-            ta.AddRange(a.Time(batch, runsPerRound));
-            tb.AddRange(b.Time(batch, runsPerRound));
-        }
-        return (Median(ta), Median(tb));
-    }
-
-    private static double Median(List<double> values)
-    {
-        values.Sort();
-        return values[values.Count / 2];
+        var (first, second) = LatencyComparison.Measure(a, b, batch, rounds);
+        return (first.P50Ms, second.P50Ms);
     }
 
     /// <summary>

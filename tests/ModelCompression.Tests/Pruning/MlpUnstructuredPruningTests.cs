@@ -81,6 +81,24 @@ public sealed class MlpUnstructuredPruningTests
     }
 
     [TestMethod]
+    public void PolicyFileOverride_GivesALayerItsOwnSparsity()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"prune-policy-{Guid.NewGuid():N}.json");
+        File.WriteAllText(file, """{ "layers": [ { "match": "/hidden.1/*", "Sparsity": 0.5, "PruneMethod": "magnitude" } ] }""");
+        try
+        {
+            var (model, context) = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("PolicyFile", file), ("SparseStorage", "false"));
+            var hidden0 = Layer(model, "/hidden.0/Gemm");
+            var hidden1 = Layer(model, "/hidden.1/Gemm");
+            Assert.AreEqual((long)Math.Round(0.8 * hidden0.Parameters), Zeros(model, hidden0));
+            Assert.AreEqual((long)Math.Round(0.5 * hidden1.Parameters), Zeros(model, hidden1));
+            StringAssert.StartsWith(context.Records.Single(r => r.Layer == "/hidden.1/Gemm").Note, "magnitude");
+            StringAssert.StartsWith(context.Records.Single(r => r.Layer == "/hidden.0/Gemm").Note, "sparsegpt");
+        }
+        finally { File.Delete(file); }
+    }
+
+    [TestMethod]
     public void SparseGpt_HasTheSameSparsityPerLayerAndOverallAsTheGlobalThresholdAllocation()
     {
         var layers = Hidden.Select(n => Layer(_sparseGpt80, n)).ToList();

@@ -82,11 +82,12 @@ public static class PruningBenchmark
             var stored = dense.Clone();
             var watch = Stopwatch.StartNew();
             new SparseStoragePass().Apply(new CompressionContext(stored, new CompressionPolicy()));
+            var seconds = watch.Elapsed.TotalSeconds;
             var denseBytes = SavedBytes(dense);
             var bytes = SavedBytes(stored);
             var fp32 = new FileInfo(path).Length;
             var identical = Predictions.Run(dense, validation, Cpu, 256).Data.SequenceEqual(Predictions.Run(stored, validation, Cpu, 256).Data);
-            output.WriteLine($"| {name} ({denseBytes} B dense, stored in {watch.Elapsed.TotalSeconds:0.00} s) | {bytes} | {100.0 * bytes / fp32:0.00} | {identical} |");
+            output.WriteLine($"| {name} ({denseBytes} B dense, stored in {seconds:0.00} s) | {bytes} | {100.0 * bytes / fp32:0.00} | {identical} |");
         }
     }
 

@@ -51,11 +51,13 @@ internal static class ChannelRanking
     /// removes the channel whose loss raises the sinks' best-fit reconstruction error the least, until
     /// <paramref name="remove"/> are gone. With P = M⁻¹ (M the dampened input moments) and β = P·XᵀY the least-squares
     /// weights, dropping the features B of a channel raises ‖Y − Ŷ‖² by tr(β_Bᵀ·(P_BB)⁻¹·β_B); P and β are then
-    /// downdated in place. Each sink's error counts relative to its ‖Y‖². Returns the removed channels in order.
+    /// downdated in place. Each sink's error counts relative to its ‖Y‖². Returns the removed channels in order, or
+    /// null when a sink's moments are singular or not finite.
     /// </summary>
-    public static int[] GreedyRemoval(IReadOnlyList<(GramStatistics Stats, int KernelSize)> sinks, int channels, int remove, double damping)
+    public static int[]? GreedyRemoval(IReadOnlyList<(GramStatistics Stats, int KernelSize)> sinks, int channels, int remove, double damping)
     {
-        var states = sinks.Select(s => new SinkState(s.Stats, s.KernelSize, damping)).ToList();
+        var states = sinks.Select(s => SinkState.Create(s.Stats, s.KernelSize, damping)).ToList();
+        if (states.Any(s => s is null)) return null;
         var removed = new List<int>();
         var alive = Enumerable.Repeat(true, channels).ToArray();
         for (var step = 0; step < remove; step++)
@@ -66,10 +68,10 @@ internal static class ChannelRanking
             {
                 if (!alive[c]) continue;
                 var cost = 0.0;
-                foreach (var s in states) cost += s.RemovalCost(c);
+                foreach (var s in states) cost += s!.RemovalCost(c);
                 if (cost < bestCost) { bestCost = cost; best = c; }
             }
-            foreach (var s in states) s.Remove(best);
+            foreach (var s in states) s!.Remove(best);
             alive[best] = false;
             removed.Add(best);
         }
@@ -85,19 +87,26 @@ internal static class ChannelRanking
         private readonly double[] _beta;
         private readonly double _scale;
 
-        public SinkState(GramStatistics stats, int kernel, double damping)
+        public static SinkState? Create(GramStatistics stats, int kernel, double damping)
+        {
+            var n = stats.Features + 1;
+            var m = (double[])stats.Moments.Clone();
+            var mean = 0.0;
+            for (var i = 0; i < stats.Features; i++) mean += m[i * n + i];
+            mean = Math.Max(mean / stats.Features, double.Epsilon);
+            for (var i = 0; i < stats.Features; i++) m[i * n + i] += damping * mean;
+            var identity = new double[n * n];
+            for (var i = 0; i < n; i++) identity[i * n + i] = 1;
+            var inverse = DenseMath.SolveSpd(m, n, identity, n);
+            return inverse is null ? null : new SinkState(stats, kernel, inverse);
+        }
+
+        private SinkState(GramStatistics stats, int kernel, double[] inverse)
         {
             _kernel = kernel;
             _n = stats.Features + 1;
             _outputs = stats.Outputs;
-            var m = (double[])stats.Moments.Clone();
-            var mean = 0.0;
-            for (var i = 0; i < stats.Features; i++) mean += m[i * _n + i];
-            mean = Math.Max(mean / stats.Features, double.Epsilon);
-            for (var i = 0; i < stats.Features; i++) m[i * _n + i] += damping * mean;
-            var identity = new double[_n * _n];
-            for (var i = 0; i < _n; i++) identity[i * _n + i] = 1;
-            _p = DenseMath.SolveSpd(m, _n, identity, _n) ?? throw new ArithmeticException("input moments are not positive definite");
+            _p = inverse;
             _beta = new double[_n * _outputs];
             for (var i = 0; i < _n; i++)
                 for (var k = 0; k < _n; k++)

@@ -19,7 +19,8 @@ internal static class SparseGptPruner
     /// <param name="prunable">Only the first <paramref name="prunable"/> columns are pruned; later ones (a bias
     /// column, against an input of ones) only absorb the compensation.</param>
     /// <param name="pruneCount">Weights to set to zero (unstructured); ignored when <paramref name="pattern"/> is set.</param>
-    public static Result Prune(float[] weights, int rows, int cols, double[] hessian, int prunable, long pruneCount, NmPattern? pattern, double damping, int blockSize)
+    /// <returns>Null when H stays singular even with 10⁵ times the dampening (non-finite or degenerate activations).</returns>
+    public static Result? Prune(float[] weights, int rows, int cols, double[] hessian, int prunable, long pruneCount, NmPattern? pattern, double damping, int blockSize)
     {
         var w = Array.ConvertAll(weights, x => (double)x);
         var h = (double[])hessian.Clone();
@@ -43,7 +44,7 @@ internal static class SparseGptPruner
             for (var i = 0; i < cols; i++) damped[i * cols + i] += damp * meanDiagonal;
             u = DenseMath.InverseCholeskyUpper(damped, cols);
         }
-        if (u is null) throw new ArithmeticException("the dampened Hessian is not positive definite");
+        if (u is null) return null;
         damp /= 10;
 
         var block = pattern is { } nm ? Math.Max(nm.M, blockSize - blockSize % nm.M) : blockSize;

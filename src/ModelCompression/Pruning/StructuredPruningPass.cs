@@ -81,13 +81,14 @@ public sealed class StructuredPruningPass : ICompressionPass
         var remove = group.Channels - keep;
         var sources = group.Sources.Select(n => Layer(context.Graph, n)).ToList();
         var l1 = ChannelRanking.L1Scores(context.Model, sources, group.Channels);
-        IEnumerable<int> removed = policy.StructuredCriterion switch
+        // Reconstruction falls back to L1 when a sink's statistics are singular or not finite.
+        var removed = policy.StructuredCriterion switch
         {
             StructuredCriterion.Apoz => ChannelRanking.MostZerosFirst(zeros!, l1).Take(remove),
             StructuredCriterion.Reconstruction => ChannelRanking.GreedyRemoval(
                 sinks.Select((s, k) => (stats![k], s.InFeatures / group.Channels)).ToList(), group.Channels, remove, policy.PruneDamping),
-            _ => ChannelRanking.Ascending(l1).Take(remove),
-        };
+            _ => null,
+        } ?? ChannelRanking.Ascending(l1).Take(remove);
         var set = removed.ToHashSet();
         return Enumerable.Range(0, group.Channels).Where(c => !set.Contains(c)).ToArray();
     }

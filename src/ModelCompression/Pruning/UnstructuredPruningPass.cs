@@ -83,6 +83,11 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var fitted = LeastSquares.Fit(stats, affine is not null, target.Policy.PruneDamping, prior) ?? prior;
         var hessian = affine is null ? stats.Hessian() : stats.Moments;
         var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, target.Policy.PruneDamping, target.Policy.PruneBlockSize);
+        if (result is null)
+        {
+            PruneByMagnitude(context, target, "pruned by magnitude: the input second moments on the calibration data are singular or not finite");
+            return;
+        }
         var weights = affine is null ? result.Weights : Narrow(result.Weights, layer.OutFeatures, f);
         if (affine is null) layer.WriteMatrix(context.Graph, weights);
         else affine.Write(context.Graph, weights, Column(result.Weights, layer.OutFeatures, cols, f), f);

@@ -10,9 +10,12 @@ public static class CompressionPipeline
     public static IReadOnlyList<ICompressionPass> AllPasses { get; } = new ICompressionPass[]
     {
         new FoldBatchNormPass(),
-        new CleanupPass(),
+        new Pruning.StructuredPruningPass(),
+        new Pruning.UnstructuredPruningPass(),
         new StaticQuantizationPass(),
         new DynamicQuantizationPass(),
+        new CleanupPass(),
+        new Pruning.SparseStoragePass(),
     }.OrderBy(p => p.Stage).ToList();
 
     public static IReadOnlyList<ICompressionPass> For(CompressionPolicy policy) => AllPasses.Where(p => p.IsRequested(policy)).ToList();

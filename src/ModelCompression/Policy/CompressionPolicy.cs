@@ -53,6 +53,12 @@ public sealed record CompressionPolicy
     public int PruneBlockSize { get; init; } = 128;
     public double StructuredSparsity { get; init; }
     public StructuredCriterion StructuredCriterion { get; init; } = StructuredCriterion.L1;
+    /// <summary>Structured pruning keeps a multiple of this many channels per group.</summary>
+    public int StructuredChannelMultiple { get; init; } = 16;
+    /// <summary>Also prune the first conv (reads the model input) and the classifier head (writes a model output).</summary>
+    public bool PruneEdgeLayers { get; init; }
+    /// <summary>Store mostly-zero initializers in a compact sparse form when that is smaller.</summary>
+    public bool SparseStorage { get; init; } = true;
 
     // Low rank
     public RankSpec? Rank { get; init; }

@@ -57,11 +57,14 @@ public static class PolicySettings
         Enum("PruneScope", "global = one threshold over all prunable layers; layer = the same sparsity in every layer.", false,
             (p, v) => p with { PruneScope = v }, ("global", PruneScope.Global), ("layer", PruneScope.Layer)),
         new("SparsityPattern", "unstructured|N:M", "unstructured, or N:M (N zeros in every M consecutive input weights, e.g. 2:4).", true, (p, raw, _) => p with { SparsityPattern = ParsePattern(raw) }),
-        Number("PruneDamping", "(0, 1]", "SparseGPT: dampening added to the Hessian diagonal, as a fraction of its mean.", false, v => v > 0 && v <= 1, (p, v) => p with { PruneDamping = v }),
+        Number("PruneDamping", "(0, 1]", "Dampening added to the diagonal of the input second moments (as a fraction of its mean) by SparseGPT and the least-squares refits.", false, v => v > 0 && v <= 1, (p, v) => p with { PruneDamping = v }),
         Integer("PruneBlockSize", "[1, 4096]", "SparseGPT: columns processed per block.", false, 1, 4096, (p, v) => p with { PruneBlockSize = v }),
         Number("StructuredSparsity", "[0, 1)", "Fraction of hidden neurons (Gemm/MatMul) and conv filters removed; the graph shrinks.", true, v => v >= 0 && v < 1, (p, v) => p with { StructuredSparsity = v }),
         Enum("StructuredCriterion", "How neurons/filters are ranked for structured pruning (apoz and reconstruction need CalibrationData).", false,
             (p, v) => p with { StructuredCriterion = v }, ("l1", StructuredCriterion.L1), ("apoz", StructuredCriterion.Apoz), ("reconstruction", StructuredCriterion.Reconstruction)),
+        Integer("StructuredChannelMultiple", "[1, 256]", "Structured pruning keeps a multiple of this many channels per group (CPU kernels work on blocks of 8 or 16 channels; other counts save no time).", false, 1, 256, (p, v) => p with { StructuredChannelMultiple = v }),
+        Bool("PruneEdgeLayers", "Also prune the first conv (it reads the model input) and the classifier head (it writes a model output); by default both stay dense.", true, (p, v) => p with { PruneEdgeLayers = v }),
+        Bool("SparseStorage", "Store mostly-zero weights (after pruning, also int8 ones) in a compact sparse form ONNX Runtime expands at load, when that is smaller.", false, (p, v) => p with { SparseStorage = v }),
 
         // Low rank
         new("Rank", "(0, 1] ratio or integer >= 1", "Low-rank factorization of Gemm/MatMul weights: a ratio of full rank or an absolute rank.", true, (p, raw, _) => p with { Rank = ParseRank(raw) }),

@@ -1,0 +1,139 @@
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Passes;
+using ModelCompression.Policy;
+
+namespace ModelCompression.Pruning;
+
+/// <summary>One layer to prune unstructured: its effective policy and exactly how many weights become zero (or an N:M pattern).</summary>
+internal sealed record PruningTarget(WeightedLayer Layer, CompressionPolicy Policy, long PruneCount, NmPattern? Pattern)
+{
+    public double Sparsity => (double)PruneCount / Layer.Parameters;
+}
+
+/// <summary>
+/// Chooses the layers unstructured pruning touches and the sparsity of each. Prunable: Conv, Gemm and MatMul with a
+/// constant float weight of their own. Left dense by default (PruneEdgeLayers=true prunes them): the first conv,
+/// which reads the model input through very few input channels (every filter sees the raw pixels; a handful of
+/// weights each, a fraction of a percent of the model), and the classifier head, whose every weight feeds a logit
+/// directly. With PruneScope=global one magnitude threshold over the remaining layers sets the counts (layers with
+/// their own Sparsity override, or an N:M pattern, keep theirs); with PruneScope=layer every layer gets the same.
+/// </summary>
+internal static class PruningTargets
+{
+    public static (List<PruningTarget> Targets, List<LayerRecord> Skipped) Plan(CompressionContext context, string technique)
+    {
+        var graph = context.Graph;
+        var targets = new List<PruningTarget>();
+        var skipped = new List<LayerRecord>();
+        var pooled = new List<(WeightedLayer Layer, CompressionPolicy Policy)>();
+        foreach (var layer in WeightedLayer.Find(graph))
+        {
+            var policy = context.PolicyFor(layer.Node);
+            if (policy.Excluded || policy.Sparsity <= 0 && policy.SparsityPattern is null) continue;
+            if (!policy.PruneEdgeLayers && EdgeRole(graph, layer) is { } role)
+            {
+                skipped.Add(Skip(layer, technique, $"left dense: {role} (PruneEdgeLayers=true prunes it)"));
+                continue;
+            }
+            if (policy.SparsityPattern is { } pattern)
+            {
+                targets.Add(new PruningTarget(layer, policy, NmCount(layer, pattern), pattern));
+                continue;
+            }
+            if (policy.PruneScope == PruneScope.Layer || policy.Sparsity != context.Policy.Sparsity)
+                targets.Add(new PruningTarget(layer, policy, (long)Math.Round(policy.Sparsity * layer.Parameters), null));
+            else pooled.Add((layer, policy));
+        }
+        if (pooled.Count > 0)
+        {
+            var counts = GlobalMagnitudeCounts(context.Model, pooled.Select(p => p.Layer).ToList(), context.Policy.Sparsity);
+            for (var i = 0; i < pooled.Count; i++) targets.Add(new PruningTarget(pooled[i].Layer, pooled[i].Policy, counts[i], null));
+        }
+        // Graph order, so data-aware pruning sees upstream layers first.
+        var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
+        for (var i = 0; i < graph.Nodes.Count; i++) order[graph.Nodes[i]] = i;
+        targets.Sort((a, b) => order[a.Layer.Node].CompareTo(order[b.Layer.Node]));
+        return (targets, skipped);
+    }
+
+    public static LayerRecord Skip(WeightedLayer layer, string technique, string note) => new()
+    {
+        Layer = layer.Name, Op = layer.OpType, Technique = technique, Shape = layer.WeightShape,
+        ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Note = note,
+    };
+
+    /// <summary>Why a layer is an edge layer (first conv or classifier head), or null.</summary>
+    public static string? EdgeRole(OnnxGraph graph, WeightedLayer layer)
+    {
+        if (layer.OpType == "Conv" && graph.GraphInputNames.Contains(layer.InputName) && graph.Initializer(layer.InputName) is null)
+            return "first conv, reads the model input";
+        var value = layer.Node.Output[0];
+        for (var step = 0; step < 8; step++)
+        {
+            if (graph.IsGraphOutput(value)) return "classifier head, writes a model output";
+            var consumers = graph.Consumers(value);
+            if (consumers.Count != 1 || consumers[0].OpType is "Conv" or "Gemm" or "MatMul" || consumers[0].Output.Count == 0) return null;
+            value = consumers[0].Output[0];
+        }
+        return null;
+    }
+
+    private static long NmCount(WeightedLayer layer, NmPattern pattern)
+    {
+        var full = layer.InFeatures / pattern.M;
+        var tail = layer.InFeatures % pattern.M;
+        return (long)layer.OutFeatures * (full * pattern.N + pattern.N * tail / pattern.M);
+    }
+
+    /// <summary>
+    /// Per-layer prune counts from one magnitude threshold over all the layers: exactly round(sparsity · total)
+    /// weights, the smallest |w| overall; ties at the threshold go to earlier layers first.
+    /// </summary>
+    public static long[] GlobalMagnitudeCounts(OnnxModel model, IReadOnlyList<WeightedLayer> layers, double sparsity)
+    {
+        var sorted = layers.Select(l =>
+        {
+            var magnitudes = Array.ConvertAll(model.ReadFloats(l.Weight), MathF.Abs);
+            Array.Sort(magnitudes);
+            return magnitudes;
+        }).ToList();
+        var total = sorted.Sum(s => (long)s.Length);
+        var k = (long)Math.Round(sparsity * total);
+        // Smallest threshold t (over float bit patterns of non-negative values, which sort like the values) with
+        // at least k magnitudes <= t.
+        uint lo = 0, hi = 0x7F800000;
+        while (lo < hi)
+        {
+            var mid = lo + (hi - lo) / 2;
+            var t = BitConverter.UInt32BitsToSingle(mid);
+            var atMost = sorted.Sum(s => (long)UpperBound(s, t));
+            if (atMost >= k) hi = mid; else lo = mid + 1;
+        }
+        var threshold = BitConverter.UInt32BitsToSingle(lo);
+        var counts = sorted.Select(s => (long)LowerBound(s, threshold)).ToArray();
+        var remaining = k - counts.Sum();
+        for (var i = 0; i < counts.Length && remaining > 0; i++)
+        {
+            var ties = UpperBound(sorted[i], threshold) - counts[i];
+            var take = Math.Min(ties, remaining);
+            counts[i] += take;
+            remaining -= take;
+        }
+        return counts;
+    }
+
+    private static int LowerBound(float[] sorted, float value)
+    {
+        int lo = 0, hi = sorted.Length;
+        while (lo < hi) { var mid = (lo + hi) >>> 1; if (sorted[mid] < value) lo = mid + 1; else hi = mid; }
+        return lo;
+    }
+
+    private static int UpperBound(float[] sorted, float value)
+    {
+        int lo = 0, hi = sorted.Length;
+        while (lo < hi) { var mid = (lo + hi) >>> 1; if (sorted[mid] <= value) lo = mid + 1; else hi = mid; }
+        return lo;
+    }
+}

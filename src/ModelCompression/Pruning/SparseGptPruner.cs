@@ -1,0 +1,140 @@
+using ModelCompression.Policy;
+
+namespace ModelCompression.Pruning;
+
+/// <summary>
+/// One-shot Optimal Brain Surgeon pruning of one layer in the manner of SparseGPT (Frantar &amp; Alistarh, 2023):
+/// with H = XᵀX of the layer's inputs (dampened) and U the upper Cholesky factor of H⁻¹, columns are processed in
+/// blocks; in each block the mask is chosen by the OBS saliency w²/[U]²_jj over all rows (so the mask adapts to
+/// the weights as they are updated), each pruned column's error is spread over the not-yet-processed columns of the
+/// block through U, and the block's accumulated errors update the remaining columns at once (lazy batch update).
+/// </summary>
+internal static class SparseGptPruner
+{
+    /// <summary>The pruned weights and the dampening that made H positive definite.</summary>
+    public sealed record Result(float[] Weights, double Damping);
+
+    /// <param name="weights">W as [rows = outputs, cols = inputs], row-major.</param>
+    /// <param name="hessian">XᵀX of the inputs, cols × cols (not modified).</param>
+    /// <param name="prunable">Only the first <paramref name="prunable"/> columns are pruned; later ones (a bias
+    /// column, against an input of ones) only absorb the compensation.</param>
+    /// <param name="pruneCount">Weights to set to zero (unstructured); ignored when <paramref name="pattern"/> is set.</param>
+    /// <returns>Null when H stays singular even with 10⁵ times the dampening (non-finite or degenerate activations).</returns>
+    public static Result? Prune(float[] weights, int rows, int cols, double[] hessian, int prunable, long pruneCount, NmPattern? pattern, double damping, int blockSize)
+    {
+        var w = Array.ConvertAll(weights, x => (double)x);
+        var h = (double[])hessian.Clone();
+        var meanDiagonal = 0.0;
+        for (var i = 0; i < cols; i++)
+        {
+            // An input that is zero on every calibration sample has no curvature: its weights cannot matter.
+            if (h[i * cols + i] == 0 && i < prunable)
+            {
+                h[i * cols + i] = 1;
+                for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
+            }
+            meanDiagonal += h[i * cols + i];
+        }
+        meanDiagonal /= cols;
+        double[]? u = null;
+        var damp = damping;
+        for (var attempt = 0; u is null && attempt < 6; attempt++, damp *= 10)
+        {
+            var damped = (double[])h.Clone();
+            for (var i = 0; i < cols; i++) damped[i * cols + i] += damp * meanDiagonal;
+            u = DenseMath.InverseCholeskyUpper(damped, cols);
+        }
+        if (u is null) return null;
+        damp /= 10;
+
+        var block = pattern is { } nm ? Math.Max(nm.M, blockSize - blockSize % nm.M) : blockSize;
+        var errors = new double[rows * block];
+        var mask = new bool[rows * block];
+        for (var i1 = 0; i1 < cols; i1 += block)
+        {
+            var i2 = Math.Min(i1 + block, cols);
+            var count = i2 - i1;
+            var candidates = Math.Max(0, Math.Min(i2, prunable) - i1);
+            Array.Clear(mask);
+            if (pattern is null && candidates > 0)
+            {
+                // Exact count per block by cumulative rounding: the blocks add up to pruneCount.
+                var before = (long)Math.Round((double)pruneCount * i1 / prunable);
+                var after = (long)Math.Round((double)pruneCount * (i1 + candidates) / prunable);
+                SelectSmallest(w, u, rows, cols, i1, candidates, (int)(after - before), mask);
+            }
+            for (var c = 0; c < count; c++)
+            {
+                var col = i1 + c;
+                if (pattern is { } p && c % p.M == 0 && c < candidates) SelectNm(w, u, rows, cols, i1, c, Math.Min(p.M, candidates - c), p, mask);
+                var d = u[col * cols + col];
+                var uRow = u.AsSpan(col * cols + col + 1, i2 - col - 1);
+                for (var r = 0; r < rows; r++)
+                {
+                    ref var weight = ref w[r * cols + col];
+                    if (!mask[r * block + c]) { errors[r * block + c] = 0; continue; }
+                    var err = weight / d;
+                    errors[r * block + c] = err;
+                    weight = 0;
+                    DenseMath.Axpy(-err, uRow, w.AsSpan(r * cols + col + 1, i2 - col - 1));
+                }
+            }
+            if (i2 == cols) continue;
+            for (var r = 0; r < rows; r++)
+            {
+                var rest = w.AsSpan(r * cols + i2, cols - i2);
+                for (var c = 0; c < count; c++)
+                {
+                    var err = errors[r * block + c];
+                    if (err != 0) DenseMath.Axpy(-err, u.AsSpan((i1 + c) * cols + i2, cols - i2), rest);
+                }
+            }
+        }
+        return new Result(Array.ConvertAll(w, x => (float)x), damp);
+    }
+
+    /// <summary>Marks the <paramref name="k"/> weights of the block with the smallest saliency w²/U²_jj (ties: lower index first).</summary>
+    private static void SelectSmallest(double[] w, double[] u, int rows, int cols, int i1, int count, int k, bool[] mask)
+    {
+        if (k <= 0) return;
+        var block = mask.Length / rows;
+        var saliency = new double[rows * count];
+        var index = new int[rows * count];
+        for (var r = 0; r < rows; r++)
+            for (var c = 0; c < count; c++)
+            {
+                var d = u[(i1 + c) * cols + i1 + c];
+                var x = w[r * cols + i1 + c];
+                saliency[r * count + c] = x * x / (d * d);
+                index[r * count + c] = r * count + c;
+            }
+        Array.Sort(index, (a, b) => saliency[a] != saliency[b] ? saliency[a].CompareTo(saliency[b]) : a.CompareTo(b));
+        for (var t = 0; t < k; t++)
+        {
+            var r = index[t] / count;
+            mask[r * block + index[t] % count] = true;
+        }
+    }
+
+    /// <summary>N:M: in each row, the N of the <paramref name="length"/> (≤ M) columns from <paramref name="c"/> with the smallest saliency.</summary>
+    private static void SelectNm(double[] w, double[] u, int rows, int cols, int i1, int c, int length, NmPattern pattern, bool[] mask)
+    {
+        var block = mask.Length / rows;
+        var n = length == pattern.M ? pattern.N : pattern.N * length / pattern.M;
+        Span<int> order = stackalloc int[length];
+        Span<double> saliency = stackalloc double[length];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var j = 0; j < length; j++)
+            {
+                var col = i1 + c + j;
+                var d = u[col * cols + col];
+                var x = w[r * cols + col];
+                saliency[j] = x * x / (d * d);
+                order[j] = j;
+            }
+            MagnitudePruner.SortAscending(order, saliency);
+            for (var j = 0; j < n; j++) mask[r * block + c + order[j]] = true;
+        }
+    }
+}

@@ -1,0 +1,87 @@
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Passes;
+using ModelCompression.Policy;
+using DataType = ModelCompression.Onnx.Protobuf.TensorProto.Types.DataType;
+
+namespace ModelCompression.Pruning;
+
+/// <summary>
+/// Clean-up step: every initializer that some <see cref="SparseEncoding"/> stores in fewer bytes than the dense
+/// tensor is replaced by the smallest one. It looks only at initializers (float weights after pruning, int8 ones
+/// after quantization alike), never at how they were produced, and runs after every other pass.
+/// </summary>
+public sealed class SparseStoragePass : ICompressionPass
+{
+    public string Name => "sparse-storage";
+    public PassStage Stage => PassStage.Cleanup;
+    public bool IsRequested(CompressionPolicy policy) => policy.SparseStorage;
+
+    private static (int[] Positions, int[] Sources, bool Transposed) Transposed(int[] positions, long rows, long count)
+    {
+        var (p, s) = SparseEncoding.Transposed(positions, rows, count);
+        return (p, s, true);
+    }
+
+    public void Apply(CompressionContext context)
+    {
+        var graph = context.Graph;
+        // Sparse initializers need IR 6; the decoder's operators need opset 11.
+        if (context.Model.Proto.IrVersion < 6 || context.Model.OpsetVersion() < 11) return;
+        var graphInputs = graph.GraphInputNames.ToHashSet(StringComparer.Ordinal);
+        var decoders = new List<NodeProto>();
+        // Decoder values get short names (each is written at every use); the constants they share are added once, at
+        // the end, if a chosen decoder uses them.
+        var counter = 0;
+        string Fresh() => graph.FreshName($"s{counter++:x}");
+        var shared = new Dictionary<string, string>(StringComparer.Ordinal);
+        string Shared(string key) => shared.TryGetValue(key, out var n) ? n : shared[key] = graph.FreshName($"c{shared.Count:x}");
+        foreach (var dense in graph.Proto.Initializer.ToList())
+        {
+            if (graphInputs.Contains(dense.Name) || graph.IsGraphOutput(dense.Name)) continue;
+            var type = (DataType)dense.DataType;
+            var elementSize = ElementTypes.SizeInBytes(type);
+            if (elementSize == 0 || type is DataType.String or DataType.Complex64 or DataType.Complex128) continue;
+            var data = context.Model.GetTensor(dense);
+            if (!data.HasRawBytes) continue;
+            var raw = data.RawBytes;
+            var positions = SparseEncoding.NonZeroPositions(raw, elementSize);
+            var denseSize = SparseEncoding.Framed(dense.CalculateSize());
+            var count = Tensors.ElementCount(dense);
+            var rowMajor = (Positions: positions, Sources: positions, Transposed: false);
+            var orders = dense.Dims.Count >= 2 && dense.Dims[0] > 1
+                ? [rowMajor, Transposed(positions, dense.Dims[0], count)]
+                : new[] { rowMajor };
+            var coded = orders.Select(o =>
+                {
+                    var gaps = SparseEncoding.GapCounts(o.Positions);
+                    var code = GapCode.Best(gaps);
+                    return (Order: o, Code: code, Bits: code.Entries(gaps) * code.Bits);
+                }).MinBy(c => c.Bits);
+            var candidates = new[]
+            {
+                SparseEncoding.Coordinates(dense, raw, elementSize, positions),
+                SparseEncoding.GapCoded(dense, raw, elementSize, coded.Order.Positions, coded.Order.Sources, coded.Order.Transposed, coded.Code, Fresh, Shared),
+            };
+            var best = candidates.MinBy(c => c.Size)!;
+            if (best.Size >= denseSize) continue;
+
+            graph.RemoveInitializer(dense.Name);
+            if (best.Sparse is not null) graph.Proto.SparseInitializer.Add(best.Sparse);
+            foreach (var t in best.Initializers) graph.Proto.Initializer.Add(t);
+            decoders.AddRange(best.Nodes);
+            context.Record(new LayerRecord
+            {
+                Layer = dense.Name, Op = "initializer", Technique = Name, Shape = dense.Dims.ToArray(),
+                ParametersBefore = count, ParametersAfter = positions.Length, Sparsity = 1 - (double)positions.Length / count,
+                Note = $"{best.Description}: {denseSize} → {best.Size} bytes",
+            });
+        }
+        var used = decoders.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+        foreach (var (key, name) in shared.Where(p => used.Contains(p.Value)).OrderBy(p => p.Value, StringComparer.Ordinal))
+            graph.Proto.Initializer.Add(SparseEncoding.SharedConstant(key, name));
+        // Decoders read only initializers: ahead of every other node keeps the order topological.
+        for (var i = decoders.Count - 1; i >= 0; i--) graph.Proto.Node.Insert(0, decoders[i]);
+        graph.Invalidate();
+    }
+}

@@ -1,0 +1,170 @@
+using ModelCompression.Diagnostics;
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Passes;
+using ModelCompression.Policy;
+
+namespace ModelCompression.Pruning;
+
+/// <summary>
+/// Unstructured (or N:M) pruning of Conv/Gemm/MatMul weights: PruneMethod=magnitude zeroes the smallest |w|;
+/// PruneMethod=sparsegpt prunes by OBS saliency on calibration data and updates the kept weights to compensate,
+/// layer after layer so each sees the inputs the already-pruned layers before it produce. Which layers and how
+/// many weights each: <see cref="PruningTargets"/>.
+/// </summary>
+public sealed class UnstructuredPruningPass : ICompressionPass
+{
+    public string Name => "prune";
+    public PassStage Stage => PassStage.Prune;
+    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.Sparsity > 0 || p.SparsityPattern is not null);
+
+    public void Apply(CompressionContext context)
+    {
+        var (targets, skipped) = PruningTargets.Plan(context, Name);
+        foreach (var record in skipped) context.Record(record);
+        if (targets.Count == 0)
+        {
+            context.Warn(DiagnosticCodes.NothingToCompress, "prune: no prunable layer (Conv/Gemm/MatMul with a constant weight) is left to prune");
+            return;
+        }
+        var grouped = targets.Where(t => t.Policy.PruneMethod == PruneMethod.SparseGpt && t.Layer.OpType == "Conv" && t.Layer.Group != 1).ToList();
+        var dataAware = targets.Where(t => t.Policy.PruneMethod == PruneMethod.SparseGpt).Except(grouped).ToList();
+        // The data-aware layers reconstruct their outputs in the model as it was before this pass.
+        var capture = dataAware.Count > 0 ? GramCapture.Prepare(context, Name, dataAware.Select(t => t.Layer).ToList()) : null;
+        var reference = capture?.CaptureTargets(dataAware.Select(t => t.Layer).ToList());
+        foreach (var target in targets.Where(t => t.Policy.PruneMethod == PruneMethod.Magnitude)) PruneByMagnitude(context, target);
+        foreach (var target in grouped) PruneByMagnitude(context, target, "grouped conv: pruned by magnitude (the data-aware method needs group=1)");
+        if (capture is not null) PruneDataAware(context, dataAware, capture, reference!);
+    }
+
+    private void PruneByMagnitude(CompressionContext context, PruningTarget target, string? note = null)
+    {
+        var layer = target.Layer;
+        var w = layer.ReadMatrix(context.Model);
+        var pruned = target.Pattern is { } pattern
+            ? MagnitudePruner.PruneNm(w, layer.OutFeatures, layer.InFeatures, pattern)
+            : MagnitudePruner.Prune(w, target.PruneCount);
+        layer.WriteMatrix(context.Graph, pruned);
+        context.Record(Record(target, "magnitude", pruned, RelativeChange(w, pruned), note));
+    }
+
+    /// <summary>
+    /// SparseGPT over the targets in dependency order: all layers whose inputs no unpruned target still feeds share
+    /// one calibration run, are pruned, and the next run sees the result. Each layer first gets the weights (and
+    /// bias) that best reproduce its output in the unpruned model from the inputs the pruned model now feeds it
+    /// (the error of the layers before is corrected, not compounded), then is pruned against its input Hessian with
+    /// the bias as an extra never-pruned column that absorbs the mean of what pruning removes.
+    /// </summary>
+    private void PruneDataAware(CompressionContext context, List<PruningTarget> targets, GramCapture capture, LayerTargets reference)
+    {
+        var upstream = targets.ToDictionary(t => t, t => UpstreamTargets(context.Graph, t, targets));
+        var remaining = new List<PruningTarget>(targets);
+        while (remaining.Count > 0)
+        {
+            context.Cancellation.ThrowIfCancellationRequested();
+            var ready = remaining.Where(t => !upstream[t].Any(remaining.Contains)).ToList();
+            var stats = capture.Run(ready.Select(t => t.Layer).ToList(), reference);
+            for (var k = 0; k < ready.Count; k++)
+            {
+                PruneLayer(context, ready[k], stats[k]);
+                remaining.Remove(ready[k]);
+            }
+        }
+    }
+
+    private void PruneLayer(CompressionContext context, PruningTarget target, GramStatistics stats)
+    {
+        var layer = target.Layer;
+        var affine = AffineLayer.From(context.Graph, layer);
+        var f = layer.InFeatures;
+        var cols = affine is null ? f : f + 1;
+        var current = Augment(affine?.ReadWeights(context.Model) ?? layer.ReadMatrix(context.Model), affine?.ReadBias(context.Graph, context.Model), layer.OutFeatures, f);
+        var prior = affine is null ? Narrow(current, layer.OutFeatures, f) : current;
+        var fitted = LeastSquares.Fit(stats, affine is not null, target.Policy.PruneDamping, prior) ?? prior;
+        var hessian = affine is null ? stats.Hessian() : stats.Moments;
+        var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, target.Policy.PruneDamping, target.Policy.PruneBlockSize);
+        if (result is null)
+        {
+            PruneByMagnitude(context, target, "pruned by magnitude: the input second moments on the calibration data are singular or not finite");
+            return;
+        }
+        var weights = affine is null ? result.Weights : Narrow(result.Weights, layer.OutFeatures, f);
+        if (affine is null) layer.WriteMatrix(context.Graph, weights);
+        else affine.Write(context.Graph, weights, Column(result.Weights, layer.OutFeatures, cols, f), f);
+        var error = stats.RelativeError(affine is null ? Augment(weights, null, layer.OutFeatures, f) : result.Weights);
+        var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";
+        context.Record(Record(target, "sparsegpt", weights, error, note));
+    }
+
+    /// <summary>[out, f] weights and an optional bias as [out, f + 1] (zero bias when absent).</summary>
+    private static float[] Augment(float[] weights, float[]? bias, int rows, int f)
+    {
+        var result = new float[rows * (f + 1)];
+        for (var r = 0; r < rows; r++)
+        {
+            weights.AsSpan(r * f, f).CopyTo(result.AsSpan(r * (f + 1), f));
+            result[r * (f + 1) + f] = bias?[r] ?? 0;
+        }
+        return result;
+    }
+
+    /// <summary>The first <paramref name="f"/> columns of a [rows, f + 1] matrix.</summary>
+    private static float[] Narrow(float[] augmented, int rows, int f)
+    {
+        var result = new float[rows * f];
+        for (var r = 0; r < rows; r++) augmented.AsSpan(r * (f + 1), f).CopyTo(result.AsSpan(r * f, f));
+        return result;
+    }
+
+    private static float[] Column(float[] matrix, int rows, int cols, int c)
+    {
+        var result = new float[rows];
+        for (var r = 0; r < rows; r++) result[r] = matrix[r * cols + c];
+        return result;
+    }
+
+    /// <summary>The targets whose output reaches this target's input.</summary>
+    private static HashSet<PruningTarget> UpstreamTargets(OnnxGraph graph, PruningTarget target, List<PruningTarget> all)
+    {
+        var byNode = new Dictionary<NodeProto, PruningTarget>(ReferenceEqualityComparer.Instance);
+        foreach (var t in all) byNode[t.Layer.Node] = t;
+        var found = new HashSet<PruningTarget>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var pending = new Stack<string>();
+        pending.Push(target.Layer.InputName);
+        while (pending.Count > 0)
+        {
+            var value = pending.Pop();
+            if (!seen.Add(value) || graph.Producer(value) is not { } producer) continue;
+            if (byNode.TryGetValue(producer, out var upstream)) found.Add(upstream);
+            foreach (var input in OnnxGraph.NodeInputs(producer)) pending.Push(input);
+        }
+        return found;
+    }
+
+    private static LayerRecord Record(PruningTarget target, string method, float[] pruned, double error, string? note)
+    {
+        var zeros = pruned.LongCount(x => x == 0);
+        var layer = target.Layer;
+        var variant = target.Pattern is { } p ? $"{method}, {p} pattern" : method;
+        return new LayerRecord
+        {
+            Layer = layer.Name, Op = layer.OpType, Technique = "prune", Shape = layer.WeightShape,
+            ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters - zeros,
+            Sparsity = (double)zeros / layer.Parameters, ReconstructionError = error,
+            Note = note is null ? variant : $"{variant}; {note}",
+        };
+    }
+
+    private static double RelativeChange(float[] before, float[] after)
+    {
+        double num = 0, den = 0;
+        for (var i = 0; i < before.Length; i++)
+        {
+            double d = before[i] - after[i];
+            num += d * d;
+            den += (double)before[i] * before[i];
+        }
+        return den > 0 ? Math.Sqrt(num / den) : 0;
+    }
+}

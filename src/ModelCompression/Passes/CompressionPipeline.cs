@@ -1,4 +1,5 @@
 using ModelCompression.Graph;
+using ModelCompression.LowRank;
 using ModelCompression.Policy;
 
 namespace ModelCompression.Passes;
@@ -9,6 +10,7 @@ public static class CompressionPipeline
     public static IReadOnlyList<ICompressionPass> AllPasses { get; } = new ICompressionPass[]
     {
         new FoldBatchNormPass(),
+        new LowRankPass(),
         new CleanupPass(),
     }.OrderBy(p => p.Stage).ToList();
 

@@ -1,0 +1,160 @@
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Passes;
+
+namespace ModelCompression.LowRank;
+
+/// <summary>
+/// One layer's low-rank form: what it costs at given ranks (one rank per mode), the spectra the ranks are chosen
+/// from, and the graph rewrite. The spectra live in the metric the factorization minimizes: the weight's own
+/// (plain) or the layer's outputs on calibration data (activation-aware, when a whitening factor is given).
+/// </summary>
+internal abstract class LayerFactorization
+{
+    /// <summary>Factorize only when the factors hold at most this fraction of the dense weight: below it the extra node and the approximation buy little.</summary>
+    public const double MaxParameterFraction = 0.8;
+
+    protected LayerFactorization(WeightedLayer layer, double[] weight)
+    {
+        Layer = layer;
+        Weight = weight;
+    }
+
+    public WeightedLayer Layer { get; }
+    /// <summary>W as [out, in·K] doubles (K = kernel positions; 1 for Gemm/MatMul).</summary>
+    protected double[] Weight { get; }
+    /// <summary>Report name of the decomposition ("svd", "tucker2", "spatial").</summary>
+    public abstract string Technique { get; }
+    /// <summary>The largest useful rank of each mode.</summary>
+    public abstract int[] FullRanks { get; }
+    /// <summary>Where the features the activation-aware metric whitens are in the layer input.</summary>
+    public abstract FeatureAxis Axis { get; }
+    /// <summary>How many features the whitening covers (in features, or input channels).</summary>
+    public abstract int InputFeatures { get; }
+    /// <summary>Weights of the factors at these ranks.</summary>
+    public abstract long Parameters(int[] ranks);
+    /// <summary>
+    /// Per mode, the share of the (possibly whitened) weight's energy each additional rank keeps, descending; the
+    /// sum over a mode is 1. Known only up to the rank asked for when the decomposition was randomized.
+    /// </summary>
+    public abstract IReadOnlyList<double[]> ModeEnergies { get; }
+
+    /// <summary>Ranks brought into the range each mode supports (at least 1).</summary>
+    public virtual int[] Clamp(int[] ranks) => ranks.Select((r, mode) => Math.Clamp(r, 1, FullRanks[mode])).ToArray();
+
+    /// <summary>Decomposes W, whitened by <paramref name="whitening"/> (lower Cholesky factor of the input moments) when given; <paramref name="fixedRanks"/> allows a randomized SVD.</summary>
+    public abstract void Decompose(double[]? whitening, int[]? fixedRanks, int seed);
+
+    /// <summary>Replaces the layer by its factors at <paramref name="ranks"/> (already clamped); returns W′ in the [out, in·K] layout of <see cref="Weight"/>.</summary>
+    public abstract double[] Rewrite(OnnxGraph graph, int[] ranks);
+
+    public long DenseParameters => Layer.Parameters;
+    public bool Saves(int[] ranks) => Parameters(ranks) <= MaxParameterFraction * DenseParameters;
+
+    /// <summary>Ranks for a ratio or absolute rank, mode by mode.</summary>
+    public int[] RanksFor(Policy.RankSpec spec) => FullRanks.Select(spec.Resolve).ToArray();
+
+    /// <summary>Per mode, the smallest rank whose spectrum keeps <paramref name="energy"/> of the total.</summary>
+    public int[] RanksForEnergy(double energy) => ModeEnergies.Select((e, mode) =>
+    {
+        var kept = 0.0;
+        for (var r = 0; r < e.Length; r++)
+        {
+            kept += e[r];
+            if (kept >= energy - 1e-12) return r + 1;
+        }
+        return FullRanks[mode];
+    }).ToArray();
+
+    /// <summary>
+    /// Relative error of W′: ‖ΔW‖/‖W‖ without moments, or with the input moments S (features×features) the output
+    /// error on the calibration data, √(tr(ΔW·S·ΔWᵀ) / tr(W·S·Wᵀ)) (Conv: S over input channels, summed over kernel positions).
+    /// </summary>
+    public double RelativeError(double[] reconstructed, InputMoments? moments)
+    {
+        var delta = new double[Weight.Length];
+        for (var i = 0; i < delta.Length; i++) delta[i] = Weight[i] - reconstructed[i];
+        if (moments is null)
+        {
+            var total = DenseMath.SquaredNorm(Weight);
+            return total > 0 ? Math.Sqrt(DenseMath.SquaredNorm(delta) / total) : 0;
+        }
+        var outputTotal = QuadraticForm(Weight, moments);
+        return outputTotal > 0 ? Math.Sqrt(Math.Max(0, QuadraticForm(delta, moments)) / outputTotal) : 0;
+    }
+
+    /// <summary>Σ over rows of w·S·wᵀ, the rows being (output, kernel position) and the columns the input features.</summary>
+    private double QuadraticForm(double[] w, InputMoments moments)
+    {
+        var n = moments.Features;
+        var positions = w.Length / (Layer.OutFeatures * n);
+        var rows = Layer.OutFeatures * positions;
+        var byFeature = new double[w.Length];
+        for (var o = 0; o < Layer.OutFeatures; o++)
+            for (var i = 0; i < n; i++)
+                for (var s = 0; s < positions; s++)
+                    byFeature[((long)o * positions + s) * n + i] = w[((long)o * n + i) * positions + s];
+        var product = DenseMath.Multiply(byFeature, moments.Sum, rows, n, n);
+        var sum = 0.0;
+        for (var r = 0; r < rows; r++) sum += DenseMath.Dot(product.AsSpan(r * n, n), byFeature.AsSpan(r * n, n));
+        return sum;
+    }
+
+    /// <summary>
+    /// From the SVD of M·L: E = U·√Σ [rows, r] and R = √Σ·Vᵀ·L⁻¹ [r, cols] (L = I without whitening), so M ≈ E·R.
+    /// The singular values split evenly, so both factors keep similar ranges (friendlier to a later int8 pass).
+    /// </summary>
+    protected static (double[] Expand, double[] Reduce) BalancedFactors(TruncatedSvd svd, double[]? whitening, int rank)
+    {
+        int rows = svd.Rows, cols = svd.Cols;
+        var root = svd.SingularValues.Take(rank).Select(Math.Sqrt).ToArray();
+        var expand = TruncatedSvd.Columns(svd.U, rows, svd.Known, rank);
+        var reduceT = TruncatedSvd.Columns(svd.V, cols, svd.Known, rank); // [cols, r]
+        for (var i = 0; i < rows; i++) for (var j = 0; j < rank; j++) expand[(long)i * rank + j] *= root[j];
+        for (var i = 0; i < cols; i++) for (var j = 0; j < rank; j++) reduceT[(long)i * rank + j] *= root[j];
+        if (whitening is not null) reduceT = DenseMath.SolveLowerTransposed(whitening, reduceT, cols, rank);
+        return (expand, DenseMath.Transpose(reduceT, cols, rank));
+    }
+
+    /// <summary>Normalized energies σ²/Σσ² of a spectrum.</summary>
+    protected static double[] Normalized(IEnumerable<double> squares, double total) =>
+        squares.Select(s => total > 0 ? Math.Max(s, 0) / total : 0).ToArray();
+
+    /// <summary>Adds a float initializer under a fresh name derived from <paramref name="baseName"/>.</summary>
+    protected static string AddInitializer(OnnxGraph graph, string baseName, long[] dims, double[] values)
+    {
+        var name = graph.FreshName(baseName);
+        graph.SetInitializer(Tensors.FromFloats(name, dims, values.Select(v => (float)v).ToArray()));
+        return name;
+    }
+
+    /// <summary>Drops the replaced dense weight (and its graph-input entry, which old IR versions keep for initializers).</summary>
+    protected void RemoveDenseWeight(OnnxGraph graph)
+    {
+        graph.RemoveInitializer(Layer.Weight.Name);
+        for (var i = graph.Proto.Input.Count - 1; i >= 0; i--)
+            if (graph.Proto.Input[i].Name == Layer.Weight.Name) graph.Proto.Input.RemoveAt(i);
+        graph.Invalidate();
+    }
+
+    protected static NodeProto NewNode(string opType, string name, IEnumerable<string> inputs, params string[] outputs)
+    {
+        var node = new NodeProto { OpType = opType, Name = name };
+        node.Input.AddRange(inputs);
+        node.Output.AddRange(outputs);
+        return node;
+    }
+
+    protected static AttributeProto Ints(string name, IEnumerable<long> values)
+    {
+        var attribute = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        attribute.Ints.AddRange(values);
+        return attribute;
+    }
+
+    protected static long[] IntsOf(NodeProto node, string name, long[] fallback) =>
+        node.Attribute.FirstOrDefault(a => a.Name == name) is { } a && a.Ints.Count > 0 ? a.Ints.ToArray() : fallback;
+
+    protected static string? StringOf(NodeProto node, string name) =>
+        node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.S.ToStringUtf8() : null;
+}

@@ -16,9 +16,48 @@ public static class ActivationCapture
         Action<IReadOnlyDictionary<string, FloatTensor>> onBatch, CancellationToken cancellation = default, IProgress<double>? progress = null)
     {
         if (valueNames.Count == 0) return;
+        var names = valueNames.Distinct().ToList();
+        using var session = OnnxRuntimeSession.Create(Probe(model, names).ToBytes(), runtime);
+        var bound = data.BindTo(ModelInput.FromGraph(model.Graph));
+        var done = 0;
+        foreach (var batch in bound.Batches(batchSize))
+        {
+            cancellation.ThrowIfCancellationRequested();
+            onBatch(session.Run(batch, names));
+            done += batch[0].Count;
+            progress?.Report((double)done / bound.Count);
+        }
+    }
+
+    /// <summary>
+    /// Like <see cref="Run"/>, over two models with the same inputs (a model being compressed and the
+    /// <paramref name="reference"/> it came from): each batch hands over the same values from both, so callers can
+    /// accumulate statistics that pair them (cross moments, the error one model's changes cause downstream).
+    /// </summary>
+    public static void RunPaired(OnnxModel model, OnnxModel reference, IReadOnlyList<string> valueNames, Dataset data, RuntimeOptions runtime, int batchSize,
+        Action<IReadOnlyDictionary<string, FloatTensor>, IReadOnlyDictionary<string, FloatTensor>> onBatch, CancellationToken cancellation = default, IProgress<double>? progress = null)
+    {
+        if (valueNames.Count == 0) return;
+        var names = valueNames.Distinct().ToList();
+        using var session = OnnxRuntimeSession.Create(Probe(model, names).ToBytes(), runtime);
+        using var referenceSession = OnnxRuntimeSession.Create(Probe(reference, names).ToBytes(), runtime);
+        var bound = data.BindTo(ModelInput.FromGraph(model.Graph));
+        var done = 0;
+        foreach (var batch in bound.Batches(batchSize))
+        {
+            cancellation.ThrowIfCancellationRequested();
+            onBatch(session.Run(batch, names), referenceSession.Run(batch, names));
+            done += batch[0].Count;
+            progress?.Report((double)done / bound.Count);
+        }
+    }
+
+    /// <summary>A copy of the model with the requested values as extra graph outputs.</summary>
+    private static OnnxModel Probe(OnnxModel model, IReadOnlyList<string> valueNames)
+    {
         var probe = model.Clone();
         var existing = probe.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var name in valueNames.Distinct())
+        foreach (var name in valueNames)
         {
             if (existing.Contains(name)) continue;
             probe.Graph.Output.Add(new ValueInfoProto
@@ -27,15 +66,6 @@ public static class ActivationCapture
                 Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } },
             });
         }
-        using var session = OnnxRuntimeSession.Create(probe.ToBytes(), runtime);
-        var bound = data.BindTo(ModelInput.FromGraph(model.Graph));
-        var done = 0;
-        foreach (var batch in bound.Batches(batchSize))
-        {
-            cancellation.ThrowIfCancellationRequested();
-            onBatch(session.Run(batch, valueNames.Distinct().ToList()));
-            done += batch[0].Count;
-            progress?.Report((double)done / bound.Count);
-        }
+        return probe;
     }
 }

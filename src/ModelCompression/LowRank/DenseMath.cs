@@ -105,10 +105,10 @@ internal static class DenseMath
     }
 
     /// <summary>
-    /// The lower Cholesky factor L of S + λ·mean(diag S)·I (LLᵀ), λ = <paramref name="damping"/> raised tenfold
-    /// until the factor exists (rounding can leave a nearly singular S indefinite).
+    /// The lower Cholesky factor L of S + μ·I (LLᵀ), μ = <paramref name="damping"/>·mean(diag S) raised tenfold
+    /// until the factor exists (rounding can leave a nearly singular S indefinite); also returns the μ used.
     /// </summary>
-    public static double[] DampedCholesky(double[] s, int n, double damping)
+    public static (double[] Factor, double Added) DampedCholesky(double[] s, int n, double damping)
     {
         var mean = 0.0;
         for (var i = 0; i < n; i++) mean += s[(long)i * n + i];
@@ -129,8 +129,26 @@ internal static class DenseMath
                     l[(long)i * n + j] = (s[(long)i * n + j] - Dot(l.AsSpan(i * n, j), l.AsSpan(j * n, j))) / ljj;
                 });
             }
-            if (ok) return l;
+            if (ok) return (l, lambda);
         }
+    }
+
+    /// <summary>X = L⁻¹·B for lower-triangular L (n×n) and B (n×r): forward substitution.</summary>
+    public static double[] SolveLower(double[] l, double[] b, int n, int r)
+    {
+        var x = (double[])b.Clone();
+        for (var i = 0; i < n; i++)
+        {
+            var xi = x.AsSpan(i * r, r);
+            for (var j = 0; j < i; j++)
+            {
+                var lij = l[(long)i * n + j];
+                if (lij != 0) Axpy(-lij, x.AsSpan(j * r, r), xi);
+            }
+            var inv = 1 / l[(long)i * n + i];
+            for (var c = 0; c < r; c++) xi[c] *= inv;
+        }
+        return x;
     }
 
     /// <summary>X = L⁻ᵀ·B for lower-triangular L (n×n) and B (n×r): back substitution on Lᵀ·X = B.</summary>

@@ -12,65 +12,94 @@ internal enum FeatureAxis
 }
 
 /// <summary>
-/// The running uncentered second moment XᵀX of one layer input over calibration data — all that activation-aware
-/// factorization needs: for y = W·x the output error of a change ΔW is tr(ΔW·XᵀX·ΔWᵀ). Batches are folded in and
-/// dropped.
+/// Running second moments of one layer input X̂ over calibration data — all activation-aware factorization needs:
+/// for y = W·x the output error of a change ΔW is tr(ΔW·X̂ᵀX̂·ΔWᵀ). Paired with the input X the same layer sees in
+/// the uncompressed model (whose XᵀX an earlier capture measured), it also keeps X̂ᵀX, so a layer can be fitted to
+/// the original outputs X·Wᵀ from the inputs upstream compression really leaves it. Batches are folded in and dropped.
 /// </summary>
 internal sealed class InputMoments
 {
-    public InputMoments(int features, FeatureAxis axis)
+    /// <param name="reference">Moments of the same input in the uncompressed model, to pair this capture with; null for a plain capture.</param>
+    public InputMoments(int features, FeatureAxis axis, InputMoments? reference = null)
     {
         Features = features;
         Axis = axis;
         Sum = new double[(long)features * features];
+        if (reference is null) return;
+        Cross = new double[(long)features * features];
+        ReferenceSum = reference.Sum;
     }
 
     public int Features { get; }
     public FeatureAxis Axis { get; }
-    /// <summary>Σ xxᵀ, features×features, row-major.</summary>
+    /// <summary>X̂ᵀX̂, features×features, row-major.</summary>
     public double[] Sum { get; }
+    /// <summary>X̂ᵀX (null unless paired).</summary>
+    public double[]? Cross { get; }
+    /// <summary>XᵀX of the reference inputs, over the same samples (null unless paired).</summary>
+    public double[]? ReferenceSum { get; }
+    public bool IsPaired => Cross is not null;
     public long Samples { get; private set; }
 
     /// <summary>Folds in one captured batch; false when its shape does not carry <see cref="Features"/> on the expected axis.</summary>
     public bool Add(FloatTensor batch)
     {
-        // Viewed as items × [features × positions] blocks, each entry of XᵀX is a sum of contiguous dot products.
-        float[] blocks;
-        int items, positions;
+        if (Blocks(batch) is not { } x) return false;
+        Accumulate(Sum, x, x, symmetric: true);
+        Samples += (long)x.Items * x.Positions;
+        return true;
+    }
+
+    /// <summary>Folds in the same batch as seen by this model (<paramref name="batch"/>) and the reference model.</summary>
+    public bool Add(FloatTensor batch, FloatTensor reference)
+    {
+        if (Blocks(batch) is not { } x || Blocks(reference) is not { } r || r.Data.Length != x.Data.Length) return false;
+        Accumulate(Sum, x, x, symmetric: true);
+        Accumulate(Cross!, x, r, symmetric: false);
+        Samples += (long)x.Items * x.Positions;
+        return true;
+    }
+
+    /// <summary>A batch viewed as items × [features × positions] blocks: each moment entry is then a sum of contiguous dot products.</summary>
+    private readonly record struct BlockView(float[] Data, int Items, int Positions);
+
+    private BlockView? Blocks(FloatTensor batch)
+    {
         if (Axis == FeatureAxis.Last)
         {
-            if (batch.Shape.Length < 1 || batch.Shape[^1] != Features) return false;
-            items = 1;
-            positions = batch.Data.Length / Features;
-            blocks = new float[batch.Data.Length];
+            if (batch.Shape.Length < 1 || batch.Shape[^1] != Features) return null;
+            var positions = batch.Data.Length / Features;
+            var blocks = new float[batch.Data.Length];
             for (var s = 0; s < positions; s++)
                 for (var f = 0; f < Features; f++)
                     blocks[(long)f * positions + s] = batch.Data[(long)s * Features + f];
+            return new BlockView(blocks, 1, positions);
         }
-        else
+        if (batch.Shape.Length < 2 || batch.Shape[1] != Features) return null;
+        var items = checked((int)batch.Shape[0]);
+        return new BlockView(batch.Data, items, batch.Data.Length / Math.Max(1, items * Features));
+    }
+
+    /// <summary>target[i, j] += Σ aᵢ·bⱼ over samples; symmetric fills j ≤ i and mirrors.</summary>
+    private void Accumulate(double[] target, BlockView a, BlockView b, bool symmetric)
+    {
+        int features = Features, positions = a.Positions, blockSize = Features * a.Positions;
+        DenseMath.ForRows(features, (long)a.Items * positions * features, i =>
         {
-            if (batch.Shape.Length < 2 || batch.Shape[1] != Features) return false;
-            items = checked((int)batch.Shape[0]);
-            positions = batch.Data.Length / Math.Max(1, items * Features);
-            blocks = batch.Data;
-        }
-        DenseMath.ForRows(Features, (long)items * positions * Features / 2, i =>
-        {
-            // Item by item, so each block stays in cache while row i meets every row j ≤ i.
-            var row = new double[i + 1];
-            for (var n = 0; n < items; n++)
+            // Item by item, so each block stays in cache while row i meets every row j.
+            var count = symmetric ? i + 1 : features;
+            var row = new double[count];
+            for (var n = 0; n < a.Items; n++)
             {
-                var block = blocks.AsSpan(n * Features * positions, Features * positions);
-                var xi = block.Slice(i * positions, positions);
-                for (var j = 0; j <= i; j++) row[j] += DenseMath.Dot(xi, block.Slice(j * positions, positions));
+                var ai = a.Data.AsSpan(n * blockSize + i * positions, positions);
+                var block = b.Data.AsSpan(n * blockSize, blockSize);
+                for (var j = 0; j < count; j++) row[j] += DenseMath.Dot(ai, block.Slice(j * positions, positions));
             }
-            for (var j = 0; j <= i; j++)
+            for (var j = 0; j < count; j++)
             {
-                Sum[(long)i * Features + j] += row[j];
-                if (j != i) Sum[(long)j * Features + i] += row[j];
+                target[(long)i * features + j] += row[j];
+                if (symmetric && j != i) target[(long)j * features + i] += row[j];
             }
         });
-        Samples += (long)items * positions;
-        return true;
     }
 }

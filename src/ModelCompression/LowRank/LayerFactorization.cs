@@ -42,8 +42,8 @@ internal abstract class LayerFactorization
     /// <summary>Ranks brought into the range each mode supports (at least 1).</summary>
     public virtual int[] Clamp(int[] ranks) => ranks.Select((r, mode) => Math.Clamp(r, 1, FullRanks[mode])).ToArray();
 
-    /// <summary>Decomposes W, whitened by <paramref name="whitening"/> (lower Cholesky factor of the input moments) when given; <paramref name="fixedRanks"/> allows a randomized SVD.</summary>
-    public abstract void Decompose(double[]? whitening, int[]? fixedRanks, int seed);
+    /// <summary>Decomposes W in its own metric, or in the metric of its inputs when <paramref name="metric"/> is given; <paramref name="fixedRanks"/> allows a randomized SVD.</summary>
+    public abstract void Decompose(InputMetric? metric, int[]? fixedRanks, int seed);
 
     /// <summary>Replaces the layer by its factors at <paramref name="ranks"/> (already clamped); returns W′ in the [out, in·K] layout of <see cref="Weight"/>.</summary>
     public abstract double[] Rewrite(OnnxGraph graph, int[] ranks);
@@ -67,41 +67,50 @@ internal abstract class LayerFactorization
     }).ToArray();
 
     /// <summary>
-    /// Relative error of W′: ‖ΔW‖/‖W‖ without moments, or with the input moments S (features×features) the output
-    /// error on the calibration data, √(tr(ΔW·S·ΔWᵀ) / tr(W·S·Wᵀ)) (Conv: S over input channels, summed over kernel positions).
+    /// Relative error of W′: ‖ΔW‖/‖W‖ without moments; with them, the output error on the calibration data against
+    /// the original layer on its original inputs, ‖X̂·W′ᵀ − X·Wᵀ‖/‖X·Wᵀ‖ (X̂ = X unless paired; Conv: moments over
+    /// input channels, summed over kernel positions).
     /// </summary>
     public double RelativeError(double[] reconstructed, InputMoments? moments)
     {
-        var delta = new double[Weight.Length];
-        for (var i = 0; i < delta.Length; i++) delta[i] = Weight[i] - reconstructed[i];
         if (moments is null)
         {
+            var delta = new double[Weight.Length];
+            for (var i = 0; i < delta.Length; i++) delta[i] = Weight[i] - reconstructed[i];
             var total = DenseMath.SquaredNorm(Weight);
             return total > 0 ? Math.Sqrt(DenseMath.SquaredNorm(delta) / total) : 0;
         }
-        var outputTotal = QuadraticForm(Weight, moments);
-        return outputTotal > 0 ? Math.Sqrt(Math.Max(0, QuadraticForm(delta, moments)) / outputTotal) : 0;
+        var w = FeaturesLast(Weight, moments.Features);
+        var approx = FeaturesLast(reconstructed, moments.Features);
+        var reference = Form(w, moments.ReferenceSum ?? moments.Sum, w, moments.Features);
+        var error = Form(approx, moments.Sum, approx, moments.Features) - 2 * Form(approx, moments.Cross ?? moments.Sum, w, moments.Features) + reference;
+        return reference > 0 ? Math.Sqrt(Math.Max(0, error) / reference) : 0;
     }
 
-    /// <summary>Σ over rows of w·S·wᵀ, the rows being (output, kernel position) and the columns the input features.</summary>
-    private double QuadraticForm(double[] w, InputMoments moments)
+    /// <summary>[out, features·K] → [(out, K), features]: one row per output and kernel position.</summary>
+    private double[] FeaturesLast(double[] w, int features)
     {
-        var n = moments.Features;
-        var positions = w.Length / (Layer.OutFeatures * n);
-        var rows = Layer.OutFeatures * positions;
-        var byFeature = new double[w.Length];
+        var positions = w.Length / (Layer.OutFeatures * features);
+        var rows = new double[w.Length];
         for (var o = 0; o < Layer.OutFeatures; o++)
-            for (var i = 0; i < n; i++)
+            for (var i = 0; i < features; i++)
                 for (var s = 0; s < positions; s++)
-                    byFeature[((long)o * positions + s) * n + i] = w[((long)o * n + i) * positions + s];
-        var product = DenseMath.Multiply(byFeature, moments.Sum, rows, n, n);
+                    rows[((long)o * positions + s) * features + i] = w[((long)o * features + i) * positions + s];
+        return rows;
+    }
+
+    /// <summary>Σ over rows of a·S·bᵀ.</summary>
+    private static double Form(double[] a, double[] s, double[] b, int n)
+    {
+        var rows = a.Length / n;
+        var product = DenseMath.Multiply(a, s, rows, n, n);
         var sum = 0.0;
-        for (var r = 0; r < rows; r++) sum += DenseMath.Dot(product.AsSpan(r * n, n), byFeature.AsSpan(r * n, n));
+        for (var r = 0; r < rows; r++) sum += DenseMath.Dot(product.AsSpan(r * n, n), b.AsSpan(r * n, n));
         return sum;
     }
 
     /// <summary>
-    /// From the SVD of M·L: E = U·√Σ [rows, r] and R = √Σ·Vᵀ·L⁻¹ [r, cols] (L = I without whitening), so M ≈ E·R.
+    /// From the SVD of M·T: E = U·√Σ [rows, r] and R = √Σ·Vᵀ·L⁻¹ [r, cols] (no L without a metric), so M ≈ E·R.
     /// The singular values split evenly, so both factors keep similar ranges (friendlier to a later int8 pass).
     /// </summary>
     protected static (double[] Expand, double[] Reduce) BalancedFactors(TruncatedSvd svd, double[]? whitening, int rank)

@@ -9,8 +9,9 @@ namespace ModelCompression.LowRank;
 /// nodes, k×k Conv by Tucker-2 or spatial separation (ConvDecomposition). Ranks come from Rank (ratio or absolute),
 /// RankEnergy (kept spectral energy) or, for the layers neither pins, a ParameterBudget shared out by
 /// <see cref="RankAllocator"/>. LowRankMethod=activation-aware takes the spectra in the metric of each layer's
-/// inputs on the calibration data (running XᵀX only), so the kept rank minimizes the output error. A layer whose
-/// factors would not save enough parameters is left dense and the report says why.
+/// inputs on the calibration data (running moments only), so the kept rank minimizes the output error; layers are
+/// then rewritten front to back, each one refitted to the uncompressed model's outputs from the inputs the layers
+/// before it now produce. A layer whose factors would not save enough parameters is left dense and the report says why.
 /// </summary>
 public sealed class LowRankPass : ICompressionPass
 {
@@ -20,8 +21,12 @@ public sealed class LowRankPass : ICompressionPass
 
     private enum RankSource { Rank, Energy, Budget }
 
-    private sealed record Plan(LayerFactorization Factorization, CompressionPolicy Policy, RankSource Source)
+    /// <summary>One layer on its way through the pass: its factorization, effective policy, rank source and input moments.</summary>
+    private sealed class Plan(LayerFactorization factorization, CompressionPolicy policy, RankSource source)
     {
+        public LayerFactorization Factorization { get; } = factorization;
+        public CompressionPolicy Policy { get; } = policy;
+        public RankSource Source { get; } = source;
         public bool ActivationAware => Policy.LowRankMethod == LowRankMethod.ActivationAware;
         public InputMoments? Moments { get; set; }
         public string? FallbackNote { get; set; }
@@ -46,25 +51,76 @@ public sealed class LowRankPass : ICompressionPass
         }
         if (plans.Count == 0) return;
 
-        CaptureMoments(context, plans);
+        // Taken before any rewrite: the outputs every refitted layer aims at.
+        var reference = plans.Any(p => p.ActivationAware) ? context.Model.Clone() : null;
+        CaptureMoments(context, plans.Where(p => p.ActivationAware).ToList(), reference: null);
+        // Ranks from RankEnergy or the budget need the spectra now; a fixed Rank waits for its final metric.
         for (var i = 0; i < plans.Count; i++)
         {
             context.Cancellation.ThrowIfCancellationRequested();
-            var plan = plans[i];
-            var f = plan.Factorization;
-            var whitening = plan.Moments is { } moments ? DenseMath.DampedCholesky(moments.Sum, moments.Features, plan.Policy.LowRankDamping) : null;
-            var fixedRanks = plan.Source == RankSource.Rank ? f.Clamp(f.RanksFor(plan.Policy.Rank!.Value)) : null;
-            f.Decompose(whitening, fixedRanks, Seed(context.Policy.Seed, f.Layer.Name));
+            if (plans[i].Source != RankSource.Rank) Decompose(context, plans[i], fixedRanks: null);
             context.Progress?.Report((Name, 0.5 * (i + 1) / plans.Count));
         }
 
         var ranks = ChooseRanks(context.Policy, plans, out var budgetNote);
+        var stages = Stages(context.Graph, plans, ranks);
+        var done = 0;
+        foreach (var stage in stages.Where(s => s >= 0).Distinct().Order())
+        {
+            var members = Enumerable.Range(0, plans.Count).Where(i => stages[i] == stage).ToList();
+            // Stage 0 reads inputs no rewrite has touched; later stages refit to what the earlier ones left them.
+            var refit = stage == 0 ? [] : members.Where(i => plans[i].Moments is not null).ToList();
+            CaptureMoments(context, refit.Select(i => plans[i]).ToList(), reference);
+            foreach (var i in members)
+                if (refit.Contains(i) || plans[i].Source == RankSource.Rank) Decompose(context, plans[i], ranks[i]);
+            foreach (var i in members)
+            {
+                context.Cancellation.ThrowIfCancellationRequested();
+                Rewrite(context, plans[i], ranks[i], budgetNote);
+                context.Progress?.Report((Name, 0.5 + 0.5 * ++done / plans.Count));
+            }
+        }
+        for (var i = 0; i < plans.Count; i++)
+            if (stages[i] < 0) Rewrite(context, plans[i], ranks[i], budgetNote);
+    }
+
+    private static void Decompose(CompressionContext context, Plan plan, int[]? fixedRanks)
+    {
+        var f = plan.Factorization;
+        var metric = plan.Moments is { } moments ? InputMetric.From(moments, plan.Policy.LowRankDamping) : null;
+        f.Decompose(metric, fixedRanks, Seed(context.Policy.Seed, f.Layer.Name));
+    }
+
+    /// <summary>
+    /// For each plan that will be rewritten, 1 + the largest stage among rewritten plans upstream of its input (0
+    /// when none); −1 for a layer that stays dense. Plans of one stage never feed each other, so one calibration
+    /// pass serves them all.
+    /// </summary>
+    private static int[] Stages(Onnx.OnnxGraph graph, List<Plan> plans, IReadOnlyList<int[]?> ranks)
+    {
+        var stageOf = new Dictionary<Onnx.Protobuf.NodeProto, int>(ReferenceEqualityComparer.Instance);
+        var stages = new int[plans.Count];
         for (var i = 0; i < plans.Count; i++)
         {
-            context.Cancellation.ThrowIfCancellationRequested();
-            Rewrite(context, plans[i], ranks[i], budgetNote);
-            context.Progress?.Report((Name, 0.5 + 0.5 * (i + 1) / plans.Count));
+            var f = plans[i].Factorization;
+            if (ranks[i] is not { } r || !f.Saves(r))
+            {
+                stages[i] = -1;
+                continue;
+            }
+            var stage = 0;
+            var visited = new HashSet<string>(StringComparer.Ordinal);
+            var pending = new Stack<string>([f.Layer.InputName]);
+            while (pending.TryPop(out var value))
+            {
+                if (!visited.Add(value) || graph.Producer(value) is not { } producer) continue;
+                if (stageOf.TryGetValue(producer, out var upstream)) stage = Math.Max(stage, upstream + 1);
+                else foreach (var input in Onnx.OnnxGraph.NodeInputs(producer)) pending.Push(input);
+            }
+            stages[i] = stage;
+            stageOf[f.Layer.Node] = stage;
         }
+        return stages;
     }
 
     /// <summary>
@@ -92,29 +148,49 @@ public sealed class LowRankPass : ICompressionPass
         return (new SpatialFactorization(layer, weight), null);
     }
 
-    /// <summary>One pass over the calibration data accumulates XᵀX for every distinct input the activation-aware layers read.</summary>
-    private void CaptureMoments(CompressionContext context, List<Plan> plans)
+    /// <summary>
+    /// One pass over the calibration data accumulates the moments of every distinct input these layers read — of
+    /// the current model alone, or paired with the same values in <paramref name="reference"/>.
+    /// </summary>
+    private void CaptureMoments(CompressionContext context, List<Plan> plans, Onnx.OnnxModel? reference)
     {
-        var wanted = plans.Where(p => p.ActivationAware).ToList();
-        if (wanted.Count == 0) return;
+        if (plans.Count == 0) return;
         var moments = new Dictionary<(string Value, FeatureAxis Axis), InputMoments>();
-        foreach (var plan in wanted)
+        var chosen = new Dictionary<Plan, InputMoments>(ReferenceEqualityComparer.Instance);
+        foreach (var plan in plans)
         {
             var key = (plan.Factorization.Layer.InputName, plan.Factorization.Axis);
-            if (!moments.TryGetValue(key, out var m)) moments[key] = m = new InputMoments(plan.Factorization.InputFeatures, key.Axis);
-            plan.Moments = m;
+            if (!moments.TryGetValue(key, out var m)) moments[key] = m = new InputMoments(plan.Factorization.InputFeatures, key.Axis, reference is null ? null : plan.Moments);
+            chosen[plan] = m;
         }
         var mismatched = new HashSet<(string, FeatureAxis)>();
         var names = moments.Keys.Select(k => k.Value).Distinct().ToList();
-        context.CaptureActivations(Name, names, batch =>
+        if (reference is null)
         {
-            foreach (var (key, m) in moments)
-                if (!mismatched.Contains(key) && batch.TryGetValue(key.Value, out var tensor) && !m.Add(tensor)) mismatched.Add(key);
-        });
-        foreach (var plan in wanted)
+            context.CaptureActivations(Name, names, batch =>
+            {
+                foreach (var (key, m) in moments)
+                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value])) mismatched.Add(key);
+            });
+        }
+        else
+        {
+            context.CapturePairedActivations(Name, reference, names, (batch, referenceBatch) =>
+            {
+                foreach (var (key, m) in moments)
+                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value], referenceBatch[key.Value])) mismatched.Add(key);
+            });
+        }
+        foreach (var plan in plans)
         {
             var key = (plan.Factorization.Layer.InputName, plan.Factorization.Axis);
-            if (!mismatched.Contains(key) && plan.Moments!.Samples > 0) continue;
+            if (!mismatched.Contains(key) && chosen[plan].Samples > 0)
+            {
+                plan.Moments = chosen[plan];
+                continue;
+            }
+            // A refit that cannot be captured keeps the moments it had; a first capture that fails falls back to plain SVD.
+            if (reference is not null) continue;
             plan.Moments = null;
             plan.FallbackNote = $"input '{key.InputName}' could not be captured as [.., {plan.Factorization.InputFeatures}] features: plain SVD used";
         }
@@ -170,7 +246,9 @@ public sealed class LowRankPass : ICompressionPass
         var notes = new List<string>
         {
             rankText + " of " + string.Join(", ", f.FullRanks),
-            plan.Moments is null ? "error: relative weight error ‖ΔW‖/‖W‖" : "error: relative output error on the calibration data",
+            plan.Moments is null ? "error: relative weight error ‖ΔW‖/‖W‖"
+                : plan.Moments.IsPaired ? "error: relative output error on the calibration data against the uncompressed model (refitted after upstream layers, whose error it includes)"
+                : "error: relative output error on the calibration data",
         };
         if (plan.Source == RankSource.Budget && budgetNote is not null) notes.Add(budgetNote);
         if (plan.FallbackNote is not null) notes.Add(plan.FallbackNote);

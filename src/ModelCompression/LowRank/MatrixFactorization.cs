@@ -8,7 +8,8 @@ namespace ModelCompression.LowRank;
 /// Truncated SVD of a Gemm/MatMul weight (or a 1×1 Conv) W [out, in] ≈ E·R, rank r: the layer becomes a reduce
 /// step x·Rᵀ (in → r) followed by the original node with weight E (r → out), which keeps the bias and attributes.
 /// Activation-aware: the SVD is taken of W·L, where L·Lᵀ is the damped input second moment XᵀX, and R is un-whitened
-/// (R = √Σ·Vᵀ·L⁻¹), so the kept rank minimizes ‖X·ΔWᵀ‖ instead of ‖ΔW‖ (SVD-LLM, Wang et al. 2024).
+/// (R = √Σ·Vᵀ·L⁻¹), so the kept rank minimizes ‖X·ΔWᵀ‖ instead of ‖ΔW‖ (SVD-LLM, Wang et al. 2024); see
+/// <see cref="InputMetric"/> for the form that also absorbs upstream error.
 /// </summary>
 internal sealed class MatrixFactorization(WeightedLayer layer, double[] weight) : LayerFactorization(layer, weight)
 {
@@ -26,11 +27,11 @@ internal sealed class MatrixFactorization(WeightedLayer layer, double[] weight) 
     public override IReadOnlyList<double[]> ModeEnergies =>
         [Normalized(_svd!.SingularValues.Select(s => s * s), _svd.TotalEnergy)];
 
-    public override void Decompose(double[]? whitening, int[]? fixedRanks, int seed)
+    public override void Decompose(InputMetric? metric, int[]? fixedRanks, int seed)
     {
-        _whitening = whitening;
+        _whitening = metric?.Whitening;
         int m = Layer.OutFeatures, n = Layer.InFeatures;
-        var target = whitening is null ? Weight : DenseMath.Multiply(Weight, whitening, m, n, n);
+        var target = metric is null ? Weight : DenseMath.Multiply(Weight, metric.Transform, m, n, n);
         _svd = fixedRanks is [var rank] && UseRandomized(m, n, rank)
             ? TruncatedSvd.Randomized(target, m, n, rank, seed)
             : TruncatedSvd.Exact(target, m, n);

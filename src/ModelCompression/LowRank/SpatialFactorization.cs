@@ -29,7 +29,7 @@ internal sealed class SpatialFactorization(WeightedLayer layer, double[] weight)
 
     public override IReadOnlyList<double[]> ModeEnergies => [Normalized(_svd!.SingularValues.Select(s => s * s), _svd.TotalEnergy)];
 
-    public override void Decompose(double[]? whitening, int[]? fixedRanks, int seed)
+    public override void Decompose(InputMetric? metric, int[]? fixedRanks, int seed)
     {
         var m = new double[(long)Rows * Cols];
         int kh = KernelHeight, kw = KernelWidth;
@@ -38,19 +38,28 @@ internal sealed class SpatialFactorization(WeightedLayer layer, double[] weight)
                 for (var h = 0; h < kh; h++)
                     for (var w = 0; w < kw; w++)
                         m[(long)(o * kw + w) * Cols + i * kh + h] = Weight[(((long)o * In + i) * kh + h) * kw + w];
-        if (whitening is not null)
+        _whitening = null;
+        if (metric is not null)
         {
-            // L ⊗ I_kh: kernel rows see the same channel statistics and are taken as uncorrelated.
-            _whitening = new double[(long)Cols * Cols];
-            for (var i = 0; i < In; i++)
-                for (var j = 0; j <= i; j++)
-                    for (var h = 0; h < kh; h++)
-                        _whitening[(long)(i * kh + h) * Cols + j * kh + h] = whitening[(long)i * In + j];
-            m = DenseMath.Multiply(m, _whitening, Rows, Cols, Cols);
+            // ⊗ I_kh: kernel rows see the same channel statistics and are taken as uncorrelated.
+            _whitening = WithKernelRows(metric.Whitening);
+            m = DenseMath.Multiply(m, WithKernelRows(metric.Transform), Rows, Cols, Cols);
         }
         _svd = fixedRanks is [var rank] && MatrixFactorization.UseRandomized(Rows, Cols, rank)
             ? TruncatedSvd.Randomized(m, Rows, Cols, rank, seed)
             : TruncatedSvd.Exact(m, Rows, Cols);
+    }
+
+    /// <summary>A channel matrix ⊗ I_kh, indexed by (channel, kernel row) on both sides.</summary>
+    private double[] WithKernelRows(double[] channels)
+    {
+        var kh = KernelHeight;
+        var result = new double[(long)Cols * Cols];
+        for (var i = 0; i < In; i++)
+            for (var j = 0; j < In; j++)
+                for (var h = 0; h < kh; h++)
+                    result[(long)(i * kh + h) * Cols + j * kh + h] = channels[(long)i * In + j];
+        return result;
     }
 
     public override double[] Rewrite(OnnxGraph graph, int[] ranks)

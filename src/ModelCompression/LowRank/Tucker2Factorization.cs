@@ -38,10 +38,10 @@ internal sealed class Tucker2Factorization(WeightedLayer layer, double[] weight)
         Normalized(_inMode!.SingularValues.Select(s => s * s), _inMode.TotalEnergy),
     ];
 
-    public override void Decompose(double[]? whitening, int[]? fixedRanks, int seed)
+    public override void Decompose(InputMetric? metric, int[]? fixedRanks, int seed)
     {
-        _whitening = whitening;
-        _whitened = whitening is null ? Weight : FromRows(DenseMath.Multiply(ToRows(Weight, In), whitening, Out * Positions, In, In), In);
+        _whitening = metric?.Whitening;
+        _whitened = metric is null ? Weight : FromRows(DenseMath.Multiply(ToRows(Weight, In), metric.Transform, Out * Positions, In, In), In);
         _outMode = TruncatedSvd.Exact(_whitened, Out, In * Positions);
         _inMode = TruncatedSvd.Exact(InChannelUnfolding(_whitened, In), In, Out * Positions);
     }
@@ -62,7 +62,7 @@ internal sealed class Tucker2Factorization(WeightedLayer layer, double[] weight)
         }
         // core = W̃ ×₀ U_outᵀ ×₁ U_inᵀ, [r_out, r_in, K]
         var core = FromRows(DenseMath.Multiply(ToRows(ProjectOut(_whitened, uOut, rOut, In), In), uIn, rOut * Positions, In, rIn), rIn);
-        // Un-whiten the reduce step: W = W̃·L⁻¹ on the channel mode, so R = U_inᵀ·L⁻¹ [r_in, in].
+        // Un-whiten the reduce step: the channel mode was truncated in the metric of L, so R = U_inᵀ·L⁻¹ [r_in, in].
         var reduceT = _whitening is null ? uIn : DenseMath.SolveLowerTransposed(_whitening, uIn, In, rIn);
         var reduce = DenseMath.Transpose(reduceT, In, rIn);
 

@@ -52,20 +52,24 @@ public static class ActivationCapture
         }
     }
 
-    /// <summary>A copy of the model with the requested values as extra graph outputs.</summary>
+    /// <summary>
+    /// A copy of the model whose outputs are the requested values, cut down to the nodes that compute them: values
+    /// early in the graph cost only the layers before them.
+    /// </summary>
     private static OnnxModel Probe(OnnxModel model, IReadOnlyList<string> valueNames)
     {
         var probe = model.Clone();
-        var existing = probe.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        var existing = probe.Graph.Output.ToDictionary(o => o.Name, StringComparer.Ordinal);
+        probe.Graph.Output.Clear();
         foreach (var name in valueNames)
         {
-            if (existing.Contains(name)) continue;
-            probe.Graph.Output.Add(new ValueInfoProto
+            probe.Graph.Output.Add(existing.GetValueOrDefault(name) ?? new ValueInfoProto
             {
                 Name = name,
                 Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } },
             });
         }
+        new OnnxGraph(probe.Graph).RemoveDeadNodes();
         return probe;
     }
 }

@@ -30,10 +30,14 @@ public sealed class LowRankPass : ICompressionPass
         public bool ActivationAware => Policy.LowRankMethod == LowRankMethod.ActivationAware;
         public InputMoments? Moments { get; set; }
         public string? FallbackNote { get; set; }
+        /// <summary>Position among the layers the pass looked at (graph order), for the report.</summary>
+        public int Order { get; init; }
     }
 
     public void Apply(CompressionContext context)
     {
+        // Report rows in graph order, whatever order the layers are rewritten in.
+        var rows = new SortedDictionary<int, LayerRecord>();
         var plans = new List<Plan>();
         foreach (var layer in WeightedLayer.Find(context.Graph))
         {
@@ -44,12 +48,16 @@ public sealed class LowRankPass : ICompressionPass
             var (factorization, reason) = Create(layer, weight, policy);
             if (factorization is null)
             {
-                Skip(context, layer, reason!);
+                rows[rows.Count + plans.Count] = Skip(layer, reason!);
                 continue;
             }
-            plans.Add(new Plan(factorization, policy, source));
+            plans.Add(new Plan(factorization, policy, source) { Order = rows.Count + plans.Count });
         }
-        if (plans.Count == 0) return;
+        if (plans.Count == 0)
+        {
+            foreach (var row in rows.Values) context.Record(row);
+            return;
+        }
 
         // Taken before any rewrite: the outputs every refitted layer aims at.
         var reference = plans.Any(p => p.ActivationAware) ? context.Model.Clone() : null;
@@ -76,12 +84,13 @@ public sealed class LowRankPass : ICompressionPass
             foreach (var i in members)
             {
                 context.Cancellation.ThrowIfCancellationRequested();
-                Rewrite(context, plans[i], ranks[i], budgetNote);
+                rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
                 context.Progress?.Report((Name, 0.5 + 0.5 * ++done / plans.Count));
             }
         }
         for (var i = 0; i < plans.Count; i++)
-            if (stages[i] < 0) Rewrite(context, plans[i], ranks[i], budgetNote);
+            if (stages[i] < 0) rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
+        foreach (var row in rows.Values) context.Record(row);
     }
 
     private static void Decompose(CompressionContext context, Plan plan, int[]? fixedRanks)
@@ -224,22 +233,17 @@ public sealed class LowRankPass : ICompressionPass
         return ranks;
     }
 
-    private void Rewrite(CompressionContext context, Plan plan, int[]? ranks, string? budgetNote)
+    private LayerRecord Rewrite(CompressionContext context, Plan plan, int[]? ranks, string? budgetNote)
     {
         var f = plan.Factorization;
         var layer = f.Layer;
         var bias = layer.BiasName is not null ? layer.OutFeatures : 0L;
-        if (ranks is null)
-        {
-            Skip(context, layer, $"kept dense: {budgetNote}");
-            return;
-        }
+        if (ranks is null) return Skip(layer, $"kept dense: {budgetNote}");
         var rankText = ranks.Length == 1 ? $"rank {ranks[0]}" : $"ranks (out, in) ({ranks[0]}, {ranks[1]})";
         if (!f.Saves(ranks))
         {
-            Skip(context, layer, string.Create(CultureInfo.InvariantCulture,
+            return Skip(layer, string.Create(CultureInfo.InvariantCulture,
                 $"kept dense: at {rankText} the factors hold {f.Parameters(ranks):N0} weights, more than {LayerFactorization.MaxParameterFraction:0.##} of the {f.DenseParameters:N0} they replace"));
-            return;
         }
         var reconstructed = f.Rewrite(context.Graph, ranks);
         var error = f.RelativeError(reconstructed, plan.Moments);
@@ -252,7 +256,7 @@ public sealed class LowRankPass : ICompressionPass
         };
         if (plan.Source == RankSource.Budget && budgetNote is not null) notes.Add(budgetNote);
         if (plan.FallbackNote is not null) notes.Add(plan.FallbackNote);
-        context.Record(new LayerRecord
+        return new LayerRecord
         {
             Layer = layer.Name,
             Op = layer.OpType,
@@ -263,17 +267,17 @@ public sealed class LowRankPass : ICompressionPass
             Rank = ranks[0],
             ReconstructionError = error,
             Note = string.Join("; ", notes),
-        });
+        };
     }
 
-    private void Skip(CompressionContext context, WeightedLayer layer, string reason)
+    private LayerRecord Skip(WeightedLayer layer, string reason)
     {
         var bias = layer.BiasName is not null ? layer.OutFeatures : 0L;
-        context.Record(new LayerRecord
+        return new LayerRecord
         {
             Layer = layer.Name, Op = layer.OpType, Technique = Name, Shape = layer.WeightShape,
             ParametersBefore = layer.Parameters + bias, ParametersAfter = layer.Parameters + bias, Note = reason,
-        });
+        };
     }
 
     /// <summary>A per-layer seed for the randomized SVD: the policy seed mixed with a stable (FNV-1a) hash of the layer name.</summary>

@@ -85,7 +85,10 @@ public sealed class OnnxRuntimeSession : IDisposable
         var values = inputs.Select(ToOrtValue).ToList();
         try
         {
-            using var results = _session.Run(new RunOptions(), inputs.Select(i => i.Name).ToList(), values, names);
+            // Held (and disposed) here: an inline RunOptions can be finalized while the native run still reads it,
+            // which shows up as "terminate flag being set" failures or crashes under GC pressure.
+            using var runOptions = new RunOptions();
+            using var results = _session.Run(runOptions, inputs.Select(i => i.Name).ToList(), values, names);
             var output = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
             var k = 0;
             foreach (var result in results)

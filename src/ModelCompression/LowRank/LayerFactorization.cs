@@ -7,11 +7,11 @@ namespace ModelCompression.LowRank;
 /// <summary>
 /// One layer's low-rank form: what it costs at given ranks (one rank per mode), the spectra the ranks are chosen
 /// from, and the graph rewrite. The spectra live in the metric the factorization minimizes: the weight's own
-/// (plain) or the layer's outputs on calibration data (activation-aware, when a whitening factor is given).
+/// (plain) or the layer's outputs on calibration data (activation-aware, when an <see cref="InputMetric"/> is given).
 /// </summary>
 internal abstract class LayerFactorization
 {
-    /// <summary>Factorize only when the factors hold at most this fraction of the dense weight: below it the extra node and the approximation buy little.</summary>
+    /// <summary>Factorize only when the factors hold at most this fraction of the dense weight: above it the extra node and the approximation error buy too little.</summary>
     public const double MaxParameterFraction = 0.8;
 
     protected LayerFactorization(WeightedLayer layer, double[] weight)

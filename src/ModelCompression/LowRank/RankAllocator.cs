@@ -1,9 +1,9 @@
 namespace ModelCompression.LowRank;
 
 /// <summary>
-/// Per-layer ranks under a total parameter budget, from the layers' spectra: starting at rank 1 everywhere, the
-/// step with the most kept energy per added parameter is taken, one rank of one mode at a time, until the budget
-/// is spent. Energies are shares of each layer's own (possibly whitened) total, so a step's value is the relative
+/// Per-layer ranks under a total parameter budget, from the layers' spectra: starting at the smallest rank
+/// everywhere, the step with the most kept energy per added parameter is taken, one rank step of one mode at a time
+/// (a channel block for convolutions), until the budget is spent. Energies are shares of each layer's own (possibly whitened) total, so a step's value is the relative
 /// (output) error it removes. When growing a layer past the point where its factors still save parameters, the
 /// step offered instead is "keep it dense" — all its remaining energy for the rest of its parameters.
 /// </summary>
@@ -61,7 +61,7 @@ internal static class RankAllocator
         for (var mode = 0; mode < ranks.Length; mode++)
         {
             var grown = (int[])ranks.Clone();
-            grown[mode]++;
+            grown[mode] += layer.RankStep(mode);
             grown = layer.Clamp(grown);
             if (SameRanks(grown, ranks)) continue;
             Step step;

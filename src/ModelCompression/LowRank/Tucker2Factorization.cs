@@ -90,8 +90,8 @@ internal sealed class Tucker2Factorization(WeightedLayer layer, double[] weight)
     /// <summary>A core [r_out, r_in, K] cannot use more rank in one mode than the other two modes span.</summary>
     public override int[] Clamp(int[] ranks)
     {
-        var rIn = Math.Clamp(ranks[1], 1, In);
-        var rOut = Math.Clamp(ranks[0], 1, Math.Min(Out, rIn * Positions));
+        var rIn = Aligned(ranks[1], 1);
+        var rOut = Math.Min(Aligned(ranks[0], 0), rIn * Positions);
         return [rOut, Math.Min(rIn, rOut * Positions)];
     }
 

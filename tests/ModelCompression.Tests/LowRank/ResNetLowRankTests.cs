@@ -65,6 +65,8 @@ public sealed class ResNetLowRankTests
             foreach (var name in new[] { "kernel_shape", "strides", "pads", "dilations" })
                 CollectionAssert.AreEqual(Attribute(original, name), Attribute(core, name), $"{record.Layer} {name}");
             Assert.AreEqual(original.Input[2], expand.Input[2], "the bias stays on the expand step");
+            var coreDims = LowRankTesting.Dims(_tucker.Model, core.Input[1]);
+            Assert.IsTrue(coreDims[0] % 16 == 0 && coreDims[1] % 16 == 0, $"{record.Layer}: core [{string.Join(",", coreDims)}] keeps whole 16-channel blocks (the runtime's fast conv layout)");
             var factorWeights = new[] { reduce, core, expand }.Sum(n => LowRankTesting.Dims(_tucker.Model, n.Input[1]).Aggregate(1L, (a, b) => a * b));
             Assert.AreEqual(factorWeights + record.Shape![0], record.ParametersAfter, "the report counts the three factors and the bias");
             Assert.IsTrue(record.ReconstructionError is > 0 and < 1, $"{record.Layer}: error {record.ReconstructionError}");

@@ -173,10 +173,9 @@ public sealed class OnnxGraph
                 if (o.Length > 0) producerIndex[o] = i;
 
         var pending = new int[nodes.Count];
-        var dependents = new List<int>[nodes.Count];
+        var dependents = Enumerable.Range(0, nodes.Count).Select(_ => new List<int>()).ToArray();
         for (var i = 0; i < nodes.Count; i++)
         {
-            dependents[i] = [];
             foreach (var input in NodeInputs(nodes[i]))
             {
                 if (input.Length == 0 || available.Contains(input)) continue;

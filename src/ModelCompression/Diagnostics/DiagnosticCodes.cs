@@ -35,7 +35,7 @@ public static class DiagnosticCodes
     public const string LatencyRatioExceeded = "CM0203";
     public const string LatencyExceeded = "CM0204";
     public const string SizeRatioExceeded = "CM0205";
-    public const string AccuracyDropExceeded = "CM0206";
+    public const string CosineBelowMinimum = "CM0206";
 
     public const string LayerLeftInFloat = "CM0301";
     public const string LayerSkipped = "CM0302";

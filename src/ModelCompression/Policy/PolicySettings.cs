@@ -34,6 +34,12 @@ public sealed class PolicySetting
 /// </summary>
 public static class PolicySettings
 {
+    // Filled by Enum(...) below, so reports print enum values exactly as users type them. Declared first: static
+    // fields initialize in order.
+    private static readonly Dictionary<System.Enum, string> EnumText = [];
+
+    public static string FormatEnum(System.Enum value) => EnumText.TryGetValue(value, out var text) ? text : value.ToString().ToLowerInvariant();
+
     public static readonly IReadOnlyList<PolicySetting> All =
     [
         // Quantization
@@ -154,7 +160,7 @@ public static class PolicySettings
         var needsCalibration = new List<string>();
         if (p.Quantize == QuantizeMode.Int8) needsCalibration.Add("Quantize=int8 (static)");
         if (p.Sparsity > 0 && p.PruneMethod == PruneMethod.SparseGpt) needsCalibration.Add("PruneMethod=sparsegpt");
-        if (p.StructuredSparsity > 0 && p.StructuredCriterion != StructuredCriterion.L1) needsCalibration.Add($"StructuredCriterion={Lower(p.StructuredCriterion)}");
+        if (p.StructuredSparsity > 0 && p.StructuredCriterion != StructuredCriterion.L1) needsCalibration.Add($"StructuredCriterion={FormatEnum(p.StructuredCriterion)}");
         if ((p.Rank is not null || p.RankEnergy is not null || p.ParameterBudget is not null) && p.LowRankMethod == LowRankMethod.ActivationAware) needsCalibration.Add("LowRankMethod=activation-aware");
         if (needsCalibration.Count > 0 && p.CalibrationData is null)
             yield return new Diagnostic(DiagnosticCodes.MissingCalibrationData, Severity.Error, $"{string.Join(", ", needsCalibration)} needs CalibrationData", origin);
@@ -190,15 +196,17 @@ public static class PolicySettings
         return d[a.Length, b.Length];
     }
 
-    internal static string Lower<T>(T value) where T : struct, System.Enum => string.Concat(value.ToString().Select((c, i) => char.IsUpper(c) && i > 0 ? "-" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
-
     private static PolicySetting Enum<T>(string name, string description, bool perLayer, Func<CompressionPolicy, T, CompressionPolicy> set, params (string Text, T Value)[] values)
-        where T : struct => new(name, string.Join("|", values.Select(v => v.Text)), description, perLayer, (p, raw, _) =>
+        where T : struct, System.Enum
+    {
+        foreach (var (text, value) in values) EnumText[value] = text;
+        return new(name, string.Join("|", values.Select(v => v.Text)), description, perLayer, (p, raw, _) =>
         {
             foreach (var (text, value) in values)
                 if (string.Equals(text, raw, StringComparison.OrdinalIgnoreCase)) return set(p, value);
             throw new FormatException($"expected one of {string.Join(", ", values.Select(v => v.Text))}");
         });
+    }
 
     private static PolicySetting Number(string name, string range, string description, bool perLayer, Func<double, bool> valid, Func<CompressionPolicy, double, CompressionPolicy> set) =>
         new(name, range, description, perLayer, (p, raw, _) =>

@@ -42,6 +42,29 @@ public static class OnnxRuntimeLoader
         }
     }
 
+    /// <summary>
+    /// The native library a policy needs: the one it names, else for CUDA the GPU build restored from the
+    /// Microsoft.ML.OnnxRuntime.Gpu.Linux package in the NuGet cache (null keeps the bundled CPU build).
+    /// </summary>
+    public static string? LibraryFor(Policy.CompressionPolicy policy) =>
+        policy.OnnxRuntimeLibrary ?? (policy.ExecutionProvider.IsCuda ? FindRestoredGpuLibrary() : null);
+
+    public static string? FindRestoredGpuLibrary()
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        var cache = Environment.GetEnvironmentVariable("NUGET_PACKAGES") ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        var package = Path.Combine(cache, "microsoft.ml.onnxruntime.gpu.linux");
+        if (!Directory.Exists(package)) return null;
+        var expected = AssemblyVersion.Split('+')[0];
+        var candidates = Directory.GetDirectories(package)
+            .Select(v => Path.Combine(v, "runtimes", "linux-x64", "native", "libonnxruntime.so"))
+            .Where(File.Exists)
+            .OrderByDescending(p => p.Contains(Path.DirectorySeparatorChar + expected + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            .ThenByDescending(p => p, StringComparer.Ordinal)
+            .ToList();
+        return candidates.FirstOrDefault();
+    }
+
     public static IReadOnlyList<string> AvailableProviders()
     {
         EnsureConfigured();

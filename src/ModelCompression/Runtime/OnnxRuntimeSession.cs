@@ -40,12 +40,19 @@ public sealed class OnnxRuntimeSession : IDisposable
     public IReadOnlyList<string> InputNames { get; }
     public IReadOnlyList<string> OutputNames { get; }
 
-    public static OnnxRuntimeSession Create(byte[] model, RuntimeOptions runtime, string? file = null)
+    public static OnnxRuntimeSession Create(byte[] model, RuntimeOptions runtime, string? file = null) =>
+        Create(options => new InferenceSession(model, options), runtime, file);
+
+    /// <summary>A session over a model file (ONNX Runtime resolves its external data itself).</summary>
+    public static OnnxRuntimeSession Create(string path, RuntimeOptions runtime) =>
+        Create(options => new InferenceSession(path, options), runtime, path);
+
+    private static OnnxRuntimeSession Create(Func<SessionOptions, InferenceSession> open, RuntimeOptions runtime, string? file)
     {
         var options = CreateOptions(runtime, file);
         try
         {
-            return new OnnxRuntimeSession(new InferenceSession(model, options), options);
+            return new OnnxRuntimeSession(open(options), options);
         }
         catch (OnnxRuntimeException e)
         {
@@ -53,6 +60,9 @@ public sealed class OnnxRuntimeSession : IDisposable
             throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime cannot load the model: {FirstLine(e.Message)}", file, e);
         }
     }
+
+    /// <summary>Fails now (CM0130) when the execution provider cannot be loaded, before any work is done.</summary>
+    public static void EnsureProviderAvailable(RuntimeOptions runtime, string? file = null) => CreateOptions(runtime, file).Dispose();
 
     private static SessionOptions CreateOptions(RuntimeOptions runtime, string? file)
     {
@@ -72,7 +82,7 @@ public sealed class OnnxRuntimeSession : IDisposable
             options.Dispose();
             var available = string.Join(", ", OnnxRuntimeLoader.AvailableProviders());
             throw new CompressionException(DiagnosticCodes.ExecutionProviderUnavailable,
-                $"the CUDA execution provider (device {runtime.Provider.DeviceId}) cannot be loaded: {FirstLine(e.Message)}. " +
+                $"the CUDA execution provider (device {runtime.Provider.DeviceId}) cannot be loaded: {FirstLine(e.Message).TrimEnd('.')}. " +
                 $"Providers in the loaded ONNX Runtime ({OnnxRuntimeLoader.LoadedLibrary}): {available}. " +
                 "Point OnnxRuntimeLibrary at the CUDA build of libonnxruntime (Microsoft.ML.OnnxRuntime.Gpu.Linux) and make sure the NVIDIA driver, CUDA and cuDNN libraries are on the loader path.", file, e);
         }

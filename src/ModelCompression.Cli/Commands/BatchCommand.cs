@@ -1,0 +1,73 @@
+using System.CommandLine;
+using System.Text.Json;
+using ModelCompression.Diagnostics;
+using ModelCompression.Policy;
+
+namespace ModelCompression.Cli.Commands;
+
+/// <summary>
+/// <c>compress-model batch --request request.json</c>: what the MSBuild task runs, once per project. Every item is
+/// compressed (one failing item does not stop the others); diagnostics name the item's model file.
+/// </summary>
+public static class BatchCommand
+{
+    public sealed record Request(int Version, bool GateFailureAsWarning, IReadOnlyList<Item> Items);
+    public sealed record Item(string Model, string Output, string ReportDirectory, string BaseDirectory, IReadOnlyDictionary<string, string>? Settings);
+
+    private static readonly JsonSerializerOptions JsonOptions = new() { PropertyNameCaseInsensitive = true, ReadCommentHandling = JsonCommentHandling.Skip };
+
+    public static Command Create(TextWriter output, TextWriter error, CancellationToken cancellation)
+    {
+        var requestOption = new Option<string>("--request") { Description = "The request file the MSBuild task wrote (items, outputs, settings).", Required = true };
+        var command = new Command("batch", "Compress every item of a request file (used by the ModelCompression.MSBuild task).") { requestOption };
+        command.SetAction(parse => CompressModelApp.Guard(error, () => Run(ReadRequest(parse.GetValue(requestOption)!), output, error, cancellation)));
+        return command;
+    }
+
+    public static Request ReadRequest(string path)
+    {
+        try
+        {
+            var request = JsonSerializer.Deserialize<Request>(File.ReadAllText(path), JsonOptions);
+            if (request?.Items is null || request.Version != 1) throw new JsonException("expected { \"version\": 1, \"items\": [ … ] }");
+            return request;
+        }
+        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            throw new CompressionException(DiagnosticCodes.BadUsage, $"cannot read the request: {e.Message}", path);
+        }
+    }
+
+    public static ReturnCode Run(Request request, TextWriter output, TextWriter error, CancellationToken cancellation)
+    {
+        var worst = ReturnCode.Success;
+        CompressionPolicy[] policies;
+        // Validate every item first, so a build reports all metadata mistakes at once.
+        var errors = new List<Diagnostic>();
+        policies = request.Items.Select(item =>
+        {
+            try { return PolicySettings.Parse(item.Settings ?? new Dictionary<string, string>(), item.BaseDirectory, item.Model); }
+            catch (CompressionException e) { errors.AddRange(e.Diagnostics); return null!; }
+        }).ToArray();
+        if (errors.Count > 0)
+        {
+            ConsoleOutput.WriteDiagnostics(error, errors);
+            return ReturnCode.BadInput;
+        }
+        // One process loads one native runtime: the first item that needs a particular one decides.
+        Runtime.OnnxRuntimeLoader.UseLibrary(policies.Select(Runtime.OnnxRuntimeLoader.LibraryFor).FirstOrDefault(l => l is not null));
+
+        for (var i = 0; i < request.Items.Count; i++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var item = request.Items[i];
+            var compress = new CompressionRequest(item.Model, item.Output, item.ReportDirectory, policies[i]) { GateFailureAsWarning = request.GateFailureAsWarning };
+            var code = (ReturnCode)CompressModelApp.Guard(error, () => CompressCommand.Run(compress, benchmark: false, output, error, cancellation));
+            if (code == ReturnCode.Cancelled) return code;
+            if (Rank(code) > Rank(worst)) worst = code;
+        }
+        return worst;
+    }
+
+    private static int Rank(ReturnCode code) => code switch { ReturnCode.Success => 0, ReturnCode.GateFailed => 1, ReturnCode.BadInput => 2, _ => 3 };
+}

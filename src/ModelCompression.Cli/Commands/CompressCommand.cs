@@ -1,0 +1,63 @@
+using System.CommandLine;
+using System.Globalization;
+using ModelCompression.Policy;
+
+namespace ModelCompression.Cli.Commands;
+
+/// <summary><c>compress-model compress model.onnx -o out.onnx --quantize int8 …</c>: model in, compressed model and reports out.</summary>
+public static class CompressCommand
+{
+    public static Command Create(TextWriter output, TextWriter error, CancellationToken cancellation)
+    {
+        var model = new Argument<string>("model") { Description = "The ONNX model to compress (never modified)." };
+        var outputOption = new Option<string>("--output", "-o") { Description = "Where to write the compressed model.", Required = true };
+        var reportDir = new Option<string>("--report-dir") { Description = "Folder for the JSON/Markdown/HTML reports (and the candidate when the gate fails). Default: <output folder>/compress-model-reports." };
+        var asWarning = new Option<bool>("--gate-failure-as-warning") { Description = "Write the output even when the gate fails; failures become warnings and the exit code is 0." };
+        var benchmark = new Option<bool>("--benchmark") { Description = "Print pass, gate and total times and the measured latency ratio." };
+        var policy = new PolicyOptions(_ => true);
+        var command = new Command("compress", "Compress a model with the given policy, gate it against the original, write it and its reports.")
+        {
+            model, outputOption, reportDir, asWarning, benchmark,
+        };
+        policy.AddTo(command);
+        command.SetAction(parse => CompressModelApp.Guard(error, () =>
+        {
+            var outputPath = Path.GetFullPath(parse.GetValue(outputOption)!);
+            var request = new CompressionRequest(
+                parse.GetValue(model)!,
+                outputPath,
+                parse.GetValue(reportDir) is { } dir ? Path.GetFullPath(dir) : Path.Combine(Path.GetDirectoryName(outputPath)!, "compress-model-reports"),
+                policy.Parse(parse)) { GateFailureAsWarning = parse.GetValue(asWarning) };
+            return Run(request, parse.GetValue(benchmark), output, error, cancellation);
+        }));
+        return command;
+    }
+
+    public static ReturnCode Run(CompressionRequest request, bool benchmark, TextWriter output, TextWriter error, CancellationToken cancellation)
+    {
+        Runtime.OnnxRuntimeLoader.UseLibrary(Runtime.OnnxRuntimeLoader.LibraryFor(request.Policy));
+        var result = ConsoleOutput.WithProgress(output, progress => CompressionEngine.Compress(request, cancellation, progress));
+        ConsoleOutput.WriteDiagnostics(error, result.Diagnostics);
+        output.WriteLine(ConsoleOutput.SummaryLine(result.Report));
+        output.WriteLine(result.OutputWritten
+            ? $"wrote {result.Report.Output}; reports in {request.ReportDirectory}"
+            : $"gate failed: no output written; candidate and reports in {request.ReportDirectory}");
+        if (benchmark) WriteBenchmark(output, result);
+        return result.GateFailed && !request.GateFailureAsWarning ? ReturnCode.GateFailed : ReturnCode.Success;
+    }
+
+    private static void WriteBenchmark(TextWriter output, CompressionResult result)
+    {
+        var ci = CultureInfo.InvariantCulture;
+        var timings = result.Report.Timings;
+        var passes = timings.Where(t => t.Step is not ("load" or "save" or "gate" or "total")).ToList();
+        output.WriteLine("benchmark:");
+        output.WriteLine($"  compress time: {passes.Sum(t => t.Milliseconds).ToString("0", ci)} ms ({string.Join(", ", passes.Select(t => $"{t.Step} {t.Milliseconds.ToString("0", ci)} ms"))})");
+        output.WriteLine($"  gate time: {timings.First(t => t.Step == "gate").Milliseconds.ToString("0", ci)} ms");
+        var m = result.Report.Measurements;
+        output.WriteLine(m.LatencyRatio is { } r
+            ? $"  latency ratio: {r.ToString("0.000", ci)} (p50 {m.CompressedLatency!.P50Ms.ToString("0.00", ci)} ms vs {m.OriginalLatency!.P50Ms.ToString("0.00", ci)} ms, batch {m.BatchSize}, {m.LatencyRounds} interleaved rounds)"
+            : "  latency ratio: not measured (no --validation-data)");
+        output.WriteLine($"  total: {timings.First(t => t.Step == "total").Milliseconds.ToString("0", ci)} ms");
+    }
+}

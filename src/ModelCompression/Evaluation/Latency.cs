@@ -1,0 +1,59 @@
+using ModelCompression.Data;
+using ModelCompression.Runtime;
+
+namespace ModelCompression.Evaluation;
+
+/// <summary>Latency of one model on one batch: every timed run, and their median and 95th percentile.</summary>
+public sealed record LatencyStats(double P50Ms, double P95Ms, int Runs)
+{
+    public static LatencyStats From(IReadOnlyCollection<double> times)
+    {
+        var sorted = times.Order().ToArray();
+        return new LatencyStats(Percentile(sorted, 0.5), Percentile(sorted, 0.95), sorted.Length);
+    }
+
+    private static double Percentile(double[] sorted, double q)
+    {
+        if (sorted.Length == 0) return double.NaN;
+        var position = q * (sorted.Length - 1);
+        var lo = (int)Math.Floor(position);
+        var hi = Math.Min(lo + 1, sorted.Length - 1);
+        return sorted[lo] + (sorted[hi] - sorted[lo]) * (position - lo);
+    }
+}
+
+/// <summary>
+/// Times two models side by side: warm-up, then rounds that alternate which model goes first, so drift on a noisy
+/// machine (frequency scaling, a neighbour's load) hits both equally and the ratio holds.
+/// </summary>
+public static class LatencyComparison
+{
+    public const int WarmupRuns = 3;
+    /// <summary>Each round times each model for at least this long, so fast models get enough runs for a stable median.</summary>
+    public const double MinRoundMilliseconds = 30;
+
+    public static (LatencyStats Original, LatencyStats Candidate) Measure(OnnxRuntimeSession original, OnnxRuntimeSession candidate,
+        IReadOnlyList<NdArray> batch, int rounds, CancellationToken cancellation = default, IProgress<double>? progress = null)
+    {
+        var warmup = Math.Min(original.Time(batch, WarmupRuns).Min(), candidate.Time(batch, WarmupRuns).Min());
+        var runsPerRound = Math.Clamp((int)Math.Ceiling(MinRoundMilliseconds / Math.Max(warmup, 0.01)), 5, 200);
+        var a = new List<double>();
+        var b = new List<double>();
+        for (var round = 0; round < rounds; round++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            if (round % 2 == 0)
+            {
+                a.AddRange(original.Time(batch, runsPerRound));
+                b.AddRange(candidate.Time(batch, runsPerRound));
+            }
+            else
+            {
+                b.AddRange(candidate.Time(batch, runsPerRound));
+                a.AddRange(original.Time(batch, runsPerRound));
+            }
+            progress?.Report((round + 1.0) / rounds);
+        }
+        return (LatencyStats.From(a), LatencyStats.From(b));
+    }
+}

@@ -1,0 +1,37 @@
+using ModelCompression.Diagnostics;
+using ModelCompression.Evaluation;
+using ModelCompression.Passes;
+
+namespace ModelCompression.Reporting;
+
+/// <summary>Wall-clock time of one pipeline step.</summary>
+public sealed record StepTiming(string Step, double Milliseconds);
+
+/// <summary>
+/// Everything one compression did and measured, for one model. Serialized as JSON (schema
+/// <see cref="CurrentSchemaVersion"/>) and rendered to Markdown and HTML; every number in it was measured.
+/// </summary>
+public sealed record CompressionReport
+{
+    public const int CurrentSchemaVersion = 1;
+
+    public int SchemaVersion { get; init; } = CurrentSchemaVersion;
+    public string ToolVersion { get; init; } = typeof(CompressionReport).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+    public required string Model { get; init; }
+    /// <summary>Where the compressed model was written; null when the gate failed (see <see cref="Candidate"/>).</summary>
+    public string? Output { get; init; }
+    /// <summary>The compressed model kept for inspection when it was not written to the output.</summary>
+    public string? Candidate { get; init; }
+    /// <summary>The effective settings, by policy-setting name.</summary>
+    public required IReadOnlyDictionary<string, string> Policy { get; init; }
+    public required IReadOnlyList<LayerRecord> Layers { get; init; }
+    public long ParametersBefore { get; init; }
+    public long ParametersAfter { get; init; }
+    public required GateMeasurements Measurements { get; init; }
+    public required GateVerdict Verdict { get; init; }
+    public bool GateFailureAsWarning { get; init; }
+    public required IReadOnlyList<Diagnostic> Diagnostics { get; init; }
+    public required IReadOnlyList<StepTiming> Timings { get; init; }
+
+    public string VerdictText => Verdict.Passed ? "pass" : GateFailureAsWarning ? "fail (as warning)" : "fail";
+}

@@ -1,0 +1,88 @@
+using System.Text.Json;
+using static ModelCompression.Cli.Tests.CliRunner;
+
+namespace ModelCompression.Cli.Tests;
+
+[TestClass]
+public sealed class OtherVerbTests
+{
+    [TestMethod]
+    public void Inspect_ListsEveryWeightedLayer()
+    {
+        var result = Run("inspect", Fixture("fmnist_resnet.onnx"));
+        Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
+        var convRows = result.Output.Split('\n').Count(l => l.Contains(" Conv "));
+        Assert.AreEqual(9, convRows, result.Output);
+        StringAssert.Contains(result.Output, "all initializers: 481,482 parameters"); // weights + biases; BatchNorm was folded by the exporter
+        StringAssert.Contains(result.Output, "opset 17");
+    }
+
+    [TestMethod]
+    public void Doctor_ReportsTheRuntimeAndProviders()
+    {
+        var result = Run("doctor");
+        Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
+        StringAssert.Contains(result.Output, "ONNX Runtime:       1.31.1");
+        StringAssert.Contains(result.Output, "CPUExecutionProvider");
+    }
+
+    [TestMethod]
+    public void Evaluate_GatesAPair_AndFailsOnAgreement()
+    {
+        var pass = Run("evaluate", Fixture("fmnist_mlp.onnx"), Fixture("fmnist_mlp.onnx"), "--validation-data", Fixture("fmnist_val.npz"), "--min-agreement", "1.0", "--latency-rounds", "1");
+        Assert.AreEqual(ReturnCode.Success, pass.Code, pass.ToString());
+        StringAssert.Contains(pass.Output, ": pass");
+
+        var fail = Run("evaluate", Fixture("fmnist_mlp.onnx"), Fixture("fmnist_resnet.onnx"), "--validation-data", Fixture("fmnist_val.npz"), "--min-agreement", "0.99", "--latency-rounds", "1");
+        Assert.AreEqual(ReturnCode.GateFailed, fail.Code, fail.ToString());
+        StringAssert.Contains(fail.Error, "CM0202");
+    }
+
+    [TestMethod]
+    public void Batch_ReportsEveryItemsBadMetadata_WithTheModelPath()
+    {
+        var dir = TempDirectory();
+        var request = Path.Combine(dir, "request.json");
+        var items = new[]
+        {
+            new { model = Fixture("fmnist_mlp.onnx"), output = Path.Combine(dir, "a.onnx"), reportDirectory = dir, baseDirectory = dir, settings = new Dictionary<string, string> { ["Sparsty"] = "0.5" } },
+            new { model = Fixture("fmnist_resnet.onnx"), output = Path.Combine(dir, "b.onnx"), reportDirectory = dir, baseDirectory = dir, settings = new Dictionary<string, string> { ["MaxLatencyRatio"] = "-1" } },
+        };
+        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var result = Run("batch", "--request", request);
+        Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
+        StringAssert.Contains(result.Error, "fmnist_mlp.onnx: error CM0101: unknown setting 'Sparsty' (did you mean 'Sparsity'?)");
+        StringAssert.Contains(result.Error, "fmnist_resnet.onnx: error CM0102: MaxLatencyRatio '-1' is invalid");
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "a.onnx")));
+    }
+
+    [TestMethod]
+    public void Batch_CompressesEveryItem()
+    {
+        var dir = TempDirectory();
+        var request = Path.Combine(dir, "request.json");
+        var items = new[] { "fmnist_mlp.onnx", "fmnist_resnet.onnx" }.Select(m => new
+        {
+            model = Fixture(m), output = Path.Combine(dir, "out", m), reportDirectory = Path.Combine(dir, "reports"), baseDirectory = AppContext.BaseDirectory,
+            settings = new Dictionary<string, string> { ["ValidationData"] = "data/fmnist_val.npz", ["MinAgreement"] = "1.0", ["LatencyRounds"] = "1" },
+        }).ToArray();
+        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var result = Run("batch", "--request", request);
+        Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "out", "fmnist_mlp.onnx")));
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "out", "fmnist_resnet.onnx")));
+        Assert.AreEqual(2, result.Output.Split('\n').Count(l => l.EndsWith(": pass", StringComparison.Ordinal)), result.Output);
+    }
+
+    [TestMethod]
+    public void EveryVerb_HasHelp()
+    {
+        foreach (var verb in new[] { "compress", "evaluate", "inspect", "doctor", "batch" })
+        {
+            var result = Run(verb, "--help");
+            Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
+            StringAssert.Contains(result.Output, "Usage:");
+        }
+        StringAssert.Contains(Run("compress", "--help").Output, "--max-accuracy-drop");
+    }
+}

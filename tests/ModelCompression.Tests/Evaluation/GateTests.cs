@@ -1,0 +1,73 @@
+using ModelCompression.Evaluation;
+using ModelCompression.Reporting;
+
+namespace ModelCompression.Tests.Evaluation;
+
+[TestClass]
+public sealed class GateTests
+{
+    private static GateMeasurements Measured(double before, double after, double latencyBefore, double latencyAfter) => new()
+    {
+        OriginalBytes = 1000, CompressedBytes = 300, BatchSize = 64, LatencyRounds = 9,
+        Original = new ModelMetrics(before, 0.99, 5, 2000), Compressed = new ModelMetrics(after, 0.98, 5, 2000),
+        Comparison = new OutputComparison(0.95, 0.999, 0.01),
+        OriginalLatency = new LatencyStats(latencyBefore, latencyBefore * 1.1, 45), CompressedLatency = new LatencyStats(latencyAfter, latencyAfter * 1.1, 45),
+    };
+
+    [TestMethod]
+    public void EveryMissedThreshold_IsListed_WithBothNumbersAndTheMargin()
+    {
+        var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("MaxAccuracyDrop", "0.01"), ("MinAccuracy", "0.88"), ("MinAgreement", "0.97"),
+            ("MaxLatencyRatio", "1.0"), ("MaxLatencyMs", "10"), ("MaxSizeRatio", "0.25"));
+        var verdict = Gate.Judge(Measured(0.902, 0.871, 10, 12), policy);
+        Assert.IsFalse(verdict.Passed);
+        var messages = verdict.Failures.Select(f => $"{f.Code}: {f.Message}").ToList();
+        CollectionAssert.AreEqual(new[]
+        {
+            "CM0201: accuracy 0.871 < MinAccuracy 0.880 (original 0.902)",
+            "CM0201: accuracy 0.871 < 0.892 (drop 3.1 pt, allowed 1.0 pt)",
+            "CM0202: top-1 agreement with the original 0.950 < MinAgreement 0.970",
+            "CM0203: latency ratio 1.20x > MaxLatencyRatio 1.00x (p50 12.00 ms vs 10.00 ms at batch 64)",
+            "CM0204: latency p50 12.00 ms > MaxLatencyMs 10 ms at batch 64",
+            "CM0205: size ratio 0.300 > MaxSizeRatio 0.25 (300 vs 1,000 bytes)",
+        }, messages);
+    }
+
+    [TestMethod]
+    public void ThresholdsThatHold_Pass_AndUnsetOnesAreNotChecked()
+    {
+        var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("MaxAccuracyDrop", "0.01"), ("MaxLatencyRatio", "1.0"));
+        Assert.IsTrue(Gate.Judge(Measured(0.902, 0.895, 10, 7), policy).Passed);
+        Assert.IsTrue(Gate.Judge(Measured(0.902, 0.10, 10, 70), new Policy.CompressionPolicy()).Passed);
+    }
+
+    [TestMethod]
+    public void Latency_PercentilesInterpolate()
+    {
+        var stats = LatencyStats.From([5, 1, 3, 2, 4]);
+        Assert.AreEqual(3, stats.P50Ms);
+        Assert.AreEqual(4.8, stats.P95Ms, 1e-9);
+    }
+
+    [TestMethod]
+    public void EngineReports_AreSelfContained_AndCarryTheNumbers()
+    {
+        var dir = Directory.CreateTempSubdirectory("mc-report").FullName;
+        var result = CompressionEngine.Compress(new(Fixtures.Mlp, Path.Combine(dir, "out.onnx"), dir,
+            Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("MinAgreement", "1.0"), ("LatencyRounds", "2"))));
+        Assert.IsTrue(result.Report.Verdict.Passed);
+        Assert.AreEqual(1.0, result.Report.Measurements.Comparison!.Agreement);
+        Assert.IsNotNull(result.Report.Measurements.Environment);
+        StringAssert.StartsWith(result.Report.Measurements.Environment.OnnxRuntimeVersion, "1.31");
+
+        var html = File.ReadAllText(Path.Combine(dir, "fmnist_mlp.report.html"));
+        StringAssert.Contains(html, "<svg");
+        StringAssert.Contains(html, ReportText.Percent(result.Report.Measurements.Compressed!.Top1));
+        var external = System.Text.RegularExpressions.Regex.Matches(html, "(src|href)=\"[^\"]*\"|https?://(?!www\\.w3\\.org/2000/svg)").Count;
+        Assert.AreEqual(0, external, "no scripts, styles or images are fetched");
+        var md = File.ReadAllText(Path.Combine(dir, "fmnist_mlp.report.md"));
+        StringAssert.Contains(md, "| Top-1 accuracy |");
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "fmnist_mlp.report.json")));
+        Assert.AreEqual("pass", json.RootElement.GetProperty("verdictText").GetString());
+    }
+}

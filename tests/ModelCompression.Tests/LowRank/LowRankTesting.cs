@@ -26,7 +26,7 @@ internal static class LowRankTesting
 
     /// <summary>Mean squared difference of the outputs relative to the mean square of the reference outputs.</summary>
     public static double RelativeMse(FloatTensor reference, FloatTensor candidate) =>
-        Evaluation.Metrics.MeanSquaredError(reference, candidate) / reference.Data.Average(x => (double)x * x);
+        ModelCompression.Evaluation.Metrics.MeanSquaredError(reference, candidate) / reference.Data.Average(x => (double)x * x);
 
     public static long[] Dims(OnnxModel model, string initializer) =>
         model.Graph.Initializer.Single(t => t.Name == initializer).Dims.ToArray();

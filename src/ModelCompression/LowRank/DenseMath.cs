@@ -62,18 +62,6 @@ internal static class DenseMath
         return c;
     }
 
-    /// <summary>C[m×n] = A[m×k]·B[n×k]ᵀ (dot products of rows).</summary>
-    public static double[] MultiplyTransposed(double[] a, double[] b, int m, int k, int n)
-    {
-        var c = new double[(long)m * n];
-        ForRows(m, (long)k * n, i =>
-        {
-            var ai = a.AsSpan(i * k, k);
-            for (var j = 0; j < n; j++) c[(long)i * n + j] = Dot(ai, b.AsSpan(j * k, k));
-        });
-        return c;
-    }
-
     /// <summary>A[m×k]·A[m×k]ᵀ, symmetric m×m.</summary>
     public static double[] Gram(double[] a, int m, int k)
     {
@@ -97,7 +85,7 @@ internal static class DenseMath
         return t;
     }
 
-    public static void MirrorLower(double[] g, int m)
+    private static void MirrorLower(double[] g, int m)
     {
         for (var i = 0; i < m; i++)
             for (var j = 0; j < i; j++)

@@ -72,6 +72,18 @@ public sealed class CompressionContext
         var progress = Progress is null ? null : new InlineProgress<double>(f => Progress.Report((passName, f)));
         ActivationCapture.Run(Model, valueNames, data, Runtime, Policy.BatchSize, onBatch, Cancellation, progress);
     }
+
+    /// <summary>
+    /// Runs the current model and <paramref name="reference"/> (e.g. a copy taken before the pass changed anything)
+    /// side by side over the calibration data, handing each batch's requested values from both.
+    /// </summary>
+    public void CapturePairedActivations(string passName, OnnxModel reference, IReadOnlyList<string> valueNames,
+        Action<IReadOnlyDictionary<string, FloatTensor>, IReadOnlyDictionary<string, FloatTensor>> onBatch)
+    {
+        var data = RequireCalibration(passName);
+        var progress = Progress is null ? null : new InlineProgress<double>(f => Progress.Report((passName, f)));
+        ActivationCapture.RunPaired(Model, reference, valueNames, data, Runtime, Policy.BatchSize, onBatch, Cancellation, progress);
+    }
 }
 
 /// <summary>Reports progress on the calling thread, in order (unlike <see cref="Progress{T}"/>, which posts).</summary>

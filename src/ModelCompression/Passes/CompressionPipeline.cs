@@ -1,4 +1,5 @@
 using ModelCompression.Graph;
+using ModelCompression.LowRank;
 using ModelCompression.Policy;
 using ModelCompression.Quantization;
 
@@ -11,6 +12,7 @@ public static class CompressionPipeline
     {
         new FoldBatchNormPass(),
         new Pruning.StructuredPruningPass(),
+        new LowRankPass(),
         new Pruning.UnstructuredPruningPass(),
         new StaticQuantizationPass(),
         new DynamicQuantizationPass(),

@@ -64,6 +64,7 @@ public sealed record CompressionPolicy
     public RankSpec? Rank { get; init; }
     public double? RankEnergy { get; init; }
     public LowRankMethod LowRankMethod { get; init; } = LowRankMethod.Svd;
+    public double LowRankDamping { get; init; } = 0.01;
     public ConvDecomposition ConvDecomposition { get; init; } = ConvDecomposition.None;
     public double? ParameterBudget { get; init; }
 

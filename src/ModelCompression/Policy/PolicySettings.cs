@@ -67,13 +67,14 @@ public static class PolicySettings
         Bool("SparseStorage", "Store mostly-zero weights (after pruning, also int8 ones) in a compact sparse form ONNX Runtime expands at load, when that is smaller.", false, (p, v) => p with { SparseStorage = v }),
 
         // Low rank
-        new("Rank", "(0, 1] ratio or integer >= 1", "Low-rank factorization of Gemm/MatMul weights: a ratio of full rank or an absolute rank.", true, (p, raw, _) => p with { Rank = ParseRank(raw) }),
+        new("Rank", "(0, 1] ratio or integer >= 1", "Low-rank factorization of Gemm/MatMul weights (and of convolutions, see ConvDecomposition): a ratio of full rank or an absolute rank.", true, (p, raw, _) => p with { Rank = ParseRank(raw) }),
         Number("RankEnergy", "(0, 1]", "Keep the smallest rank whose singular values hold this fraction of spectral energy.", true, v => v > 0 && v <= 1, (p, v) => p with { RankEnergy = v }),
         Enum("LowRankMethod", "svd = plain truncated SVD; activation-aware = truncate in the metric of the layer inputs (needs CalibrationData).", true,
             (p, v) => p with { LowRankMethod = v }, ("svd", LowRankMethod.Svd), ("activation-aware", LowRankMethod.ActivationAware)),
+        Number("LowRankDamping", "(0, 100]", "Activation-aware low rank: dampening added to the diagonal of the inputs' XᵀX before whitening, as a fraction of its mean (raise it when calibration samples are fewer than a layer's input features).", true, v => v > 0 && v <= 100, (p, v) => p with { LowRankDamping = v }),
         Enum("ConvDecomposition", "Low-rank form of convolutions: tucker2 (1x1 -> kxk core -> 1x1) or spatial (kx1 then 1xk).", true,
             (p, v) => p with { ConvDecomposition = v }, ("none", ConvDecomposition.None), ("tucker2", ConvDecomposition.Tucker2), ("spatial", ConvDecomposition.Spatial)),
-        Number("ParameterBudget", "(0, 1)", "Low rank: fraction of the factorizable layers' parameters to keep; ranks are allocated per layer from their spectra.", false, v => v > 0 && v < 1, (p, v) => p with { ParameterBudget = v }),
+        Number("ParameterBudget", "(0, 1)", "Low rank: fraction of the factorizable layers' parameters to keep; ranks are allocated per layer from their spectra (a per-layer Rank in the policy file pins a layer outside the budget).", false, v => v > 0 && v < 1, (p, v) => p with { ParameterBudget = v }),
 
         // Graph
         Bool("FoldBatchNorm", "Fold BatchNormalization into the preceding Conv/Gemm.", false, (p, v) => p with { FoldBatchNorm = v }),
@@ -174,6 +175,8 @@ public static class PolicySettings
             yield return Conflict($"Sparsity {p.Sparsity} contradicts SparsityPattern {nm} (which means {(double)nm.N / nm.M:0.###})");
         if (p.Rank is not null && p.RankEnergy is not null)
             yield return Conflict("Rank and RankEnergy both choose the rank: set one of them");
+        if (p.ParameterBudget is not null && (p.Rank is not null || p.RankEnergy is not null))
+            yield return Conflict($"ParameterBudget allocates the ranks that {(p.Rank is not null ? "Rank" : "RankEnergy")} would fix for every layer: set one of them (a per-layer Rank in the policy file pins that layer outside the budget)");
         if (p.OnnxRuntimeLibrary is not null && !File.Exists(p.OnnxRuntimeLibrary))
             yield return new Diagnostic(DiagnosticCodes.InvalidSettingValue, Severity.Error, $"OnnxRuntimeLibrary '{p.OnnxRuntimeLibrary}' does not exist", origin);
     }

@@ -1,0 +1,174 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+
+namespace ModelCompression.LowRank;
+
+/// <summary>
+/// Row-major double-precision kernels for the factorizations: products, Gram matrices, triangular solves and a
+/// damped Cholesky factor. Rows are split across threads but every output element is summed by one thread in a
+/// fixed order, so results do not depend on scheduling (same input ⇒ same bits).
+/// </summary>
+internal static class DenseMath
+{
+    /// <summary>Rows per parallel work item: small matrices stay on one thread.</summary>
+    private const long MinWorkPerTask = 1 << 16;
+
+    public static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
+    {
+        var va = MemoryMarshal.Cast<double, Vector<double>>(a);
+        var vb = MemoryMarshal.Cast<double, Vector<double>>(b);
+        var acc = Vector<double>.Zero;
+        for (var i = 0; i < va.Length; i++) acc += va[i] * vb[i];
+        var sum = Vector.Sum(acc);
+        for (var i = va.Length * Vector<double>.Count; i < a.Length; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>A float dot product (activations), summed in float lanes and returned as double.</summary>
+    public static double Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        var va = MemoryMarshal.Cast<float, Vector<float>>(a);
+        var vb = MemoryMarshal.Cast<float, Vector<float>>(b);
+        var acc = Vector<float>.Zero;
+        for (var i = 0; i < va.Length; i++) acc += va[i] * vb[i];
+        double sum = Vector.Sum(acc);
+        for (var i = va.Length * Vector<float>.Count; i < a.Length; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>y += alpha·x.</summary>
+    public static void Axpy(double alpha, ReadOnlySpan<double> x, Span<double> y)
+    {
+        var vx = MemoryMarshal.Cast<double, Vector<double>>(x);
+        var vy = MemoryMarshal.Cast<double, Vector<double>>(y);
+        var va = new Vector<double>(alpha);
+        for (var i = 0; i < vx.Length; i++) vy[i] += va * vx[i];
+        for (var i = vx.Length * Vector<double>.Count; i < x.Length; i++) y[i] += alpha * x[i];
+    }
+
+    /// <summary>C[m×n] = A[m×k]·B[k×n].</summary>
+    public static double[] Multiply(double[] a, double[] b, int m, int k, int n)
+    {
+        var c = new double[(long)m * n];
+        ForRows(m, (long)k * n, i =>
+        {
+            var row = c.AsSpan(i * n, n);
+            for (var p = 0; p < k; p++)
+            {
+                var aip = a[(long)i * k + p];
+                if (aip != 0) Axpy(aip, b.AsSpan(p * n, n), row);
+            }
+        });
+        return c;
+    }
+
+    /// <summary>A[m×k]·A[m×k]ᵀ, symmetric m×m.</summary>
+    public static double[] Gram(double[] a, int m, int k)
+    {
+        var g = new double[(long)m * m];
+        ForRows(m, (long)k * m / 2, i =>
+        {
+            var ai = a.AsSpan(i * k, k);
+            for (var j = 0; j <= i; j++) g[(long)i * m + j] = Dot(ai, a.AsSpan(j * k, k));
+        });
+        MirrorLower(g, m);
+        return g;
+    }
+
+    /// <summary>Aᵀ for a row-major rows×cols matrix.</summary>
+    public static double[] Transpose(ReadOnlySpan<double> a, int rows, int cols)
+    {
+        var t = new double[a.Length];
+        for (var r = 0; r < rows; r++)
+            for (var c = 0; c < cols; c++)
+                t[(long)c * rows + r] = a[r * cols + c];
+        return t;
+    }
+
+    private static void MirrorLower(double[] g, int m)
+    {
+        for (var i = 0; i < m; i++)
+            for (var j = 0; j < i; j++)
+                g[(long)j * m + i] = g[(long)i * m + j];
+    }
+
+    /// <summary>
+    /// The lower Cholesky factor L of S + μ·I (LLᵀ), μ = <paramref name="damping"/>·mean(diag S) raised tenfold
+    /// until the factor exists (rounding can leave a nearly singular S indefinite); also returns the μ used.
+    /// </summary>
+    public static (double[] Factor, double Added) DampedCholesky(double[] s, int n, double damping)
+    {
+        var mean = 0.0;
+        for (var i = 0; i < n; i++) mean += s[(long)i * n + i];
+        mean = mean > 0 ? mean / n : 1;
+        for (var lambda = damping * mean; ; lambda *= 10)
+        {
+            var l = new double[(long)n * n];
+            var ok = true;
+            for (var j = 0; j < n && ok; j++)
+            {
+                var d = s[(long)j * n + j] + lambda - SquaredNorm(l.AsSpan(j * n, j));
+                if (!(d > 0)) { ok = false; break; }
+                var ljj = Math.Sqrt(d);
+                l[(long)j * n + j] = ljj;
+                ForRows(n - j - 1, j, t =>
+                {
+                    var i = j + 1 + t;
+                    l[(long)i * n + j] = (s[(long)i * n + j] - Dot(l.AsSpan(i * n, j), l.AsSpan(j * n, j))) / ljj;
+                });
+            }
+            if (ok) return (l, lambda);
+        }
+    }
+
+    /// <summary>X = L⁻¹·B for lower-triangular L (n×n) and B (n×r): forward substitution.</summary>
+    public static double[] SolveLower(double[] l, double[] b, int n, int r)
+    {
+        var x = (double[])b.Clone();
+        for (var i = 0; i < n; i++)
+        {
+            var xi = x.AsSpan(i * r, r);
+            for (var j = 0; j < i; j++)
+            {
+                var lij = l[(long)i * n + j];
+                if (lij != 0) Axpy(-lij, x.AsSpan(j * r, r), xi);
+            }
+            var inv = 1 / l[(long)i * n + i];
+            for (var c = 0; c < r; c++) xi[c] *= inv;
+        }
+        return x;
+    }
+
+    /// <summary>X = L⁻ᵀ·B for lower-triangular L (n×n) and B (n×r): back substitution on Lᵀ·X = B.</summary>
+    public static double[] SolveLowerTransposed(double[] l, double[] b, int n, int r)
+    {
+        var x = (double[])b.Clone();
+        for (var i = n - 1; i >= 0; i--)
+        {
+            var xi = x.AsSpan(i * r, r);
+            // Lᵀ[i, j] = L[j, i] for j > i: subtract the solved rows below.
+            for (var j = i + 1; j < n; j++)
+            {
+                var lji = l[(long)j * n + i];
+                if (lji != 0) Axpy(-lji, x.AsSpan(j * r, r), xi);
+            }
+            var inv = 1 / l[(long)i * n + i];
+            for (var c = 0; c < r; c++) xi[c] *= inv;
+        }
+        return x;
+    }
+
+    /// <summary>Frobenius norm squared.</summary>
+    public static double SquaredNorm(ReadOnlySpan<double> a) => Dot(a, a);
+
+    /// <summary>Runs body(i) for i in [0, rows), on several threads when each row is worth <paramref name="workPerRow"/> multiply-adds.</summary>
+    public static void ForRows(int rows, long workPerRow, Action<int> body)
+    {
+        if (rows <= 1 || (long)rows * workPerRow < MinWorkPerTask)
+        {
+            for (var i = 0; i < rows; i++) body(i);
+            return;
+        }
+        Parallel.For(0, rows, body);
+    }
+}

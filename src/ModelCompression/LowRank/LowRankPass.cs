@@ -1,0 +1,290 @@
+using System.Globalization;
+using ModelCompression.Passes;
+using ModelCompression.Policy;
+
+namespace ModelCompression.LowRank;
+
+/// <summary>
+/// Low-rank factorization of constant-weight layers: Gemm/MatMul (and 1×1 Conv) by truncated SVD into two
+/// nodes, k×k Conv by Tucker-2 or spatial separation (ConvDecomposition). Ranks come from Rank (ratio or absolute),
+/// RankEnergy (kept spectral energy) or, for the layers neither pins, a ParameterBudget shared out by
+/// <see cref="RankAllocator"/>. LowRankMethod=activation-aware takes the spectra in the metric of each layer's
+/// inputs on the calibration data (running moments only), so the kept rank minimizes the output error; layers are
+/// then rewritten front to back, each one refitted to the uncompressed model's outputs from the inputs the layers
+/// before it now produce. A layer whose factors would not save enough parameters is left dense and the report says why.
+/// </summary>
+public sealed class LowRankPass : ICompressionPass
+{
+    public string Name => "low-rank";
+    public PassStage Stage => PassStage.Structural;
+    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.Rank is not null || p.RankEnergy is not null || p.ParameterBudget is not null);
+
+    private enum RankSource { Rank, Energy, Budget }
+
+    /// <summary>One layer on its way through the pass: its factorization, effective policy, rank source and input moments.</summary>
+    private sealed class Plan(LayerFactorization factorization, CompressionPolicy policy, RankSource source)
+    {
+        public LayerFactorization Factorization { get; } = factorization;
+        public CompressionPolicy Policy { get; } = policy;
+        public RankSource Source { get; } = source;
+        public bool ActivationAware => Policy.LowRankMethod == LowRankMethod.ActivationAware;
+        public InputMoments? Moments { get; set; }
+        public string? FallbackNote { get; set; }
+        /// <summary>Position among the layers the pass looked at (graph order), for the report.</summary>
+        public int Order { get; init; }
+    }
+
+    public void Apply(CompressionContext context)
+    {
+        // Report rows in graph order, whatever order the layers are rewritten in.
+        var rows = new SortedDictionary<int, LayerRecord>();
+        var plans = new List<Plan>();
+        foreach (var layer in WeightedLayer.Find(context.Graph))
+        {
+            var policy = context.PolicyFor(layer.Node);
+            if (policy.Excluded || SourceOf(policy, context.Policy) is not { } source) continue;
+            if (layer.OpType == "Conv" && policy.ConvDecomposition == ConvDecomposition.None) continue;
+            var weight = Array.ConvertAll(layer.ReadMatrix(context.Model), v => (double)v);
+            var (factorization, reason) = Create(layer, weight, policy);
+            if (factorization is null)
+            {
+                rows[rows.Count + plans.Count] = Skip(layer, reason!);
+                continue;
+            }
+            plans.Add(new Plan(factorization, policy, source) { Order = rows.Count + plans.Count });
+        }
+        if (plans.Count == 0)
+        {
+            foreach (var row in rows.Values) context.Record(row);
+            return;
+        }
+
+        // Taken before any rewrite: the outputs every refitted layer aims at.
+        var reference = plans.Any(p => p.ActivationAware) ? context.Model.Clone() : null;
+        CaptureMoments(context, plans.Where(p => p.ActivationAware).ToList(), reference: null);
+        // Ranks from RankEnergy or the budget need the spectra now; a fixed Rank waits for its final metric.
+        for (var i = 0; i < plans.Count; i++)
+        {
+            context.Cancellation.ThrowIfCancellationRequested();
+            if (plans[i].Source != RankSource.Rank) Decompose(context, plans[i], fixedRanks: null);
+            context.Progress?.Report((Name, 0.5 * (i + 1) / plans.Count));
+        }
+
+        var ranks = ChooseRanks(context.Policy, plans, out var budgetNote);
+        var stages = Stages(context.Graph, plans, ranks);
+        var done = 0;
+        foreach (var stage in stages.Where(s => s >= 0).Distinct().Order())
+        {
+            var members = Enumerable.Range(0, plans.Count).Where(i => stages[i] == stage).ToList();
+            // Stage 0 reads inputs no rewrite has touched; later stages refit to what the earlier ones left them.
+            var refit = stage == 0 ? [] : members.Where(i => plans[i].Moments is not null).ToList();
+            CaptureMoments(context, refit.Select(i => plans[i]).ToList(), reference);
+            foreach (var i in members)
+                if (refit.Contains(i) || plans[i].Source == RankSource.Rank) Decompose(context, plans[i], ranks[i]);
+            foreach (var i in members)
+            {
+                context.Cancellation.ThrowIfCancellationRequested();
+                rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
+                context.Progress?.Report((Name, 0.5 + 0.5 * ++done / plans.Count));
+            }
+        }
+        for (var i = 0; i < plans.Count; i++)
+            if (stages[i] < 0) rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
+        foreach (var row in rows.Values) context.Record(row);
+    }
+
+    private static void Decompose(CompressionContext context, Plan plan, int[]? fixedRanks)
+    {
+        var f = plan.Factorization;
+        var metric = plan.Moments is { } moments ? InputMetric.From(moments, plan.Policy.LowRankDamping) : null;
+        f.Decompose(metric, fixedRanks, Seed(context.Policy.Seed, f.Layer.Name));
+    }
+
+    /// <summary>
+    /// For each plan that will be rewritten, 1 + the largest stage among rewritten plans upstream of its input (0
+    /// when none); −1 for a layer that stays dense. Plans of one stage never feed each other, so one calibration
+    /// pass serves them all.
+    /// </summary>
+    private static int[] Stages(Onnx.OnnxGraph graph, List<Plan> plans, IReadOnlyList<int[]?> ranks)
+    {
+        var stageOf = new Dictionary<Onnx.Protobuf.NodeProto, int>(ReferenceEqualityComparer.Instance);
+        var stages = new int[plans.Count];
+        for (var i = 0; i < plans.Count; i++)
+        {
+            var f = plans[i].Factorization;
+            if (ranks[i] is not { } r || !f.Saves(r))
+            {
+                stages[i] = -1;
+                continue;
+            }
+            var stage = 0;
+            var visited = new HashSet<string>(StringComparer.Ordinal);
+            var pending = new Stack<string>([f.Layer.InputName]);
+            while (pending.TryPop(out var value))
+            {
+                if (!visited.Add(value) || graph.Producer(value) is not { } producer) continue;
+                if (stageOf.TryGetValue(producer, out var upstream)) stage = Math.Max(stage, upstream + 1);
+                else foreach (var input in Onnx.OnnxGraph.NodeInputs(producer)) pending.Push(input);
+            }
+            stages[i] = stage;
+            stageOf[f.Layer.Node] = stage;
+        }
+        return stages;
+    }
+
+    /// <summary>
+    /// Where a layer's rank comes from. A per-layer override beats the global setting: when the effective policy
+    /// carries both Rank and RankEnergy, the one that differs from the global policy is the override.
+    /// </summary>
+    private static RankSource? SourceOf(CompressionPolicy layer, CompressionPolicy global)
+    {
+        if (layer.Rank is not null && (layer.RankEnergy is null || layer.Rank != global.Rank)) return RankSource.Rank;
+        if (layer.RankEnergy is not null) return RankSource.Energy;
+        if (layer.ParameterBudget is not null) return RankSource.Budget;
+        return null;
+    }
+
+    private static (LayerFactorization? Factorization, string? Reason) Create(WeightedLayer layer, double[] weight, CompressionPolicy policy)
+    {
+        if (weight.Any(v => !double.IsFinite(v))) return (null, "weight has NaN or infinite values");
+        if (layer.OpType != "Conv") return (new MatrixFactorization(layer, weight), null);
+        if (layer.Group != 1) return (null, $"grouped convolution (group={layer.Group}): only group=1 is decomposed");
+        var kernel = layer.WeightShape[2..];
+        if (kernel.All(k => k == 1)) return (new MatrixFactorization(layer, weight), null);
+        if (policy.ConvDecomposition == ConvDecomposition.Tucker2) return (new Tucker2Factorization(layer, weight), null);
+        if (kernel.Length != 2 || kernel[0] == 1 || kernel[1] == 1)
+            return (null, $"kernel [{string.Join("x", kernel)}]: spatial separation needs a 2-D kernel larger than 1 in both directions");
+        return (new SpatialFactorization(layer, weight), null);
+    }
+
+    /// <summary>
+    /// One pass over the calibration data accumulates the moments of every distinct input these layers read — of
+    /// the current model alone, or paired with the same values in <paramref name="reference"/>.
+    /// </summary>
+    private void CaptureMoments(CompressionContext context, List<Plan> plans, Onnx.OnnxModel? reference)
+    {
+        if (plans.Count == 0) return;
+        var moments = new Dictionary<(string Value, FeatureAxis Axis), InputMoments>();
+        var chosen = new Dictionary<Plan, InputMoments>(ReferenceEqualityComparer.Instance);
+        foreach (var plan in plans)
+        {
+            var key = (plan.Factorization.Layer.InputName, plan.Factorization.Axis);
+            if (!moments.TryGetValue(key, out var m)) moments[key] = m = new InputMoments(plan.Factorization.InputFeatures, key.Axis, reference is null ? null : plan.Moments);
+            chosen[plan] = m;
+        }
+        var mismatched = new HashSet<(string, FeatureAxis)>();
+        var names = moments.Keys.Select(k => k.Value).Distinct().ToList();
+        if (reference is null)
+        {
+            context.CaptureActivations(Name, names, batch =>
+            {
+                foreach (var (key, m) in moments)
+                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value])) mismatched.Add(key);
+            });
+        }
+        else
+        {
+            context.CapturePairedActivations(Name, reference, names, (batch, referenceBatch) =>
+            {
+                foreach (var (key, m) in moments)
+                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value], referenceBatch[key.Value])) mismatched.Add(key);
+            });
+        }
+        foreach (var plan in plans)
+        {
+            var key = (plan.Factorization.Layer.InputName, plan.Factorization.Axis);
+            if (!mismatched.Contains(key) && chosen[plan].Samples > 0)
+            {
+                plan.Moments = chosen[plan];
+                continue;
+            }
+            // A refit that cannot be captured keeps the moments it had; a first capture that fails falls back to plain SVD.
+            if (reference is not null) continue;
+            plan.Moments = null;
+            plan.FallbackNote = $"input '{key.InputName}' could not be captured as [.., {plan.Factorization.InputFeatures}] features: plain SVD used";
+        }
+    }
+
+    private static IReadOnlyList<int[]?> ChooseRanks(CompressionPolicy global, List<Plan> plans, out string? budgetNote)
+    {
+        var ranks = new int[]?[plans.Count];
+        var budgeted = new List<int>();
+        for (var i = 0; i < plans.Count; i++)
+        {
+            var plan = plans[i];
+            var f = plan.Factorization;
+            switch (plan.Source)
+            {
+                case RankSource.Rank: ranks[i] = f.Clamp(f.RanksFor(plan.Policy.Rank!.Value)); break;
+                case RankSource.Energy: ranks[i] = f.Clamp(f.RanksForEnergy(plan.Policy.RankEnergy!.Value)); break;
+                default: budgeted.Add(i); break;
+            }
+        }
+        budgetNote = null;
+        if (budgeted.Count == 0) return ranks;
+        var layers = budgeted.Select(i => plans[i].Factorization).ToList();
+        var dense = layers.Sum(l => l.DenseParameters);
+        var budget = (long)Math.Floor(global.ParameterBudget!.Value * dense);
+        var allocated = RankAllocator.Allocate(layers, budget);
+        for (var j = 0; j < budgeted.Count; j++) ranks[budgeted[j]] = allocated[j];
+        var spent = layers.Select((l, j) => allocated[j] is { } r ? l.Parameters(r) : l.DenseParameters).Sum();
+        budgetNote = string.Create(CultureInfo.InvariantCulture,
+            $"rank from ParameterBudget {global.ParameterBudget:0.###}: {spent:N0} of {dense:N0} weights kept over {layers.Count} layers ({(double)spent / dense:0.###}{(spent > budget ? ", over budget even at rank 1" : "")})");
+        return ranks;
+    }
+
+    private LayerRecord Rewrite(CompressionContext context, Plan plan, int[]? ranks, string? budgetNote)
+    {
+        var f = plan.Factorization;
+        var layer = f.Layer;
+        var bias = layer.BiasName is not null ? layer.OutFeatures : 0L;
+        if (ranks is null) return Skip(layer, $"kept dense: {budgetNote}");
+        var rankText = ranks.Length == 1 ? $"rank {ranks[0]}" : $"ranks (out, in) ({ranks[0]}, {ranks[1]})";
+        if (!f.Saves(ranks))
+        {
+            return Skip(layer, string.Create(CultureInfo.InvariantCulture,
+                $"kept dense: at {rankText} the factors hold {f.Parameters(ranks):N0} weights, more than {LayerFactorization.MaxParameterFraction:0.##} of the {f.DenseParameters:N0} they replace"));
+        }
+        var reconstructed = f.Rewrite(context.Graph, ranks);
+        var error = f.RelativeError(reconstructed, plan.Moments);
+        var notes = new List<string>
+        {
+            rankText + " of " + string.Join(", ", f.FullRanks),
+            plan.Moments is null ? "error: relative weight error ‖ΔW‖/‖W‖"
+                : plan.Moments.IsPaired ? "error: relative output error on the calibration data against the uncompressed model (refitted after upstream layers, whose error it includes)"
+                : "error: relative output error on the calibration data",
+        };
+        if (plan.Source == RankSource.Budget && budgetNote is not null) notes.Add(budgetNote);
+        if (plan.FallbackNote is not null) notes.Add(plan.FallbackNote);
+        return new LayerRecord
+        {
+            Layer = layer.Name,
+            Op = layer.OpType,
+            Technique = plan.Moments is null ? f.Technique : "activation-aware " + f.Technique,
+            Shape = layer.WeightShape,
+            ParametersBefore = f.DenseParameters + bias,
+            ParametersAfter = f.Parameters(ranks) + bias,
+            Rank = ranks[0],
+            ReconstructionError = error,
+            Note = string.Join("; ", notes),
+        };
+    }
+
+    private LayerRecord Skip(WeightedLayer layer, string reason)
+    {
+        var bias = layer.BiasName is not null ? layer.OutFeatures : 0L;
+        return new LayerRecord
+        {
+            Layer = layer.Name, Op = layer.OpType, Technique = Name, Shape = layer.WeightShape,
+            ParametersBefore = layer.Parameters + bias, ParametersAfter = layer.Parameters + bias, Note = reason,
+        };
+    }
+
+    /// <summary>A per-layer seed for the randomized SVD: the policy seed mixed with a stable (FNV-1a) hash of the layer name.</summary>
+    private static int Seed(int seed, string layerName)
+    {
+        var hash = 2166136261u;
+        foreach (var c in layerName) hash = (hash ^ c) * 16777619u;
+        return (int)(hash ^ (uint)seed) & int.MaxValue;
+    }
+}

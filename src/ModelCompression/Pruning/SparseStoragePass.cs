@@ -15,7 +15,8 @@ public sealed class SparseStoragePass : ICompressionPass
 {
     public string Name => "sparse-storage";
     public PassStage Stage => PassStage.Cleanup;
-    public bool IsRequested(CompressionPolicy policy) => policy.SparseStorage;
+    // Only pruned models have weights worth a sparse form; re-encoding a dense model would only add decoders.
+    public bool IsRequested(CompressionPolicy policy) => policy.SparseStorage && policy.AnyLayer(p => p.Sparsity > 0);
 
     private static (int[] Positions, int[] Sources, bool Transposed) Transposed(int[] positions, long rows, long count)
     {

@@ -68,17 +68,18 @@ public static class PruningBenchmark
         output.WriteLine();
         output.WriteLine("| storage | bytes | % of fp32 file | outputs identical to dense |");
         output.WriteLine("|---|---|---|---|");
-        foreach (var (name, path, settings, int8) in new (string, string, (string, string)[], bool)[]
+        foreach (var (name, path, settings) in new (string, string, (string, string)[])[]
         {
-            ("mlp 80 % sparsegpt, fp32", mlp, [("Sparsity", "0.8"), ("PruneMethod", "sparsegpt")], false),
-            ("mlp 80 % sparsegpt, int8 weights (per-channel DequantizeLinear)", mlp, [("Sparsity", "0.8"), ("PruneMethod", "sparsegpt")], true),
-            ("mlp 90 % sparsegpt, int8 weights", mlp, [("Sparsity", "0.9"), ("PruneMethod", "sparsegpt")], true),
-            ("resnet 50 % sparsegpt, fp32", resNet, [("Sparsity", "0.5"), ("PruneMethod", "sparsegpt")], false),
-            ("resnet 70 % sparsegpt, fp32", resNet, [("Sparsity", "0.7"), ("PruneMethod", "sparsegpt")], false),
+            ("mlp 80 % sparsegpt, fp32", mlp, [("Sparsity", "0.8"), ("PruneMethod", "sparsegpt")]),
+            ("mlp 80 % sparsegpt + int8 (static QDQ)", mlp, [("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("Quantize", "int8")]),
+            ("mlp 80 % sparsegpt + int8-dynamic", mlp, [("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("Quantize", "int8-dynamic")]),
+            ("mlp 90 % sparsegpt + int8 (static QDQ)", mlp, [("Sparsity", "0.9"), ("PruneMethod", "sparsegpt"), ("Quantize", "int8")]),
+            ("resnet 50 % sparsegpt, fp32", resNet, [("Sparsity", "0.5"), ("PruneMethod", "sparsegpt")]),
+            ("resnet 70 % sparsegpt, fp32", resNet, [("Sparsity", "0.7"), ("PruneMethod", "sparsegpt")]),
+            ("resnet 70 % sparsegpt + int8 (static QDQ)", resNet, [("Sparsity", "0.7"), ("PruneMethod", "sparsegpt"), ("Quantize", "int8")]),
         })
         {
             var (dense, _) = Compress(path, dataFolder, [.. settings, ("SparseStorage", "false")]);
-            if (int8) Int8Weights.Quantize(dense);
             var stored = dense.Clone();
             var watch = Stopwatch.StartNew();
             new SparseStoragePass().Apply(new CompressionContext(stored, new CompressionPolicy()));
@@ -132,42 +133,5 @@ public static class PruningBenchmark
             return OnnxModel.FileSizeWithExternalData(path);
         }
         finally { File.Delete(path); }
-    }
-}
-
-/// <summary>
-/// Per-output-channel symmetric int8 weights behind DequantizeLinear for Gemm layers: a stand-in for the
-/// quantization pass (same as the tests' helper) so sparse storage can be measured on int8 weights.
-/// </summary>
-internal static class Int8Weights
-{
-    public static void Quantize(OnnxModel model)
-    {
-        var graph = new OnnxGraph(model.Graph);
-        foreach (var layer in WeightedLayer.Find(graph, "Gemm").Where(l => l.StoredOutIn).ToList())
-        {
-            var w = model.ReadFloats(layer.Weight);
-            var q = new sbyte[w.Length];
-            var scales = new float[layer.OutFeatures];
-            for (var r = 0; r < layer.OutFeatures; r++)
-            {
-                var row = w.AsSpan(r * layer.InFeatures, layer.InFeatures);
-                var max = 0f;
-                foreach (var x in row) max = Math.Max(max, Math.Abs(x));
-                scales[r] = max > 0 ? max / 127 : 1;
-                for (var c = 0; c < row.Length; c++) q[r * layer.InFeatures + c] = (sbyte)Math.Clamp(Math.Round(row[c] / scales[r]), -127, 127);
-            }
-            var name = layer.Weight.Name;
-            graph.RemoveInitializer(name);
-            graph.SetInitializer(Tensors.FromInt8s(name + "_quantized", layer.WeightShape, q));
-            graph.SetInitializer(Tensors.FromFloats(name + "_scale", [layer.OutFeatures], scales));
-            var dequantize = new NodeProto { OpType = "DequantizeLinear", Name = name + "_dequantize" };
-            dequantize.Input.Add(name + "_quantized");
-            dequantize.Input.Add(name + "_scale");
-            dequantize.Output.Add(name);
-            dequantize.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
-            graph.Proto.Node.Insert(0, dequantize);
-            graph.Invalidate();
-        }
     }
 }

@@ -64,7 +64,7 @@ public static class PolicySettings
             (p, v) => p with { StructuredCriterion = v }, ("l1", StructuredCriterion.L1), ("apoz", StructuredCriterion.Apoz), ("reconstruction", StructuredCriterion.Reconstruction)),
         Integer("StructuredChannelMultiple", "[1, 256]", "Structured pruning keeps a multiple of this many channels per group (CPU kernels work on blocks of 8 or 16 channels; other counts save no time).", false, 1, 256, (p, v) => p with { StructuredChannelMultiple = v }),
         Bool("PruneEdgeLayers", "Also prune the first conv (it reads the model input) and the classifier head (it writes a model output); by default both stay dense.", true, (p, v) => p with { PruneEdgeLayers = v }),
-        Bool("SparseStorage", "With Sparsity > 0: store mostly-zero weights (int8 ones too) in a compact sparse form ONNX Runtime expands at load, when that is smaller.", false, (p, v) => p with { SparseStorage = v }),
+        Bool("SparseStorage", "With Sparsity > 0: store mostly-zero weights (int8 ones too) in a compact sparse form, and floats exact in float16 (int8 scales) as float16, when that is smaller; ONNX Runtime expands them at load.", false, (p, v) => p with { SparseStorage = v }),
 
         // Low rank
         new("Rank", "(0, 1] ratio or integer >= 1", "Low-rank factorization of Gemm/MatMul weights (and of convolutions, see ConvDecomposition): a ratio of full rank or an absolute rank.", true, (p, raw, _) => p with { Rank = ParseRank(raw) }),

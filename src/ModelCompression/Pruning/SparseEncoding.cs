@@ -17,6 +17,7 @@ namespace ModelCompression.Pruning;
 /// small decoder of standard operators (BitShift, Gather, CumSum, ScatterND; opset 11) writes the dense tensor
 /// under the initializer's name; its inputs are all constant, so ORT's constant folding runs it once at session
 /// creation and the optimized graph holds a plain initializer again.</item>
+/// <item>Float16: a float tensor whose values are all exact in float16, plus a Cast back (folded at load too).</item>
 /// </list>
 /// </summary>
 internal sealed class SparseEncoding
@@ -62,6 +63,26 @@ internal sealed class SparseEncoding
         var sparse = new SparseTensorProto { Values = values, Indices = indices };
         sparse.Dims.AddRange(dense.Dims);
         return new SparseEncoding([], [], sparse, $"COO sparse_initializer, {type} indices");
+    }
+
+    /// <summary>
+    /// A float tensor whose every value is exact in float16 (int8 weight scales are chosen so): stored as float16 under
+    /// a fresh name with a Cast back to float under the initializer's name, which ORT's constant folding runs at load.
+    /// Null when some value is not exact.
+    /// </summary>
+    public static SparseEncoding? Float16(TensorProto dense, ReadOnlySpan<byte> raw, Func<string> name)
+    {
+        if ((DataType)dense.DataType != DataType.Float) return null;
+        var floats = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(raw);
+        var halves = new Half[floats.Length];
+        for (var i = 0; i < floats.Length; i++)
+        {
+            halves[i] = (Half)floats[i];
+            if (BitConverter.SingleToInt32Bits((float)halves[i]) != BitConverter.SingleToInt32Bits(floats[i])) return null;
+        }
+        var stored = Tensors.Create<Half>(name(), dense.Dims.ToArray(), DataType.Float16, halves);
+        var cast = Node("Cast", [stored.Name], dense.Name, Int("to", (long)DataType.Float));
+        return new SparseEncoding([stored], [cast], null, "float16 (every value exact), cast to float at load");
     }
 
     /// <summary>How often each gap (distance to the previous nonzero, the first from position −1) occurs.</summary>

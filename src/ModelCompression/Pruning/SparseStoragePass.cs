@@ -8,7 +8,7 @@ namespace ModelCompression.Pruning;
 
 /// <summary>
 /// Clean-up step: every initializer that some <see cref="SparseEncoding"/> stores in fewer bytes than the dense
-/// tensor is replaced by the smallest one. It looks only at initializers (float weights after pruning, int8 ones
+/// tensor (sparse forms, or float16 for floats that are exact in it) is replaced by the smallest one. It looks only at initializers (float weights after pruning, int8 ones
 /// after quantization alike), never at how they were produced, and runs after every other pass.
 /// </summary>
 public sealed class SparseStoragePass : ICompressionPass
@@ -63,7 +63,8 @@ public sealed class SparseStoragePass : ICompressionPass
             {
                 SparseEncoding.Coordinates(dense, raw, elementSize, positions),
                 SparseEncoding.GapCoded(dense, raw, elementSize, coded.Order.Positions, coded.Order.Sources, coded.Order.Transposed, coded.Code, Fresh, Shared),
-            };
+                SparseEncoding.Float16(dense, raw, Fresh),
+            }.OfType<SparseEncoding>();
             var best = candidates.MinBy(c => c.Size)!;
             if (best.Size >= denseSize) continue;
 

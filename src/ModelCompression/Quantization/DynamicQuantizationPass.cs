@@ -53,17 +53,16 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         var name = layer.Name;
         var weights = Int8Quantizer.QuantizePerChannel(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures);
 
-        // MatMulInteger multiplies x·B with B laid out [in, out]; the zero point and scale are per column (output).
+        // MatMulInteger multiplies x·B with B laid out [in, out]; the scale is per column (output). Symmetric weights
+        // leave out B's zero point (the default is 0).
         var inOut = new sbyte[weights.Values.Length];
         for (var o = 0; o < layer.OutFeatures; o++)
             for (var i = 0; i < layer.InFeatures; i++)
                 inOut[i * layer.OutFeatures + o] = weights.Values[o * layer.InFeatures + i];
         var weightName = graph.FreshName(layer.Weight.Name + "_quantized");
         var weightScale = graph.FreshName(layer.Weight.Name + "_scale");
-        var weightZeroPoint = graph.FreshName(layer.Weight.Name + "_zero_point");
         graph.SetInitializer(Tensors.FromInt8s(weightName, [layer.InFeatures, layer.OutFeatures], inOut));
         graph.SetInitializer(Tensors.FromFloats(weightScale, [layer.OutFeatures], weights.Scales));
-        graph.SetInitializer(Tensors.FromInt8s(weightZeroPoint, [layer.OutFeatures], new sbyte[layer.OutFeatures]));
 
         string Value(string suffix) => graph.FreshName($"{name}_{suffix}");
         NodeProto Node(string op, string suffix, IEnumerable<string> inputs, IEnumerable<string> outputs) =>
@@ -76,7 +75,7 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         var nodes = new List<NodeProto>
         {
             Node("DynamicQuantizeLinear", "DynamicQuantizeLinear", [layer.InputName], [xq, xScale, xZeroPoint]),
-            Node("MatMulInteger", "MatMulInteger", [xq, weightName, xZeroPoint, weightZeroPoint], [product]),
+            Node("MatMulInteger", "MatMulInteger", [xq, weightName, xZeroPoint], [product]),
             Node("Cast", "Cast", [product], [productFloat]),
             Node("Mul", "scales", [xScale, weightScale], [scale]),
             Node("Mul", "rescale", [productFloat, scale], [scaled]),

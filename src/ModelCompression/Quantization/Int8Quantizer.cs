@@ -41,7 +41,7 @@ public static class Int8Quantizer
             var row = outIn.Slice(o * inFeatures, inFeatures);
             var absMax = 0f;
             foreach (var w in row) absMax = Math.Max(absMax, Math.Abs(w));
-            var scale = absMax > 0 ? absMax / WeightLimit : 1f; // an all-zero channel quantizes exactly with any scale
+            var scale = absMax > 0 ? OnHalfGrid(absMax / WeightLimit) : 1f; // an all-zero channel quantizes exactly with any scale
             scales[o] = scale;
             for (var i = 0; i < inFeatures; i++)
             {
@@ -53,6 +53,18 @@ public static class Int8Quantizer
             }
         }
         return new QuantizedWeight(values, scales, normSquared > 0 ? Math.Sqrt(errorSquared / normSquared) : 0);
+    }
+
+    /// <summary>
+    /// <paramref name="scale"/> rounded up to the nearest float16 value when that costs at most 2⁻¹⁰ of it (any normal
+    /// float16): compact storage can then keep the scales in half the bytes without loss, and rounding up keeps every
+    /// weight within ±<see cref="WeightLimit"/>. Scales outside that range stay as they are.
+    /// </summary>
+    public static float OnHalfGrid(float scale)
+    {
+        var half = (Half)scale;
+        if ((float)half < scale) half = Half.BitIncrement(half);
+        return Half.IsFinite(half) && (float)half <= scale * (1 + 1f / 1024) ? (float)half : scale;
     }
 
     /// <summary>The scale of a quantized bias: input scale × weight scale per channel (what QLinearConv/QGemm assume).</summary>

@@ -117,6 +117,10 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         return dequantized;
     }
 
+    /// <summary>The scale initializer of an activation an int8 node reads: input 1 of the DequantizeLinear producing it.</summary>
+    private string ScaleOf(string dequantized) =>
+        _graph.Producer(dequantized) is { OpType: "DequantizeLinear" } dq ? dq.Input[1] : throw new InvalidOperationException($"'{dequantized}' is not a DequantizeLinear output");
+
     private static bool IsPassThroughOf(NodeProto node, string tensor) => QdqPlan.PassThroughOps.Contains(node.OpType) && node.Input[0] == tensor;
 
     /// <summary>Whether a tensor carries (or will carry) a Q/DQ pair: an int8 input or output, or a pass-through of one.</summary>
@@ -164,10 +168,10 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         var axis = layer.StoredOutIn ? 0 : 1;
         var quantizedName = _graph.FreshName(name + "_quantized");
         var scaleName = _graph.FreshName(name + "_scale");
-        var zeroPointName = _graph.FreshName(name + "_zero_point");
         var dequantizedName = _graph.FreshName(name + "_dequantized");
         _graph.SetInitializer(Tensors.FromInt8s(quantizedName, layer.WeightShape, stored));
         _graph.SetInitializer(Tensors.FromFloats(scaleName, [layer.OutFeatures], weights.Scales));
+        var zeroPointName = _graph.FreshName(name + "_zero_point");
         _graph.SetInitializer(Tensors.FromInt8s(zeroPointName, [layer.OutFeatures], new sbyte[layer.OutFeatures]));
         _graph.InsertBefore(node, DequantizeLinear(name, quantizedName, scaleName, zeroPointName, dequantizedName, axis));
         node.Input[1] = dequantizedName;
@@ -176,17 +180,21 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         if (layer.BiasName is { } biasName)
         {
             var bias = _graph.Initializer(biasName)!;
-            var inputScale = ParametersOf(node.Input[0]).Scale;
-            var biasScales = Int8Quantizer.BiasScales(inputScale, weights.Scales);
+            var biasScales = Int8Quantizer.BiasScales(ParametersOf(node.Input[0]).Scale, weights.Scales);
             var quantizedBias = Int8Quantizer.QuantizeBias(context.Model.ReadFloats(bias), biasScales);
             var biasQuantizedName = _graph.FreshName(biasName + "_quantized");
             var biasScaleName = _graph.FreshName(biasName + "_scale");
-            var biasZeroPointName = _graph.FreshName(biasName + "_zero_point");
             var biasDequantizedName = _graph.FreshName(biasName + "_dequantized");
             _graph.SetInitializer(Tensors.FromInt32s(biasQuantizedName, [layer.OutFeatures], quantizedBias));
-            _graph.SetInitializer(Tensors.FromFloats(biasScaleName, [layer.OutFeatures], biasScales));
-            _graph.SetInitializer(Tensors.FromInt32s(biasZeroPointName, [layer.OutFeatures], new int[layer.OutFeatures]));
-            _graph.InsertBefore(node, DequantizeLinear(biasName, biasQuantizedName, biasScaleName, biasZeroPointName, biasDequantizedName, 0));
+            // A bias leaves out its zero point (the default, 0, is the only one int32 biases have). ORT's fusions do
+            // need the weights' explicit zero point, which is why that one stays.
+            // The bias scale is input scale × weight scale by definition, so it is computed rather than stored: a float
+            // Mul gives the same bits as BiasScales, and ORT folds it into a constant before its QDQ fusions look.
+            _graph.InsertBefore(node, new NodeProto
+            {
+                OpType = "Mul", Name = _graph.FreshName(biasName + "_scale_Mul"), Input = { ScaleOf(node.Input[0]), scaleName }, Output = { biasScaleName },
+            });
+            _graph.InsertBefore(node, DequantizeLinear(biasName, biasQuantizedName, biasScaleName, null, biasDequantizedName, 0));
             node.Input[2] = biasDequantizedName;
             if (_graph.Consumers(biasName).Count == 0) _graph.RemoveInitializer(biasName);
         }
@@ -228,9 +236,10 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         OpType = "QuantizeLinear", Name = _graph.FreshName(tensor + "_QuantizeLinear"), Input = { input, scale, zeroPoint }, Output = { output },
     };
 
-    private NodeProto DequantizeLinear(string tensor, string input, string scale, string zeroPoint, string output, int? axis = null)
+    private NodeProto DequantizeLinear(string tensor, string input, string scale, string? zeroPoint, string output, int? axis = null)
     {
-        var node = new NodeProto { OpType = "DequantizeLinear", Name = _graph.FreshName(tensor + "_DequantizeLinear"), Input = { input, scale, zeroPoint }, Output = { output } };
+        var node = new NodeProto { OpType = "DequantizeLinear", Name = _graph.FreshName(tensor + "_DequantizeLinear"), Input = { input, scale }, Output = { output } };
+        if (zeroPoint is not null) node.Input.Add(zeroPoint);
         if (axis is { } a) node.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = a });
         return node;
     }

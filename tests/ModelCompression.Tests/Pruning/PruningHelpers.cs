@@ -43,38 +43,4 @@ internal static class PruningHelpers
         }
         return best;
     }
-
-    /// <summary>
-    /// Per-output-channel symmetric int8 weights behind DequantizeLinear for every Gemm with a [out, in] weight: a
-    /// stand-in for the quantization pass, so storage can be measured on int8 weights.
-    /// </summary>
-    public static void QuantizeWeightsToInt8(OnnxModel model)
-    {
-        var graph = new OnnxGraph(model.Graph);
-        foreach (var layer in WeightedLayer.Find(graph, "Gemm").Where(l => l.StoredOutIn).ToList())
-        {
-            var w = model.ReadFloats(layer.Weight);
-            var q = new sbyte[w.Length];
-            var scales = new float[layer.OutFeatures];
-            for (var r = 0; r < layer.OutFeatures; r++)
-            {
-                var row = w.AsSpan(r * layer.InFeatures, layer.InFeatures);
-                var max = 0f;
-                foreach (var x in row) max = Math.Max(max, Math.Abs(x));
-                scales[r] = max > 0 ? max / 127 : 1;
-                for (var c = 0; c < row.Length; c++) q[r * layer.InFeatures + c] = (sbyte)Math.Clamp(Math.Round(row[c] / scales[r]), -127, 127);
-            }
-            var name = layer.Weight.Name;
-            graph.RemoveInitializer(name);
-            graph.SetInitializer(Tensors.FromInt8s(name + "_quantized", layer.WeightShape, q));
-            graph.SetInitializer(Tensors.FromFloats(name + "_scale", [layer.OutFeatures], scales));
-            var dequantize = new NodeProto { OpType = "DequantizeLinear", Name = name + "_dequantize" };
-            dequantize.Input.Add(name + "_quantized");
-            dequantize.Input.Add(name + "_scale");
-            dequantize.Output.Add(name);
-            dequantize.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = 0 });
-            graph.Proto.Node.Insert(0, dequantize);
-            graph.Invalidate();
-        }
-    }
 }

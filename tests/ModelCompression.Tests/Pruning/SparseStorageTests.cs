@@ -23,8 +23,8 @@ public sealed class SparseStorageTests
         _fp32Bytes = new FileInfo(Fixtures.Mlp).Length;
         _dense80 = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("SparseStorage", "false")).Model;
         (_stored80, _storage80) = StoreSparse(_dense80);
-        _denseInt8 = _dense80.Clone();
-        QuantizeWeightsToInt8(_denseInt8);
+        // The product's int8: static QDQ, calibrated; storage then has int8 weights, scales and biases to pack.
+        _denseInt8 = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("Quantize", "int8"), ("SparseStorage", "false")).Model;
         _storedInt8 = StoreSparse(_denseInt8).Model;
     }
 
@@ -61,6 +61,23 @@ public sealed class SparseStorageTests
         var bytes = SavedBytes(_storedInt8);
         Assert.IsTrue(bytes <= 0.08 * _fp32Bytes, $"{bytes} bytes = {100.0 * bytes / _fp32Bytes:0.00} % of {_fp32Bytes}");
         CollectionAssert.AreEqual(Fixtures.Outputs(_denseInt8, 512).Data, Fixtures.Outputs(_storedInt8, 512).Data);
+    }
+
+    [TestMethod]
+    public void Int8_80PercentSparse_StillRunsAsQGemmAfterTheDecodersFold()
+    {
+        var batch = Fixtures.ValidationData.BindTo(ModelCompression.Data.ModelInput.FromGraph(_storedInt8.Graph)).Batches(64).First();
+        var ops = ModelCompression.Runtime.KernelProfiler.Profile(_storedInt8.ToBytes(), batch, Fixtures.Cpu, runs: 3).Select(k => k.OpType).ToList();
+        Assert.AreEqual(3, ops.Count(op => op == "QGemm"), string.Join(", ", ops));
+        Assert.IsFalse(ops.Any(op => op is "Gemm" or "DequantizeLinear" or "Cast" or "ScatterND"), string.Join(", ", ops));
+    }
+
+    [TestMethod]
+    public void Int8WeightScales_AreStoredAsExactFloat16()
+    {
+        var scales = _storedInt8.Graph.Initializer.Where(t => t.DataType == (int)Onnx.Protobuf.TensorProto.Types.DataType.Float16).ToList();
+        Assert.AreEqual(2, scales.Count, "the two pruned hidden layers' per-channel scales (the 10-channel head's are too small to gain)");
+        Assert.IsTrue(_storedInt8.Graph.Node.Count(n => n.OpType == "Cast" && n.Output[0].EndsWith("weight_scale", StringComparison.Ordinal)) == 2);
     }
 
     [TestMethod]

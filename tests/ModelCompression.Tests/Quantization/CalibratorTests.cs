@@ -154,10 +154,24 @@ public sealed class CalibratorTests
         for (var o = 0; o < rows; o++)
         {
             var row = w.AsSpan(o * cols, cols).ToArray();
-            Assert.AreEqual(row.Max(Math.Abs) / 127f, q.Scales[o], 1e-7f);
+            // absMax/127 rounded up onto the float16 grid: never below it, at most 2^-10 above, and exact in float16.
+            var exact = row.Max(Math.Abs) / 127f;
+            Assert.IsTrue(q.Scales[o] >= exact && q.Scales[o] <= exact * (1 + 1f / 1024), $"scale {q.Scales[o]} for {exact}");
+            Assert.AreEqual(q.Scales[o], (float)(Half)q.Scales[o]);
+            Assert.IsTrue(q.Values.AsSpan(o * cols, cols).ToArray().All(v => v is >= -127 and <= 127));
             for (var i = 0; i < cols; i++)
                 Assert.IsTrue(Math.Abs(row[i] - q.Values[o * cols + i] * q.Scales[o]) <= 0.5f * q.Scales[o] * 1.0001f);
         }
         Assert.IsTrue(q.RelativeError is > 0 and < 0.01, $"relative error {q.RelativeError}");
+    }
+
+    [TestMethod]
+    public void OnHalfGrid_RoundsUpWithinTwoToTheMinusTenOrLeavesTheScale()
+    {
+        Assert.AreEqual(0.5f, Int8Quantizer.OnHalfGrid(0.5f));
+        var up = Int8Quantizer.OnHalfGrid(0.1f);
+        Assert.IsTrue(up > 0.1f && up <= 0.1f * (1 + 1f / 1024) && up == (float)(Half)up);
+        Assert.AreEqual(1e-7f, Int8Quantizer.OnHalfGrid(1e-7f)); // below float16's normal range: kept as it is
+        Assert.AreEqual(1e6f, Int8Quantizer.OnHalfGrid(1e6f));   // above float16's range
     }
 }

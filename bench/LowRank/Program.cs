@@ -3,6 +3,7 @@ using System.Globalization;
 using ModelCompression.Data;
 using ModelCompression.Evaluation;
 using ModelCompression.LowRank;
+using ModelCompression.Numerics;
 using ModelCompression.Onnx;
 using ModelCompression.Passes;
 using ModelCompression.Policy;

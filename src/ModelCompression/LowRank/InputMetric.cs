@@ -1,3 +1,4 @@
+using ModelCompression.Numerics;
 namespace ModelCompression.LowRank;
 
 /// <summary>

@@ -1,3 +1,4 @@
+using ModelCompression.Numerics;
 using ModelCompression.Runtime;
 
 namespace ModelCompression.LowRank;

@@ -1,5 +1,6 @@
-using ModelCompression.Onnx;
+using ModelCompression.Numerics;
 using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Onnx;
 using ModelCompression.Passes;
 
 namespace ModelCompression.LowRank;

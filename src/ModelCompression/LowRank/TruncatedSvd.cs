@@ -1,4 +1,5 @@
 using MathNet.Numerics.LinearAlgebra;
+using ModelCompression.Numerics;
 
 namespace ModelCompression.LowRank;
 

@@ -1,3 +1,4 @@
+using ModelCompression.Numerics;
 using ModelCompression.Onnx;
 
 namespace ModelCompression.Pruning;

@@ -1,8 +1,9 @@
+using ModelCompression.Calibration;
 using ModelCompression.Data;
 using ModelCompression.Diagnostics;
-using ModelCompression.Calibration;
-using ModelCompression.Onnx;
+using ModelCompression.Numerics;
 using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Onnx;
 using ModelCompression.Passes;
 using ModelCompression.Runtime;
 using static ModelCompression.Pruning.NodeBuilder;

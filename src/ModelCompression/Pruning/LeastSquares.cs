@@ -1,3 +1,4 @@
+using ModelCompression.Numerics;
 namespace ModelCompression.Pruning;
 
 /// <summary>Ridge-regularized least squares from accumulated moments: the A (and c) minimizing ‖Y − A·x − c‖² + λ‖A − A₀‖².</summary>

@@ -23,7 +23,9 @@ public static class ConsoleOutput
         if (m.LatencyRatio is { } l) parts.Add($"latency {l.ToString("0.00", CultureInfo.InvariantCulture)}x");
         parts.Add($"size {m.SizeRatio.ToString("0.00", CultureInfo.InvariantCulture)}x");
         if (m.Original is null) parts.Add("no validation data: accuracy and latency not measured");
-        return $"{report.Model}: {string.Join(", ", parts)}: {report.VerdictText}";
+        // The output is named too: two items may compress one model into two variants.
+        var target = report.Output is null ? report.Model : $"{report.Model} -> {report.Output}";
+        return $"{target}: {string.Join(", ", parts)}: {report.VerdictText}";
     }
 
     private static string Pct(double v) => (v * 100).ToString("0.00", CultureInfo.InvariantCulture) + "%";

@@ -75,6 +75,28 @@ public sealed class OtherVerbTests
     }
 
     [TestMethod]
+    public void Batch_ItemsNamingDifferentRuntimeLibraries_FailWithCM0104BeforeLoadingEither()
+    {
+        var dir = TempDirectory();
+        var request = Path.Combine(dir, "request.json");
+        // Two distinct files: the check runs before either is loaded, so they need not be real libraries.
+        var libraries = new[] { "a", "b" }.Select(n => Path.Combine(dir, $"libonnxruntime-{n}.so")).ToArray();
+        foreach (var library in libraries) File.WriteAllText(library, "");
+        var items = libraries.Select((library, i) => new
+        {
+            model = Fixture("fmnist_mlp.onnx"), output = Path.Combine(dir, "out", $"mlp{i}.onnx"), reportDirectory = Path.Combine(dir, "reports"), baseDirectory = dir,
+            settings = new Dictionary<string, string> { ["OnnxRuntimeLibrary"] = library },
+        }).ToArray();
+        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var result = Run("batch", "--request", request);
+        Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
+        StringAssert.Contains(result.Error, "error CM0104");
+        StringAssert.Contains(result.Error, libraries[0]);
+        StringAssert.Contains(result.Error, libraries[1]);
+        Assert.IsFalse(Directory.Exists(Path.Combine(dir, "out")), "nothing is compressed");
+    }
+
+    [TestMethod]
     public void EveryVerb_HasHelp()
     {
         foreach (var verb in new[] { "compress", "evaluate", "inspect", "doctor", "batch" })

@@ -49,13 +49,20 @@ public static class BatchCommand
             try { return PolicySettings.Parse(item.Settings ?? new Dictionary<string, string>(), item.BaseDirectory, item.Model); }
             catch (CompressionException e) { errors.AddRange(e.Diagnostics); return null!; }
         }).ToArray();
+        // One process loads one native runtime: items that name different ones cannot share a batch.
+        var libraries = errors.Count > 0 ? [] : request.Items.Zip(policies, (item, policy) => (item.Model, Library: Runtime.OnnxRuntimeLoader.LibraryFor(policy)))
+            .Where(x => x.Library is not null).Select(x => (x.Model, Library: Path.GetFullPath(x.Library!))).ToList();
+        if (libraries.Select(x => x.Library).Distinct(StringComparer.Ordinal).Count() > 1)
+            errors.Add(new Diagnostic(DiagnosticCodes.ConflictingSettings, Severity.Error,
+                "items use different ONNX Runtime libraries and one process can load only one: " +
+                string.Join("; ", libraries.Select(x => $"{x.Model} uses {x.Library}")) + ". Give them the same OnnxRuntimeLibrary or run them in separate batches."));
         if (errors.Count > 0)
         {
             ConsoleOutput.WriteDiagnostics(error, errors);
             return ReturnCode.BadInput;
         }
-        // One process loads one native runtime: the first item that needs a particular one decides.
-        Runtime.OnnxRuntimeLoader.UseLibrary(policies.Select(Runtime.OnnxRuntimeLoader.LibraryFor).FirstOrDefault(l => l is not null));
+        // An item that names no library runs on the one another item needs (every build has the CPU provider).
+        Runtime.OnnxRuntimeLoader.UseLibrary(libraries.Select(x => x.Library).FirstOrDefault());
 
         for (var i = 0; i < request.Items.Count; i++)
         {

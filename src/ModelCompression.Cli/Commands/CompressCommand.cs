@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using ModelCompression.Diagnostics;
 using ModelCompression.Policy;
 
 namespace ModelCompression.Cli.Commands;
@@ -35,7 +36,9 @@ public static class CompressCommand
 
     public static ReturnCode Run(CompressionRequest request, bool benchmark, TextWriter output, TextWriter error, CancellationToken cancellation)
     {
-        Runtime.OnnxRuntimeLoader.UseLibrary(Runtime.OnnxRuntimeLoader.LibraryFor(request.Policy));
+        var library = Runtime.OnnxRuntimeLoader.LibraryFor(request.Policy);
+        if (!Runtime.OnnxRuntimeLoader.UseLibrary(library is null ? null : Path.GetFullPath(library)))
+            throw new CompressionException(DiagnosticCodes.ConflictingSettings, $"ONNX Runtime is already loaded from {Runtime.OnnxRuntimeLoader.LoadedLibrary}; this process cannot switch to {library}", request.ModelPath);
         var result = ConsoleOutput.WithProgress(output, progress => CompressionEngine.Compress(request, cancellation, progress));
         ConsoleOutput.WriteDiagnostics(error, result.Diagnostics);
         output.WriteLine(ConsoleOutput.SummaryLine(result.Report));

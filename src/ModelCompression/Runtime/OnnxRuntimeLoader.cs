@@ -17,12 +17,16 @@ public static class OnnxRuntimeLoader
     /// <summary>The library actually loaded ("bundled" for the package's own).</summary>
     public static string LoadedLibrary { get; private set; } = "bundled";
 
-    /// <summary>Names the native library to load; must run before any session is created. Returns false if too late.</summary>
+    /// <summary>
+    /// Names the native library to load; must run before any session is created. Null states no preference and never
+    /// undoes another caller's choice. Returns false when a different library was already chosen or loaded.
+    /// </summary>
     public static bool UseLibrary(string? path)
     {
         lock (Gate)
         {
-            if (_configured) return path is null || path == _requested;
+            if (path is null || path == _requested) return true;
+            if (_configured || _requested is not null) return false;
             _requested = path;
             return true;
         }

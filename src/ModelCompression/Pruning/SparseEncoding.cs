@@ -10,9 +10,8 @@ namespace ModelCompression.Pruning;
 /// A mostly-zero initializer stored compactly in a form ONNX Runtime turns back into the exact dense tensor when it
 /// loads the model (bit for bit; a zero is an element whose bytes are all 0, so −0.0 stays a stored value):
 /// <list type="bullet">
-/// <item>COO: a <c>sparse_initializer</c> with the nonzero values and their flat positions as the narrowest index
-/// type ONNX Runtime accepts (int8, int16, int32 or int64; the ONNX checker itself asks for int64). ORT densifies
-/// sparse initializers while it builds the graph.</item>
+/// <item>COO: a <c>sparse_initializer</c> with the nonzero values and their flat int64 positions (the only index
+/// type the ONNX checker accepts). ORT densifies sparse initializers while it builds the graph.</item>
 /// <item>Gap codes: the nonzero values plus the distances between them as b-bit codes (<see cref="GapCode"/>). A
 /// small decoder of standard operators (BitShift, Gather, CumSum, ScatterND; opset 11) writes the dense tensor
 /// under the initializer's name; its inputs are all constant, so ORT's constant folding runs it once at session
@@ -49,20 +48,15 @@ internal sealed class SparseEncoding
         return positions.ToArray();
     }
 
-    /// <summary>COO sparse_initializer with flat indices of the narrowest accepted type.</summary>
+    /// <summary>COO sparse_initializer with flat int64 indices.</summary>
     public static SparseEncoding Coordinates(TensorProto dense, ReadOnlySpan<byte> raw, int elementSize, int[] positions)
     {
-        var count = Tensors.ElementCount(dense);
         var values = Values(dense.Name, (DataType)dense.DataType, raw, elementSize, positions);
-        TensorProto indices;
-        string type;
-        if (count <= sbyte.MaxValue + 1) { indices = Tensors.FromInt8s("", [positions.Length], positions.Select(p => (sbyte)p).ToArray()); type = "int8"; }
-        else if (count <= short.MaxValue + 1) { indices = Tensors.Create<short>("", [positions.Length], DataType.Int16, positions.Select(p => (short)p).ToArray()); type = "int16"; }
-        else if (count <= (long)int.MaxValue + 1) { indices = Tensors.FromInt32s("", [positions.Length], positions); type = "int32"; }
-        else { indices = Tensors.FromInt64s("", [positions.Length], positions.Select(p => (long)p).ToArray()); type = "int64"; }
+        // int64 flat indices, as the ONNX spec and checker require (ORT would also take int8/16/32, other tools not).
+        var indices = Tensors.FromInt64s("", [positions.Length], positions.Select(p => (long)p).ToArray());
         var sparse = new SparseTensorProto { Values = values, Indices = indices };
         sparse.Dims.AddRange(dense.Dims);
-        return new SparseEncoding([], [], sparse, $"COO sparse_initializer, {type} indices");
+        return new SparseEncoding([], [], sparse, "COO sparse_initializer, int64 indices");
     }
 
     /// <summary>

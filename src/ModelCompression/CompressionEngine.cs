@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
+using ModelCompression.Graph;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
@@ -90,8 +91,8 @@ public static class CompressionEngine
             Candidate = written is null ? candidate : null,
             Policy = Describe(request.Policy),
             Layers = context.Records,
-            ParametersBefore = CountParameters(source),
-            ParametersAfter = CountParameters(working),
+            ParametersBefore = ModelWeights.Parameters(source),
+            ParametersAfter = ModelWeights.Parameters(working),
             Measurements = measurements,
             Verdict = verdict,
             GateFailureAsWarning = request.GateFailureAsWarning,
@@ -169,9 +170,6 @@ public static class CompressionEngine
         File.Delete(path);
         if (File.Exists(path + ".data")) File.Delete(path + ".data");
     }
-
-    public static long CountParameters(OnnxModel model) =>
-        model.Graph.Initializer.Sum(t => Tensors.ElementCount(t)) + model.Graph.SparseInitializer.Sum(s => s.Dims.Aggregate(1L, (a, b) => a * b));
 
     /// <summary>The policy as setting-name → value text, for the report (defaults included, so a report stands alone).</summary>
     public static IReadOnlyDictionary<string, string> Describe(CompressionPolicy policy)

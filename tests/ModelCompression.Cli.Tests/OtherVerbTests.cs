@@ -11,10 +11,29 @@ public sealed class OtherVerbTests
     {
         var result = Run("inspect", Fixture("fmnist_resnet.onnx"));
         Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
-        var convRows = result.Output.Split('\n').Count(l => l.Contains(" Conv "));
-        Assert.AreEqual(9, convRows, result.Output);
-        StringAssert.Contains(result.Output, "all initializers: 481,482 parameters"); // weights + biases; BatchNorm was folded by the exporter
+        var convWeights = result.Output.Split('\n').Count(l => l.Contains(" Conv ") && System.Text.RegularExpressions.Regex.IsMatch(l, @"\[\d+x\d+x\d+x\d+\]"));
+        Assert.AreEqual(9, convWeights, result.Output);
+        StringAssert.Contains(result.Output, "parameters: 481,482 in 20 tensors"); // weights + biases; BatchNorm was folded by the exporter
         StringAssert.Contains(result.Output, "opset 17");
+    }
+
+    [TestMethod]
+    public void Inspect_OfACompressedModel_ShowsTheDenseShapesTheirZerosAndStorage()
+    {
+        var dir = TempDirectory();
+        var output = Path.Combine(dir, "mlp.onnx");
+        var compress = Run("compress", Fixture("fmnist_mlp.onnx"), "-o", output, "--sparsity", "0.8", "--quantize", "int8",
+            "--calibration-data", Fixture("fmnist_calib.npz"));
+        Assert.AreEqual(ReturnCode.Success, compress.Code, compress.ToString());
+
+        var result = Run("inspect", output);
+        Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
+        var hidden = result.Output.Split('\n').Single(l => l.Contains("hidden.0.weight", StringComparison.Ordinal));
+        StringAssert.Contains(hidden, "[512x784]");
+        StringAssert.Contains(hidden, "401,408");
+        StringAssert.Matches(hidden, new System.Text.RegularExpressions.Regex(@" 80\.\d %"));
+        StringAssert.Contains(hidden, "int8");
+        StringAssert.Contains(result.Output, "parameters: 535,818 in 6 tensors");
     }
 
     [TestMethod]

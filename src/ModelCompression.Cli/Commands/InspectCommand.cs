@@ -1,11 +1,11 @@
 using System.CommandLine;
 using System.Globalization;
+using ModelCompression.Graph;
 using ModelCompression.Onnx;
-using ModelCompression.Onnx.Protobuf;
 
 namespace ModelCompression.Cli.Commands;
 
-/// <summary><c>compress-model inspect model.onnx</c>: the layer table (op, shape, parameters, sparsity, dtype).</summary>
+/// <summary><c>compress-model inspect model.onnx</c>: the weight table (layer, op, shape, parameters, sparsity, storage type).</summary>
 public static class InspectCommand
 {
     public static Command Create(TextWriter output, TextWriter error)
@@ -23,33 +23,26 @@ public static class InspectCommand
         return command;
     }
 
+    /// <summary>
+    /// One row per learned tensor as the computation reads it (<see cref="ModelWeights"/>): an int8 weight behind its
+    /// DequantizeLinear, a compactly stored one at its dense shape, with the element type it is stored in.
+    /// </summary>
     public static void Write(OnnxModel model, TextWriter output)
     {
-        var graph = new OnnxGraph(model.Graph);
-        var rows = new List<string[]> { new[] { "layer", "op", "weight", "shape", "params", "zeros", "dtype" } };
-        long total = 0, zeros = 0;
-        foreach (var node in graph.Nodes)
-        {
-            foreach (var input in node.Input.Skip(1))
-            {
-                var tensor = graph.Initializer(input);
-                if (tensor is null || tensor.Dims.Count < 2) continue;
-                var view = model.GetTensor(tensor);
-                var values = view.ToFloatArray();
-                var z = values.LongCount(v => v == 0);
-                total += values.Length;
-                zeros += z;
-                rows.Add([Passes.CompressionContext.LayerName(node), node.OpType, tensor.Name, "[" + string.Join("x", tensor.Dims) + "]",
-                    values.Length.ToString("N0", CultureInfo.InvariantCulture), (values.Length == 0 ? 0 : 100.0 * z / values.Length).ToString("0.0", CultureInfo.InvariantCulture) + " %",
-                    ElementTypes.Name((TensorProto.Types.DataType)tensor.DataType)]);
-            }
-        }
-        foreach (var sparse in model.Graph.SparseInitializer)
-            rows.Add(["(sparse initializer)", "", sparse.Values?.Name ?? "", "[" + string.Join("x", sparse.Dims) + "]", sparse.Dims.Aggregate(1L, (a, b) => a * b).ToString("N0", CultureInfo.InvariantCulture),
-                (100.0 - 100.0 * Tensors.ElementCount(sparse.Values ?? new TensorProto()) / Math.Max(1, sparse.Dims.Aggregate(1L, (a, b) => a * b))).ToString("0.0", CultureInfo.InvariantCulture) + " %",
-                ElementTypes.Name((TensorProto.Types.DataType)(sparse.Values?.DataType ?? 0))]);
+        var weights = ModelWeights.Find(model);
+        var rows = new List<string[]> { new[] { "layer", "op", "weight", "shape", "params", "zeros", "stored as" } };
+        foreach (var w in weights)
+            rows.Add([Passes.CompressionContext.LayerName(w.Consumer), w.Consumer.OpType, w.Value, w.Dims is null ? "?" : "[" + string.Join("x", w.Dims) + "]",
+                w.Elements.ToString("N0", CultureInfo.InvariantCulture), w.NonZeros is { } nz ? Percent(w.Elements - nz, w.Elements) : "?",
+                ElementTypes.Name(w.StoredType) + (w.StoredName == w.Value ? "" : $" ({w.StoredName})")]);
         var widths = Enumerable.Range(0, rows[0].Length).Select(c => rows.Max(r => r[c].Length)).ToArray();
         foreach (var row in rows) output.WriteLine(string.Join("  ", row.Select((cell, c) => c is 4 or 5 ? cell.PadLeft(widths[c]) : cell.PadRight(widths[c]))).TrimEnd());
-        output.WriteLine($"weights: {total:N0} parameters in {rows.Count - 1} tensors, {(total == 0 ? 0 : 100.0 * zeros / total).ToString("0.0", CultureInfo.InvariantCulture)} % zeros; all initializers: {CompressionEngine.CountParameters(model):N0} parameters");
+        var total = weights.Sum(w => w.Elements);
+        var known = weights.Where(w => w.NonZeros is not null).ToList();
+        var zeros = known.Sum(w => w.Elements - w.NonZeros!.Value);
+        output.WriteLine($"parameters: {total.ToString("N0", CultureInfo.InvariantCulture)} in {weights.Count} tensors, " +
+            $"{Percent(zeros, known.Sum(w => w.Elements))} zeros{(known.Count < weights.Count ? $" (of the {known.Count} tensors whose storage tells)" : "")}");
     }
+
+    private static string Percent(long part, long whole) => (whole == 0 ? 0 : 100.0 * part / whole).ToString("0.0", CultureInfo.InvariantCulture) + " %";
 }

@@ -15,7 +15,7 @@ using ModelCompression.Runtime;
 // Per configuration: pass time, accuracy and agreement on the 2,000 validation images, file size, and the latency
 // ratio against the original at batch 64, both models timed in interleaved rounds in the same process.
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
-var data = Path.GetFullPath("tests/data");
+var data = Path.GetFullPath("samples/data");
 var runtime = new RuntimeOptions(ExecutionProviderSpec.Cpu);
 var validation = Dataset.Load(Path.Combine(data, "fmnist_val.npz"));
 const int Rounds = 9, RunsPerRound = 20;

@@ -8,7 +8,7 @@ using ModelCompression.Policy;
 using ModelCompression.Quantization;
 using ModelCompression.Runtime;
 
-// Usage: dotnet run -c Release --project bench/Quantization [-- --data tests/data --rounds 15 --method minmax --batch 64]
+// Usage: dotnet run -c Release --project bench/Quantization [-- --data samples/data --rounds 15 --method minmax --batch 64]
 // Prints, for each fixture and quantization mode, fp32 vs int8 p50/p95 latency measured side by side in interleaved
 // rounds, their ratio, accuracy on the validation set, model size, calibration time, pass time and the kernels
 // ONNX Runtime ran.
@@ -78,11 +78,11 @@ internal sealed record Options(string Data, int Rounds, int RunsPerRound, string
             int.Parse(Value("--threads") ?? "0", CultureInfo.InvariantCulture));
     }
 
-    /// <summary>tests/data of the repository this runs from (walking up from the current folder).</summary>
+    /// <summary>samples/data of the repository this runs from (walking up from the current folder).</summary>
     private static string FindFixtures()
     {
         for (var dir = new DirectoryInfo(Directory.GetCurrentDirectory()); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "tests", "data", "fmnist_resnet.onnx"))) return Path.Combine(dir.FullName, "tests", "data");
+            if (File.Exists(Path.Combine(dir.FullName, "samples", "data", "fmnist_resnet.onnx"))) return Path.Combine(dir.FullName, "samples", "data");
         throw new DirectoryNotFoundException("fixtures not found: run from the repository or pass --data <folder with fmnist_*.onnx/npz>");
     }
 }

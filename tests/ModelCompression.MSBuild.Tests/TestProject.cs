@@ -53,7 +53,7 @@ internal sealed partial class TestProject
         return this;
     }
 
-    /// <summary>Copies a fixture from tests/data (next to the test binaries) to a path inside the project.</summary>
+    /// <summary>Copies a fixture from the data/ folder next to the test binaries to a path inside the project.</summary>
     public TestProject WithFixture(string fixture, string relativePath)
     {
         var target = PathOf(relativePath);

@@ -84,20 +84,21 @@ public static class ModelWeights
         var first = origins[node.Input[0]] with { Tensor = null };
         switch (node.OpType)
         {
-            case "Reshape" when origins[node.Input[1]].Tensor is { } shape && Int64s(shape) is { } dims && dims.All(d => d > 0):
+            case "Reshape" when node.Input.Count > 1 && origins[node.Input[1]].Tensor is { } shape && Int64s(shape) is { } dims && dims.All(d => d > 0):
                 return first with { Dims = dims };
             case "Transpose" when first.Dims is not null:
                 var perm = node.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.ToArray() ?? Enumerable.Range(0, first.Dims.Length).Reverse().Select(i => (long)i).ToArray();
-                return first with { Dims = perm.Select(p => first.Dims[p]).ToArray() };
+                var valid = perm.Length == first.Dims.Length && perm.Order().SequenceEqual(Enumerable.Range(0, perm.Length).Select(i => (long)i));
+                return first with { Dims = valid ? perm.Select(p => first.Dims[p]).ToArray() : null };
             case "DequantizeLinear" when node.Input.Count > 2 && node.Input[2].Length > 0 && origins[node.Input[2]].NonZeros != 0:
                 return first with { NonZeros = null }; // a nonzero zero point: stored zeros are not zeros of the weight
             case "DequantizeLinear" or "Cast" or "Identity":
                 return first;
             case var op when SameElements.Contains(op):
                 return first with { Dims = null };
-            case "ConstantOfShape" when origins[node.Input[0]].Tensor is { } shape && Int64s(shape) is { } dims:
+            case "ConstantOfShape" when origins[node.Input[0]].Tensor is { } shape && Int64s(shape) is { } dims && dims.All(d => d >= 0):
                 return new Origin(dims, Product(dims), 0, first.StoredName, first.StoredType, null);
-            case "ScatterND":
+            case "ScatterND" when node.Input.Count > 2:
                 // Compact storage: the data is a zero tensor of the full shape, the updates the stored values.
                 var updates = origins[node.Input[2]];
                 return first with { NonZeros = updates.NonZeros, StoredName = updates.StoredName, StoredType = updates.StoredType };

@@ -72,6 +72,30 @@ public sealed class ModelWeightsTests
     }
 
     [TestMethod]
+    public void MalformedConstantChains_AreCountedAsFarAsTheyTell_WithoutThrowing()
+    {
+        using var model = OnnxModel.Load(Fixtures.Mlp);
+        var graph = new OnnxGraph(model.Graph);
+        var gemm = graph.Nodes.First(n => n.OpType == "Gemm");
+        // An opset-1 style Reshape (shape as an attribute, one input) and a Transpose with a perm of the wrong length.
+        var reshape = new Onnx.Protobuf.NodeProto { OpType = "Reshape", Input = { gemm.Input[1] }, Output = { "reshaped" } };
+        var transpose = new Onnx.Protobuf.NodeProto
+        {
+            OpType = "Transpose", Input = { "reshaped" }, Output = { "transposed" },
+            Attribute = { new Onnx.Protobuf.AttributeProto { Name = "perm", Type = Onnx.Protobuf.AttributeProto.Types.AttributeType.Ints, Ints = { 0, 1, 2 } } },
+        };
+        graph.Proto.Node.Insert(0, transpose);
+        graph.Proto.Node.Insert(0, reshape);
+        gemm.Input[1] = "transposed";
+        graph.Invalidate();
+
+        var weight = ModelWeights.Find(model).Single(w => w.Value == "transposed");
+        Assert.IsNull(weight.Dims);
+        Assert.AreEqual(512L * 784, weight.Elements);
+        Assert.AreEqual(MlpParameters, ModelWeights.Parameters(model));
+    }
+
+    [TestMethod]
     public void StructuredPruning_CountsTheSmallerLayers()
     {
         var (model, _) = Compress(Fixtures.Mlp, ("StructuredSparsity", "0.5"));

@@ -73,6 +73,16 @@ public sealed class SparseStorageTests
     }
 
     [TestMethod]
+    public void SparseInt8_WholePipeline_IsByteIdenticalRunToRun()
+    {
+        (string, string)[] settings = [("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("Quantize", "int8")];
+        var first = Compress(Fixtures.Mlp, settings).Model;
+        var second = Compress(Fixtures.Mlp, settings).Model;
+        CollectionAssert.AreEqual(first.ToBytes(), second.ToBytes());
+        CollectionAssert.AreEqual(_storedInt8.ToBytes(), first.ToBytes(), "storage in the pipeline equals storage applied after it");
+    }
+
+    [TestMethod]
     public void Int8WeightScales_AreStoredAsExactFloat16()
     {
         var scales = _storedInt8.Graph.Initializer.Where(t => t.DataType == (int)Onnx.Protobuf.TensorProto.Types.DataType.Float16).ToList();

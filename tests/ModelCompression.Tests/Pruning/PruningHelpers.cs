@@ -1,13 +1,9 @@
-using ModelCompression.Data;
-using ModelCompression.Evaluation;
 using ModelCompression.Onnx;
-using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
-using ModelCompression.Runtime;
 
 namespace ModelCompression.Tests.Pruning;
 
-/// <summary>Runs the pipeline on a fixture and inspects the result: weights, sparsity, latency side by side.</summary>
+/// <summary>Runs the pipeline on a fixture and inspects the result: weights, sparsity, multiply-adds.</summary>
 internal static class PruningHelpers
 {
     /// <summary>Loads <paramref name="modelPath"/> and runs every pass the settings ask for (calibration data: the fixture's).</summary>
@@ -26,21 +22,34 @@ internal static class PruningHelpers
     public static long Zeros(OnnxModel model, WeightedLayer layer) => layer.ReadMatrix(model).LongCount(x => x == 0);
 
     /// <summary>
-    /// Median batch latency of each model on the same 64 validation images, timed side by side in alternating rounds
-    /// (as the gate does). The machine is shared: a measurement whose ratio misses <paramref name="target"/> is taken
-    /// again, up to three times, so a neighbour's burst of load does not decide the test; the best ratio is returned.
+    /// Multiply-adds of one 28×28 image through the Conv, Gemm and MatMul layers: what structured pruning removes and
+    /// what its speed-up comes from. Spatial sizes follow each Conv's strides, pads and dilations; other ops keep them.
     /// </summary>
-    public static (double Original, double Compressed) Latency(OnnxModel original, OnnxModel compressed, double target, int rounds = 15)
+    public static double MultiplyAdds(OnnxModel model)
     {
-        var batch = Fixtures.ValidationData.BindTo(ModelInput.FromGraph(original.Graph)).Batches(64).First();
-        using var a = OnnxRuntimeSession.Create(original.ToBytes(), Fixtures.Cpu);
-        using var b = OnnxRuntimeSession.Create(compressed.ToBytes(), Fixtures.Cpu);
-        (double Original, double Compressed) best = (1, double.PositiveInfinity);
-        for (var attempt = 0; attempt < 3 && best.Compressed / best.Original > target; attempt++)
+        var graph = new OnnxGraph(model.Graph);
+        var spatial = new Dictionary<string, (long H, long W)> { [graph.GraphInputNames.First()] = (28, 28) };
+        double total = 0;
+        foreach (var node in graph.Nodes)
         {
-            var (first, second) = LatencyComparison.Measure(a, b, batch, rounds);
-            if (second.P50Ms / first.P50Ms < best.Compressed / best.Original) best = (first.P50Ms, second.P50Ms);
+            if (node.Input.Count == 0 || !spatial.TryGetValue(node.Input[0], out var size)) continue;
+            if (node.OpType == "Conv")
+            {
+                var weight = graph.Initializer(node.Input[1])!;
+                long Attribute(string name, int i, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a && a.Ints.Count > i ? a.Ints[i] : fallback;
+                long Out(long input, int axis) =>
+                    (input + Attribute("pads", axis, 0) + Attribute("pads", axis + 2, 0) - Attribute("dilations", axis, 1) * (weight.Dims[2 + axis] - 1) - 1) / Attribute("strides", axis, 1) + 1;
+                var output = (Out(size.H, 0), Out(size.W, 1));
+                total += (double)Tensors.ElementCount(weight) * output.Item1 * output.Item2;
+                spatial[node.Output[0]] = output;
+            }
+            else if (node.OpType is "Gemm" or "MatMul")
+            {
+                total += Tensors.ElementCount(graph.Initializer(node.Input[1])!);
+                spatial[node.Output[0]] = (1, 1);
+            }
+            else foreach (var output in node.Output) spatial[output] = size;
         }
-        return best;
+        return total;
     }
 }

@@ -37,12 +37,15 @@ public sealed class StructuredPruningTests
     }
 
     [TestMethod]
-    public void Mlp_HalfTheHiddenNeurons_LosesAtMostOnePointAndRunsInAtMost60PercentOfTheTime()
+    // Latency (targets 0.6× and 0.8× of fp32) is measured side by side by bench/Pruning, not by timed tests: the tests
+    // check what makes it faster, multiply-adds, which do not depend on the machine's load.
+    public void Mlp_HalfTheHiddenNeurons_LosesAtMostOnePointWithUnder60PercentOfTheMultiplyAdds()
     {
         var accuracy = Fixtures.Accuracy(_mlpHalf);
         Assert.IsTrue(_mlpAccuracy - accuracy <= 0.01, $"accuracy {accuracy:P2} vs fp32 {_mlpAccuracy:P2}");
-        var (original, pruned) = Latency(_mlp, _mlpHalf, target: 0.6);
-        Assert.IsTrue(pruned / original <= 0.6, $"latency {pruned:0.000} ms vs {original:0.000} ms = {pruned / original:0.00}x");
+        var macs = MultiplyAdds(_mlpHalf) / MultiplyAdds(_mlp);
+        Assert.IsTrue(macs <= 0.6, $"multiply-adds {macs:0.000}x");
+        Assert.AreEqual(784.0 * 512 + 512 * 256 + 256 * 10, MultiplyAdds(_mlp), "the MLP's multiply-adds, counted by hand");
     }
 
     [TestMethod]
@@ -63,12 +66,12 @@ public sealed class StructuredPruningTests
     }
 
     [TestMethod]
-    public void ResNet_30PercentOfFilters_LosesAtMost1Point5AndRunsInAtMost80PercentOfTheTime()
+    public void ResNet_30PercentOfFilters_LosesAtMost1Point5WithUnder80PercentOfTheMultiplyAdds()
     {
         var accuracy = Fixtures.Accuracy(_resNet30);
         Assert.IsTrue(_resNetAccuracy - accuracy <= 0.015, $"accuracy {accuracy:P2} vs fp32 {_resNetAccuracy:P2}");
-        var (original, pruned) = Latency(_resNet, _resNet30, target: 0.8);
-        Assert.IsTrue(pruned / original <= 0.8, $"latency {pruned:0.000} ms vs {original:0.000} ms = {pruned / original:0.00}x");
+        var macs = MultiplyAdds(_resNet30) / MultiplyAdds(_resNet);
+        Assert.IsTrue(macs <= 0.8, $"multiply-adds {macs:0.000}x");
     }
 
     [TestMethod]

@@ -84,6 +84,8 @@ public static class CompressionEngine
         }
         timings.Add(new StepTiming("total", total.Elapsed.TotalMilliseconds));
 
+        var (parametersBefore, nonZerosBefore) = ModelWeights.Count(source);
+        var (parametersAfter, nonZerosAfter) = ModelWeights.Count(working);
         var report = new CompressionReport
         {
             Model = modelPath,
@@ -91,8 +93,10 @@ public static class CompressionEngine
             Candidate = written is null ? candidate : null,
             Policy = Describe(request.Policy),
             Layers = context.Records,
-            ParametersBefore = ModelWeights.Parameters(source),
-            ParametersAfter = ModelWeights.Parameters(working),
+            ParametersBefore = parametersBefore,
+            ParametersAfter = parametersAfter,
+            NonZeroParametersBefore = nonZerosBefore,
+            NonZeroParametersAfter = nonZerosAfter,
             Measurements = measurements,
             Verdict = verdict,
             GateFailureAsWarning = request.GateFailureAsWarning,

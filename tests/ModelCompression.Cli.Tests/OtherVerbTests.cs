@@ -34,6 +34,14 @@ public sealed class OtherVerbTests
         StringAssert.Matches(hidden, new System.Text.RegularExpressions.Regex(@" 80\.\d %"));
         StringAssert.Contains(hidden, "int8");
         StringAssert.Contains(result.Output, "parameters: 535,818 in 6 tensors");
+
+        // The report counts alike: all parameters stay (int8 and compact storage are forms of them), 80 % of the
+        // hidden layers' weights are zeros.
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "compress-model-reports", "fmnist_mlp.report.json")));
+        Assert.AreEqual(535_818, report.RootElement.GetProperty("parametersBefore").GetInt64());
+        Assert.AreEqual(535_818, report.RootElement.GetProperty("parametersAfter").GetInt64());
+        var nonZeros = report.RootElement.GetProperty("nonZeroParametersAfter").GetInt64();
+        Assert.IsTrue(nonZeros is > 100_000 and < 112_000, $"{nonZeros} nonzero parameters");
     }
 
     [TestMethod]

@@ -27,6 +27,13 @@ public static class ModelWeights
 
     public static long Parameters(OnnxModel model) => Find(model).Sum(w => w.Elements);
 
+    /// <summary>Parameters and how many of them are not zero (a tensor whose storage does not tell counts as all nonzero).</summary>
+    public static (long Parameters, long NonZeros) Count(OnnxModel model)
+    {
+        var weights = Find(model);
+        return (weights.Sum(w => w.Elements), weights.Sum(w => w.NonZeros ?? w.Elements));
+    }
+
     /// <summary>Every weight, once, in the order its first consumer runs.</summary>
     public static IReadOnlyList<ModelWeight> Find(OnnxModel model)
     {

@@ -25,8 +25,12 @@ public sealed record CompressionReport
     /// <summary>The effective settings, by policy-setting name.</summary>
     public required IReadOnlyDictionary<string, string> Policy { get; init; }
     public required IReadOnlyList<LayerRecord> Layers { get; init; }
+    /// <summary>Weights and biases the computation reads, at their dense size (quantization parameters excluded).</summary>
     public long ParametersBefore { get; init; }
     public long ParametersAfter { get; init; }
+    /// <summary>Of those, the ones that are not zero: what unstructured pruning removes.</summary>
+    public long NonZeroParametersBefore { get; init; }
+    public long NonZeroParametersAfter { get; init; }
     public required GateMeasurements Measurements { get; init; }
     public required GateVerdict Verdict { get; init; }
     public bool GateFailureAsWarning { get; init; }

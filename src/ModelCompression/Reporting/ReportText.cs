@@ -35,6 +35,7 @@ internal static class ReportText
         var m = report.Measurements;
         yield return ("Size", Bytes(m.OriginalBytes), Bytes(m.CompressedBytes), Ratio(m.SizeRatio));
         yield return ("Parameters", Count(report.ParametersBefore), Count(report.ParametersAfter), Ratio(report.ParametersBefore == 0 ? null : (double)report.ParametersAfter / report.ParametersBefore));
+        yield return ("Nonzero parameters", Count(report.NonZeroParametersBefore), Count(report.NonZeroParametersAfter), Ratio(report.NonZeroParametersBefore == 0 ? null : (double)report.NonZeroParametersAfter / report.NonZeroParametersBefore));
         if (m.Original?.Top1 is not null)
         {
             yield return ("Top-1 accuracy", Percent(m.Original.Top1), Percent(m.Compressed?.Top1), Delta(m.Original.Top1, m.Compressed?.Top1));

@@ -34,14 +34,14 @@ public static class PruningBenchmark
         output.WriteLine("|---|---|---|---|---|---|");
         var cases = new (string Name, string Model, (string, string)[] Settings, bool Latency)[]
         {
-            ("mlp 80 % magnitude (global)", mlp, [("Sparsity", "0.8")], false),
+            ("mlp 80 % magnitude (global)", mlp, [("Sparsity", "0.8"), ("PruneMethod", "magnitude")], false),
             ("mlp 80 % sparsegpt", mlp, [("Sparsity", "0.8"), ("PruneMethod", "sparsegpt")], false),
-            ("mlp 90 % magnitude (global)", mlp, [("Sparsity", "0.9")], false),
+            ("mlp 90 % magnitude (global)", mlp, [("Sparsity", "0.9"), ("PruneMethod", "magnitude")], false),
             ("mlp 90 % sparsegpt", mlp, [("Sparsity", "0.9"), ("PruneMethod", "sparsegpt")], false),
             ("mlp 90 % sparsegpt, uniform per layer", mlp, [("Sparsity", "0.9"), ("PruneMethod", "sparsegpt"), ("PruneScope", "layer")], false),
-            ("resnet 50 % magnitude (global)", resNet, [("Sparsity", "0.5")], false),
+            ("resnet 50 % magnitude (global)", resNet, [("Sparsity", "0.5"), ("PruneMethod", "magnitude")], false),
             ("resnet 50 % sparsegpt", resNet, [("Sparsity", "0.5"), ("PruneMethod", "sparsegpt")], false),
-            ("resnet 70 % magnitude (global)", resNet, [("Sparsity", "0.7")], false),
+            ("resnet 70 % magnitude (global)", resNet, [("Sparsity", "0.7"), ("PruneMethod", "magnitude")], false),
             ("resnet 70 % sparsegpt", resNet, [("Sparsity", "0.7"), ("PruneMethod", "sparsegpt")], false),
             ("resnet 70 % sparsegpt, uniform per layer", resNet, [("Sparsity", "0.7"), ("PruneMethod", "sparsegpt"), ("PruneScope", "layer")], false),
             ("mlp 50 % of hidden neurons, l1", mlp, [("StructuredSparsity", "0.5")], true),

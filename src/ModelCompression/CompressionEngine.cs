@@ -194,6 +194,7 @@ public static class CompressionEngine
                 _ => value.ToString() ?? "",
             };
         }
+        if (policy.PruneMethod == PruneMethod.Auto) result["PruneMethod"] = $"auto ({PolicySettings.FormatEnum(policy.EffectivePruneMethod)})";
         if (policy.LayerOverrides.Count > 0)
             result["LayerOverrides"] = string.Join("; ", policy.LayerOverrides.Select(o => $"{o.Match}: {string.Join(", ", o.Settings.Select(s => $"{s.Key}={s.Value}"))}"));
         return result;

@@ -2,7 +2,7 @@ namespace ModelCompression.Policy;
 
 public enum QuantizeMode { None, Int8, Int8Dynamic }
 public enum CalibrationMethod { MinMax, Percentile, Entropy }
-public enum PruneMethod { Magnitude, SparseGpt }
+public enum PruneMethod { Auto, Magnitude, SparseGpt }
 public enum PruneScope { Global, Layer }
 public enum StructuredCriterion { L1, Apoz, Reconstruction }
 public enum LowRankMethod { Svd, ActivationAware }
@@ -46,7 +46,9 @@ public sealed record CompressionPolicy
 
     // Pruning
     public double Sparsity { get; init; }
-    public PruneMethod PruneMethod { get; init; } = PruneMethod.Magnitude;
+    public PruneMethod PruneMethod { get; init; } = PruneMethod.Auto;
+    /// <summary>The method that runs: auto is sparsegpt when calibration data is given (far more accurate), else magnitude.</summary>
+    public PruneMethod EffectivePruneMethod => PruneMethod != PruneMethod.Auto ? PruneMethod : CalibrationData is null ? PruneMethod.Magnitude : PruneMethod.SparseGpt;
     public PruneScope PruneScope { get; init; } = PruneScope.Global;
     public NmPattern? SparsityPattern { get; init; }
     public double PruneDamping { get; init; } = 0.01;

@@ -52,8 +52,8 @@ public static class PolicySettings
 
         // Pruning
         Number("Sparsity", "[0, 1)", "Fraction of prunable weights set to zero (unstructured or N:M).", true, v => v >= 0 && v < 1, (p, v) => p with { Sparsity = v }),
-        Enum("PruneMethod", "magnitude = smallest |w|; sparsegpt = data-aware one-shot OBS pruning with weight reconstruction (needs CalibrationData).", true,
-            (p, v) => p with { PruneMethod = v }, ("magnitude", PruneMethod.Magnitude), ("sparsegpt", PruneMethod.SparseGpt)),
+        Enum("PruneMethod", "auto = sparsegpt when CalibrationData is given, else magnitude; magnitude = smallest |w|; sparsegpt = data-aware one-shot OBS pruning with weight reconstruction (needs CalibrationData).", true,
+            (p, v) => p with { PruneMethod = v }, ("auto", PruneMethod.Auto), ("magnitude", PruneMethod.Magnitude), ("sparsegpt", PruneMethod.SparseGpt)),
         Enum("PruneScope", "global = one threshold over all prunable layers; layer = the same sparsity in every layer.", false,
             (p, v) => p with { PruneScope = v }, ("global", PruneScope.Global), ("layer", PruneScope.Layer)),
         new("SparsityPattern", "unstructured|N:M", "unstructured, or N:M (N zeros in every M consecutive input weights, e.g. 2:4).", true, (p, raw, _) => p with { SparsityPattern = ParsePattern(raw) }),
@@ -166,7 +166,9 @@ public static class PolicySettings
         if (p.StructuredSparsity > 0 && p.StructuredCriterion != StructuredCriterion.L1) needsCalibration.Add($"StructuredCriterion={FormatEnum(p.StructuredCriterion)}");
         if ((p.Rank is not null || p.RankEnergy is not null || p.ParameterBudget is not null) && p.LowRankMethod == LowRankMethod.ActivationAware) needsCalibration.Add("LowRankMethod=activation-aware");
         if (needsCalibration.Count > 0 && p.CalibrationData is null)
-            yield return new Diagnostic(DiagnosticCodes.MissingCalibrationData, Severity.Error, $"{string.Join(", ", needsCalibration)} needs CalibrationData", origin);
+            yield return new Diagnostic(DiagnosticCodes.MissingCalibrationData, Severity.Error,
+                $"{string.Join(", ", needsCalibration)} needs CalibrationData: a few hundred representative inputs (.npz, .npy or an ONNX test-data folder)" +
+                (p.Quantize == QuantizeMode.Int8 ? "; Quantize=int8-dynamic needs none" : ""), origin);
         var thresholds = new[] { ("MinAccuracy", p.MinAccuracy), ("MaxAccuracyDrop", p.MaxAccuracyDrop), ("MinAgreement", p.MinAgreement), ("MaxLatencyRatio", p.MaxLatencyRatio), ("MaxLatencyMs", p.MaxLatencyMs) }
             .Where(t => t.Item2 is not null).Select(t => t.Item1).ToList();
         if (thresholds.Count > 0 && p.ValidationData is null)

@@ -7,7 +7,8 @@ using ModelCompression.Policy;
 namespace ModelCompression.Pruning;
 
 /// <summary>
-/// Unstructured (or N:M) pruning of Conv/Gemm/MatMul weights: PruneMethod=magnitude zeroes the smallest |w|;
+/// Unstructured (or N:M) pruning of Conv/Gemm/MatMul weights (PruneMethod=auto: sparsegpt with calibration data,
+/// else magnitude): PruneMethod=magnitude zeroes the smallest |w|;
 /// PruneMethod=sparsegpt prunes by OBS saliency on calibration data and updates the kept weights to compensate,
 /// layer after layer so each sees the inputs the already-pruned layers before it produce. Which layers and how
 /// many weights each: <see cref="PruningTargets"/>.
@@ -27,12 +28,12 @@ public sealed class UnstructuredPruningPass : ICompressionPass
             context.Warn(DiagnosticCodes.NothingToCompress, "prune: no prunable layer (Conv/Gemm/MatMul with a constant weight) is left to prune");
             return;
         }
-        var grouped = targets.Where(t => t.Policy.PruneMethod == PruneMethod.SparseGpt && t.Layer.OpType == "Conv" && t.Layer.Group != 1).ToList();
-        var dataAware = targets.Where(t => t.Policy.PruneMethod == PruneMethod.SparseGpt).Except(grouped).ToList();
+        var grouped = targets.Where(t => t.Policy.EffectivePruneMethod == PruneMethod.SparseGpt && t.Layer.OpType == "Conv" && t.Layer.Group != 1).ToList();
+        var dataAware = targets.Where(t => t.Policy.EffectivePruneMethod == PruneMethod.SparseGpt).Except(grouped).ToList();
         // The data-aware layers reconstruct their outputs in the model as it was before this pass.
         var capture = dataAware.Count > 0 ? GramCapture.Prepare(context, Name, dataAware.Select(t => t.Layer).ToList()) : null;
         var reference = capture?.CaptureTargets(dataAware.Select(t => t.Layer).ToList());
-        foreach (var target in targets.Where(t => t.Policy.PruneMethod == PruneMethod.Magnitude)) PruneByMagnitude(context, target);
+        foreach (var target in targets.Where(t => t.Policy.EffectivePruneMethod == PruneMethod.Magnitude)) PruneByMagnitude(context, target);
         foreach (var target in grouped) PruneByMagnitude(context, target, "grouped conv: pruned by magnitude (the data-aware method needs group=1)");
         if (capture is not null) PruneDataAware(context, dataAware, capture, reference!);
     }

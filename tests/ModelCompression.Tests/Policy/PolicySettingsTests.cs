@@ -62,6 +62,16 @@ public sealed class PolicySettingsTests
     }
 
     [TestMethod]
+    public void PruneMethodAuto_IsSparseGptWithCalibrationData_ElseMagnitude()
+    {
+        Assert.AreEqual(PruneMethod.Auto, new CompressionPolicy().PruneMethod);
+        Assert.AreEqual(PruneMethod.Magnitude, Fixtures.Policy(("Sparsity", "0.8")).EffectivePruneMethod);
+        Assert.AreEqual(PruneMethod.SparseGpt, Fixtures.Policy(("Sparsity", "0.8"), ("CalibrationData", "fmnist_calib.npz")).EffectivePruneMethod);
+        Assert.AreEqual(PruneMethod.Magnitude, Fixtures.Policy(("Sparsity", "0.8"), ("CalibrationData", "fmnist_calib.npz"), ("PruneMethod", "magnitude")).EffectivePruneMethod);
+        Assert.AreEqual("auto (sparsegpt)", CompressionEngine.Describe(Fixtures.Policy(("CalibrationData", "fmnist_calib.npz")))["PruneMethod"]);
+    }
+
+    [TestMethod]
     public void RankText_IsARatioOrAnAbsoluteRank()
     {
         Assert.AreEqual(new RankSpec(64, IsRatio: false), Fixtures.Policy(("Rank", "64")).Rank);

@@ -20,7 +20,7 @@ public sealed class MlpUnstructuredPruningTests
     {
         _original = OnnxModel.Load(Fixtures.Mlp);
         _originalAccuracy = Fixtures.Accuracy(_original);
-        _magnitude80 = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("SparseStorage", "false")).Model;
+        _magnitude80 = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "magnitude"), ("SparseStorage", "false")).Model;
         _sparseGpt80 = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("SparseStorage", "false")).Model;
         _sparseGpt90 = Compress(Fixtures.Mlp, ("Sparsity", "0.9"), ("PruneMethod", "sparsegpt"), ("SparseStorage", "false")).Model;
     }
@@ -48,7 +48,7 @@ public sealed class MlpUnstructuredPruningTests
     [TestMethod]
     public void LayerScope_PrunesEveryLayerToTheRequestedSparsity()
     {
-        var (model, _) = Compress(Fixtures.Mlp, ("Sparsity", "0.7"), ("PruneScope", "layer"), ("SparseStorage", "false"));
+        var (model, _) = Compress(Fixtures.Mlp, ("Sparsity", "0.7"), ("PruneMethod", "magnitude"), ("PruneScope", "layer"), ("SparseStorage", "false"));
         foreach (var name in Hidden)
         {
             var layer = Layer(model, name);
@@ -73,7 +73,7 @@ public sealed class MlpUnstructuredPruningTests
     [TestMethod]
     public void ExcludedLayer_IsNotTouched()
     {
-        var (model, context) = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("Exclude", "/hidden.1/*"), ("SparseStorage", "false"));
+        var (model, context) = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "magnitude"), ("Exclude", "/hidden.1/*"), ("SparseStorage", "false"));
         CollectionAssert.AreEqual(Layer(_original, "/hidden.1/Gemm").ReadMatrix(_original), Layer(model, "/hidden.1/Gemm").ReadMatrix(model));
         var hidden0 = Layer(model, "/hidden.0/Gemm");
         Assert.AreEqual((long)Math.Round(0.8 * hidden0.Parameters), Zeros(model, hidden0));

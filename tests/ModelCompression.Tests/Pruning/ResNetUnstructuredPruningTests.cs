@@ -21,7 +21,7 @@ public sealed class ResNetUnstructuredPruningTests
         _originalAccuracy = Fixtures.Accuracy(_original);
         _sparseGpt50 = Compress(Fixtures.ResNet, ("Sparsity", "0.5"), ("PruneMethod", "sparsegpt"), ("SparseStorage", "false")).Model;
         _sparseGpt70 = Compress(Fixtures.ResNet, ("Sparsity", "0.7"), ("PruneMethod", "sparsegpt"), ("SparseStorage", "false")).Model;
-        _magnitude50 = Compress(Fixtures.ResNet, ("Sparsity", "0.5"), ("SparseStorage", "false")).Model;
+        _magnitude50 = Compress(Fixtures.ResNet, ("Sparsity", "0.5"), ("PruneMethod", "magnitude"), ("SparseStorage", "false")).Model;
     }
 
     private static List<WeightedLayer> Pruned(OnnxModel model) =>

@@ -6,8 +6,9 @@ namespace ModelCompression.Graph;
 
 /// <summary>
 /// One learned tensor as the model's computation reads it: <paramref name="Dims"/> (null: not known),
-/// <paramref name="Elements"/> and <paramref name="NonZeros"/> of the logical tensor, stored as <paramref name="StoredName"/> in <paramref name="StoredType"/> (int8 behind a
-/// DequantizeLinear, gap-coded values behind a decoder, …). NonZeros is null when the storage does not tell.
+/// <paramref name="Elements"/> and <paramref name="NonZeros"/> of the logical tensor, stored as
+/// <paramref name="StoredName"/> in <paramref name="StoredType"/> (int8 behind a DequantizeLinear, gap-coded values
+/// behind a decoder, …). NonZeros is null when the storage does not tell.
 /// </summary>
 public sealed record ModelWeight(string Value, NodeProto Consumer, long[]? Dims, long Elements, long? NonZeros, string StoredName, DataType StoredType);
 
@@ -54,13 +55,14 @@ public static class ModelWeights
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var node in graph.Nodes)
         {
+            if (node.Output.Count == 0) continue;
             if (node.OpType == "Constant" && node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } constant)
             {
                 origins[node.Output[0]] = Stored(model, constant) with { StoredName = node.Output[0] };
                 continue;
             }
             var inputs = node.Input.Where(i => i.Length > 0).ToList();
-            if (inputs.Count > 0 && inputs.All(origins.ContainsKey))
+            if (inputs.Count > 0 && node.Input[0].Length > 0 && inputs.All(origins.ContainsKey))
             {
                 origins[node.Output[0]] = Follow(node, origins);
                 continue;
@@ -88,26 +90,26 @@ public static class ModelWeights
     /// <summary>What a constant node's output stores; unknown elements when it is an intermediate no weight is read from.</summary>
     private static Origin Follow(NodeProto node, Dictionary<string, Origin> origins)
     {
-        var first = origins[node.Input[0]] with { Tensor = null };
+        Origin? Input(int i) => i < node.Input.Count && origins.TryGetValue(node.Input[i], out var o) ? o : null;
+        var first = Input(0)! with { Tensor = null };
         switch (node.OpType)
         {
-            case "Reshape" when node.Input.Count > 1 && origins[node.Input[1]].Tensor is { } shape && Int64s(shape) is { } dims && dims.All(d => d > 0):
+            case "Reshape" when Input(1)?.Tensor is { } shape && Int64s(shape) is { } dims && dims.All(d => d > 0):
                 return first with { Dims = dims };
             case "Transpose" when first.Dims is not null:
                 var perm = node.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.ToArray() ?? Enumerable.Range(0, first.Dims.Length).Reverse().Select(i => (long)i).ToArray();
                 var valid = perm.Length == first.Dims.Length && perm.Order().SequenceEqual(Enumerable.Range(0, perm.Length).Select(i => (long)i));
                 return first with { Dims = valid ? perm.Select(p => first.Dims[p]).ToArray() : null };
-            case "DequantizeLinear" when node.Input.Count > 2 && node.Input[2].Length > 0 && origins[node.Input[2]].NonZeros != 0:
+            case "DequantizeLinear" when Input(2) is { } zeroPoint && zeroPoint.NonZeros != 0:
                 return first with { NonZeros = null }; // a nonzero zero point: stored zeros are not zeros of the weight
             case "DequantizeLinear" or "Cast" or "Identity":
                 return first;
             case var op when SameElements.Contains(op):
                 return first with { Dims = null };
-            case "ConstantOfShape" when origins[node.Input[0]].Tensor is { } shape && Int64s(shape) is { } dims && dims.All(d => d >= 0):
+            case "ConstantOfShape" when Input(0)!.Tensor is { } shape && Int64s(shape) is { } dims && dims.All(d => d >= 0):
                 return new Origin(dims, Product(dims), 0, first.StoredName, first.StoredType, null);
-            case "ScatterND" when node.Input.Count > 2:
+            case "ScatterND" when Input(2) is { } updates:
                 // Compact storage: the data is a zero tensor of the full shape, the updates the stored values.
-                var updates = origins[node.Input[2]];
                 return first with { NonZeros = updates.NonZeros, StoredName = updates.StoredName, StoredType = updates.StoredType };
             case "Gather":
                 // A decoder reading its stored values: no shape of interest, but where the values live.

@@ -8,8 +8,9 @@ namespace ModelCompression.Pruning;
 
 /// <summary>
 /// Clean-up step: every initializer that some <see cref="SparseEncoding"/> stores in fewer bytes than the dense
-/// tensor (sparse forms, or float16 for floats that are exact in it) is replaced by the smallest one. It looks only at initializers (float weights after pruning, int8 ones
-/// after quantization alike), never at how they were produced, and runs after every other pass.
+/// tensor (sparse forms, or float16 for floats exact in it) is replaced by the smallest one. It looks only at
+/// initializers (float weights after pruning, int8 ones after quantization alike), never at how they were produced,
+/// and runs after every other pass.
 /// </summary>
 public sealed class SparseStoragePass : ICompressionPass
 {

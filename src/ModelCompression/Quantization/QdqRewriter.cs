@@ -168,10 +168,11 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         var axis = layer.StoredOutIn ? 0 : 1;
         var quantizedName = _graph.FreshName(name + "_quantized");
         var scaleName = _graph.FreshName(name + "_scale");
+        var zeroPointName = _graph.FreshName(name + "_zero_point");
         var dequantizedName = _graph.FreshName(name + "_dequantized");
         _graph.SetInitializer(Tensors.FromInt8s(quantizedName, layer.WeightShape, stored));
         _graph.SetInitializer(Tensors.FromFloats(scaleName, [layer.OutFeatures], weights.Scales));
-        var zeroPointName = _graph.FreshName(name + "_zero_point");
+        // All zeros, yet explicit: without a weight zero point ORT's QDQ selectors leave the Gemm/Conv unfused.
         _graph.SetInitializer(Tensors.FromInt8s(zeroPointName, [layer.OutFeatures], new sbyte[layer.OutFeatures]));
         _graph.InsertBefore(node, DequantizeLinear(name, quantizedName, scaleName, zeroPointName, dequantizedName, axis));
         node.Input[1] = dequantizedName;
@@ -186,10 +187,9 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
             var biasScaleName = _graph.FreshName(biasName + "_scale");
             var biasDequantizedName = _graph.FreshName(biasName + "_dequantized");
             _graph.SetInitializer(Tensors.FromInt32s(biasQuantizedName, [layer.OutFeatures], quantizedBias));
-            // A bias leaves out its zero point (the default, 0, is the only one int32 biases have). ORT's fusions do
-            // need the weights' explicit zero point, which is why that one stays.
             // The bias scale is input scale × weight scale by definition, so it is computed rather than stored: a float
-            // Mul gives the same bits as BiasScales, and ORT folds it into a constant before its QDQ fusions look.
+            // Mul gives the same bits as BiasScales, and ORT folds it into a constant before its QDQ fusions look. No
+            // zero point either: 0, the default, is the only one an int32 bias has.
             _graph.InsertBefore(node, new NodeProto
             {
                 OpType = "Mul", Name = _graph.FreshName(biasName + "_scale_Mul"), Input = { ScaleOf(node.Input[0]), scaleName }, Output = { biasScaleName },

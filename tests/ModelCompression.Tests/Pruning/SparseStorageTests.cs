@@ -87,7 +87,7 @@ public sealed class SparseStorageTests
     {
         var scales = _storedInt8.Graph.Initializer.Where(t => t.DataType == (int)Onnx.Protobuf.TensorProto.Types.DataType.Float16).ToList();
         Assert.AreEqual(2, scales.Count, "the two pruned hidden layers' per-channel scales (the 10-channel head's are too small to gain)");
-        Assert.IsTrue(_storedInt8.Graph.Node.Count(n => n.OpType == "Cast" && n.Output[0].EndsWith("weight_scale", StringComparison.Ordinal)) == 2);
+        Assert.AreEqual(2, _storedInt8.Graph.Node.Count(n => n.OpType == "Cast" && n.Output[0].EndsWith("weight_scale", StringComparison.Ordinal)));
     }
 
     [TestMethod]

@@ -35,6 +35,10 @@ public static class PackageFeed
         // Test projects under the temp root must not see any Directory.Build.* or NuGet.config above them.
         File.WriteAllText(Path.Combine(Root, "Directory.Build.props"), "<Project />\n");
         File.WriteAllText(Path.Combine(Root, "Directory.Build.targets"), "<Project />\n");
+        // Packages other than the one under test (the sample's ONNX Runtime) come from those the repository restored,
+        // read in place as a fallback folder; the package under test only ever comes from the test feed.
+        var restored = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } packages
+            ? packages : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
         File.WriteAllText(Path.Combine(Root, "NuGet.config"), $"""
             <?xml version="1.0" encoding="utf-8"?>
             <configuration>
@@ -42,6 +46,9 @@ public static class PackageFeed
                 <clear />
                 <add key="under-test" value="{FeedFolder}" />
               </packageSources>
+              <fallbackPackageFolders>
+                <add key="restored" value="{restored}" />
+              </fallbackPackageFolders>
             </configuration>
             """);
 

@@ -20,22 +20,6 @@ public sealed class SampleTests
             Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             File.Copy(file, target);
         }
-        // The sample also references ONNX Runtime itself: that comes from the packages the repository restored,
-        // read in place (a fallback folder), while the package under test comes from the test feed.
-        var restored = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } packages
-            ? packages : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        File.WriteAllText(Path.Combine(directory, "NuGet.config"), $"""
-            <?xml version="1.0" encoding="utf-8"?>
-            <configuration>
-              <packageSources>
-                <clear />
-                <add key="under-test" value="{PackageFeed.FeedFolder}" />
-              </packageSources>
-              <fallbackPackageFolders>
-                <add key="restored" value="{restored}" />
-              </fallbackPackageFolders>
-            </configuration>
-            """);
         var project = Path.Combine(directory, "FashionClassifier.csproj");
         var version = $"-p:ModelCompressionVersion={PackageFeed.Version}";
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using ModelCompression.Evaluation;
 using ModelCompression.Policy;
 
 namespace ModelCompression.Cli;
@@ -10,15 +11,15 @@ namespace ModelCompression.Cli;
 public sealed class PolicyOptions
 {
     /// <summary>The settings that mean something when gating an existing pair (evaluate has no techniques).</summary>
-    public static readonly string[] GateSettings =
-        ["ValidationData", "MinAccuracy", "MaxAccuracyDrop", "MinAgreement", "MaxLatencyRatio", "MaxLatencyMs", "MaxSizeRatio", "TopK", "ExecutionProvider", "OnnxRuntimeLibrary", "BatchSize", "Threads", "LatencyRounds"];
+    public static bool IsGateSetting(Setting setting) =>
+        setting.Group == GateOptions.Group || setting.Group == ExecutionOptions.Group || setting.Name == "ValidationData";
 
-    private readonly List<(PolicySetting Setting, Option<string> Option)> _options = [];
+    private readonly List<(Setting Setting, Option<string> Option)> _options = [];
 
-    public PolicyOptions(Func<PolicySetting, bool> include)
+    public PolicyOptions(Func<Setting, bool> include)
     {
-        foreach (var setting in PolicySettings.All.Where(s => s.Name != "Excluded" && include(s)))
-            _options.Add((setting, new Option<string>(setting.OptionName) { Description = $"{setting.Description} [{setting.Values}]", HelpName = setting.Values.Length <= 24 ? setting.Values : "value" }));
+        foreach (var setting in PolicySettings.Options.Where(include))
+            _options.Add((setting, new Option<string>(setting.OptionName) { Description = $"{setting.Description} [{setting.Values}]{(setting.DefaultText.Length > 0 ? $" Default: {setting.DefaultText}." : "")}", HelpName = setting.Values.Length <= 24 ? setting.Values : "value" }));
     }
 
     public void AddTo(Command command)

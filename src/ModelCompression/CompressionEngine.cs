@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
 using ModelCompression.Graph;
@@ -57,7 +56,7 @@ public static class CompressionEngine
             timings.Add(new StepTiming(pass.Name, step.Elapsed.TotalMilliseconds));
         }
         if (!request.Policy.HasTechnique)
-            context.Warn(DiagnosticCodes.NothingToCompress, "no technique is set (Quantize, Sparsity, StructuredSparsity, Rank …): the output is the cleaned-up original");
+            context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
 
         Directory.CreateDirectory(request.ReportDirectory);
         var name = Path.GetFileNameWithoutExtension(modelPath);
@@ -176,27 +175,5 @@ public static class CompressionEngine
     }
 
     /// <summary>The policy as setting-name → value text, for the report (defaults included, so a report stands alone).</summary>
-    public static IReadOnlyDictionary<string, string> Describe(CompressionPolicy policy)
-    {
-        var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var property in typeof(CompressionPolicy).GetProperties())
-        {
-            if (PolicySettings.Find(property.Name) is null || property.Name == "Excluded") continue;
-            var value = property.GetValue(policy);
-            result[property.Name] = value switch
-            {
-                null => "",
-                double d => d.ToString("R", CultureInfo.InvariantCulture),
-                System.Enum e => PolicySettings.FormatEnum(e),
-                bool b => b ? "true" : "false",
-                IEnumerable<string> list => string.Join(";", list),
-                IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-                _ => value.ToString() ?? "",
-            };
-        }
-        if (policy.PruneMethod == PruneMethod.Auto) result["PruneMethod"] = $"auto ({PolicySettings.FormatEnum(policy.EffectivePruneMethod)})";
-        if (policy.LayerOverrides.Count > 0)
-            result["LayerOverrides"] = string.Join("; ", policy.LayerOverrides.Select(o => $"{o.Match}: {string.Join(", ", o.Settings.Select(s => $"{s.Key}={s.Value}"))}"));
-        return result;
-    }
+    public static IReadOnlyDictionary<string, string> Describe(CompressionPolicy policy) => policy.Describe();
 }

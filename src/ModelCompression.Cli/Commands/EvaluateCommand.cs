@@ -13,7 +13,7 @@ public static class EvaluateCommand
         var original = new Argument<string>("original") { Description = "The reference model." };
         var compressed = new Argument<string>("compressed") { Description = "The model to gate against it." };
         var reportDir = new Option<string>("--report-dir") { Description = "Write JSON/Markdown/HTML reports to this folder." };
-        var policy = new PolicyOptions(s => PolicyOptions.GateSettings.Contains(s.Name));
+        var policy = new PolicyOptions(PolicyOptions.IsGateSetting);
         var command = new Command("evaluate", "Gate an existing original/compressed pair on accuracy, agreement, latency and size.") { original, compressed, reportDir };
         policy.AddTo(command);
         command.SetAction(parse => CompressModelApp.Guard(error, () =>

@@ -1,8 +1,11 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
-using ModelCompression.Policy;
 
 namespace ModelCompression.Calibration;
+
+
+/// <summary>How activation ranges are chosen from calibration data.</summary>
+public enum CalibrationMethod { MinMax, Percentile, Entropy }
 
 /// <summary>The float interval an activation tensor is quantized over.</summary>
 public readonly record struct ActivationRange(float Min, float Max)

@@ -9,6 +9,7 @@ public sealed class CleanupPass : ICompressionPass
 {
     public string Name => "cleanup";
     public PassStage Stage => PassStage.Cleanup;
+    public IReadOnlyList<OptionsGroup> Reads => [];
     public bool IsRequested(CompressionPolicy policy) => true;
 
     public void Apply(CompressionContext context)

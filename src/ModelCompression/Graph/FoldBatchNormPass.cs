@@ -13,7 +13,8 @@ public sealed class FoldBatchNormPass : ICompressionPass
 {
     public string Name => "fold-batchnorm";
     public PassStage Stage => PassStage.Fold;
-    public bool IsRequested(CompressionPolicy policy) => policy.FoldBatchNorm;
+    public IReadOnlyList<OptionsGroup> Reads => [GraphOptions.Group];
+    public bool IsRequested(CompressionPolicy policy) => policy.Get<GraphOptions>().FoldBatchNorm;
 
     public void Apply(CompressionContext context)
     {
@@ -24,7 +25,7 @@ public sealed class FoldBatchNormPass : ICompressionPass
             if (bn.Attribute.Any(a => a.Name == "training_mode" && a.I != 0)) continue;
             var producer = graph.Producer(bn.Input[0]);
             if (producer is null || producer.OpType is not ("Conv" or "Gemm") || graph.Consumers(producer.Output[0]).Count != 1 || graph.IsGraphOutput(producer.Output[0])) continue;
-            if (context.PolicyFor(producer).Excluded) continue;
+            if (context.IsExcluded(producer)) continue;
             var layer = WeightedLayer.Find(graph, producer.OpType).FirstOrDefault(l => ReferenceEquals(l.Node, producer));
             var parameters = bn.Input.Skip(1).Select(graph.Initializer).ToList();
             if (layer is null || parameters.Any(p => p is null)) continue;

@@ -16,16 +16,17 @@ namespace ModelCompression.LowRank;
 public sealed class LowRankPass : ICompressionPass
 {
     public string Name => "low-rank";
-    public PassStage Stage => PassStage.Structural;
-    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.Rank is not null || p.RankEnergy is not null || p.ParameterBudget is not null);
+    public PassStage Stage => PassStage.Factorize;
+    public IReadOnlyList<OptionsGroup> Reads => [LowRankOptions.Group];
+    public bool IsRequested(CompressionPolicy policy) => policy.Requests<LowRankOptions>();
 
     private enum RankSource { Rank, Energy, Budget }
 
     /// <summary>One layer on its way through the pass: its factorization, effective policy, rank source and input moments.</summary>
-    private sealed class Plan(LayerFactorization factorization, CompressionPolicy policy, RankSource source)
+    private sealed class Plan(LayerFactorization factorization, LowRankOptions options, RankSource source)
     {
         public LayerFactorization Factorization { get; } = factorization;
-        public CompressionPolicy Policy { get; } = policy;
+        public LowRankOptions Policy { get; } = options;
         public RankSource Source { get; } = source;
         public bool ActivationAware => Policy.LowRankMethod == LowRankMethod.ActivationAware;
         public InputMoments? Moments { get; set; }
@@ -41,8 +42,9 @@ public sealed class LowRankPass : ICompressionPass
         var plans = new List<Plan>();
         foreach (var layer in WeightedLayer.Find(context.Graph))
         {
-            var policy = context.PolicyFor(layer.Node);
-            if (policy.Excluded || SourceOf(policy, context.Policy) is not { } source) continue;
+            var resolved = context.Resolve<LowRankOptions>(layer.Node);
+            var policy = resolved.Options;
+            if (context.IsExcluded(layer.Node) || SourceOf(resolved) is not { } source) continue;
             if (layer.OpType == "Conv" && policy.ConvDecomposition == ConvDecomposition.None) continue;
             var weight = Array.ConvertAll(layer.ReadMatrix(context.Model), v => (double)v);
             var (factorization, reason) = Create(layer, weight, policy);
@@ -70,7 +72,7 @@ public sealed class LowRankPass : ICompressionPass
             context.Progress?.Report((Name, 0.5 * (i + 1) / plans.Count));
         }
 
-        var ranks = ChooseRanks(context.Policy, plans, out var budgetNote);
+        var ranks = ChooseRanks(context.Policy.Get<LowRankOptions>(), plans, out var budgetNote);
         var stages = Stages(context.Graph, plans, ranks);
         var done = 0;
         foreach (var stage in stages.Where(s => s >= 0).Distinct().Order())
@@ -97,7 +99,7 @@ public sealed class LowRankPass : ICompressionPass
     {
         var f = plan.Factorization;
         var metric = plan.Moments is { } moments ? InputMetric.From(moments, plan.Policy.LowRankDamping) : null;
-        f.Decompose(metric, fixedRanks, Seed(context.Policy.Seed, f.Layer.Name));
+        f.Decompose(metric, fixedRanks, Seed(context.Policy.Execution.Seed, f.Layer.Name));
     }
 
     /// <summary>
@@ -133,18 +135,19 @@ public sealed class LowRankPass : ICompressionPass
     }
 
     /// <summary>
-    /// Where a layer's rank comes from. A per-layer override beats the global setting: when the effective policy
-    /// carries both Rank and RankEnergy, the one that differs from the global policy is the override.
+    /// Where a layer's rank comes from. A per-layer override beats the global setting: when a layer has both Rank and
+    /// RankEnergy, the one set by the later policy-file entry wins.
     /// </summary>
-    private static RankSource? SourceOf(CompressionPolicy layer, CompressionPolicy global)
+    private static RankSource? SourceOf(Resolved<LowRankOptions> resolved)
     {
-        if (layer.Rank is not null && (layer.RankEnergy is null || layer.Rank != global.Rank)) return RankSource.Rank;
+        var layer = resolved.Options;
+        if (layer.Rank is not null && (layer.RankEnergy is null || resolved.SourceOf("Rank").Entry >= resolved.SourceOf("RankEnergy").Entry)) return RankSource.Rank;
         if (layer.RankEnergy is not null) return RankSource.Energy;
         if (layer.ParameterBudget is not null) return RankSource.Budget;
         return null;
     }
 
-    private static (LayerFactorization? Factorization, string? Reason) Create(WeightedLayer layer, double[] weight, CompressionPolicy policy)
+    private static (LayerFactorization? Factorization, string? Reason) Create(WeightedLayer layer, double[] weight, LowRankOptions policy)
     {
         if (weight.Any(v => !double.IsFinite(v))) return (null, "weight has NaN or infinite values");
         if (layer.OpType != "Conv") return (new MatrixFactorization(layer, weight), null);
@@ -205,7 +208,7 @@ public sealed class LowRankPass : ICompressionPass
         }
     }
 
-    private static IReadOnlyList<int[]?> ChooseRanks(CompressionPolicy global, List<Plan> plans, out string? budgetNote)
+    private static IReadOnlyList<int[]?> ChooseRanks(LowRankOptions global, List<Plan> plans, out string? budgetNote)
     {
         var ranks = new int[]?[plans.Count];
         var budgeted = new List<int>();

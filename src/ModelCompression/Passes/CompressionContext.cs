@@ -13,7 +13,7 @@ public sealed class CompressionContext
 {
     private readonly List<LayerRecord> _records = [];
     private readonly List<Diagnostic> _diagnostics = [];
-    private readonly Dictionary<string, CompressionPolicy> _layerPolicies = new(StringComparer.Ordinal);
+    private readonly Dictionary<(Type, string), object> _layerOptions = [];
     private Dataset? _calibration;
 
     public CompressionContext(OnnxModel model, CompressionPolicy policy, string? modelPath = null, CancellationToken cancellation = default)
@@ -42,26 +42,32 @@ public sealed class CompressionContext
     /// <summary>A layer's name for globs and the report: the node name, or its first output when unnamed.</summary>
     public static string LayerName(NodeProto node) => string.IsNullOrEmpty(node.Name) ? node.Output[0] : node.Name;
 
-    /// <summary>The policy for one layer: global settings, then every matching policy-file override in order, then Exclude.</summary>
-    public CompressionPolicy PolicyFor(NodeProto node)
+    /// <summary>The options of one layer with their sources: defaults, the given settings, then every matching policy-file entry in order.</summary>
+    public Resolved<T> Resolve<T>(NodeProto node) where T : class, IOptions<T>, new()
     {
-        var name = LayerName(node);
-        if (_layerPolicies.TryGetValue(name, out var cached)) return cached;
-        var policy = Policy;
-        foreach (var layerOverride in Policy.LayerOverrides)
-            if (LayerGlob.IsMatch(layerOverride.Match, name)) policy = PolicySettings.ApplyOverride(policy, layerOverride);
-        if (Policy.Exclude.Any(glob => LayerGlob.IsMatch(glob, name))) policy = policy with { Excluded = true };
-        _layerPolicies[name] = policy;
-        return policy;
+        var key = (typeof(T), LayerName(node));
+        if (_layerOptions.TryGetValue(key, out var cached)) return (Resolved<T>)cached;
+        var resolved = Policy.For<T>(key.Item2);
+        _layerOptions[key] = resolved;
+        return resolved;
     }
+
+    /// <summary>The options of one layer (see <see cref="Resolve{T}"/>).</summary>
+    public T Options<T>(NodeProto node) where T : class, IOptions<T>, new() => Resolve<T>(node).Options;
+
+    /// <summary>Whether no pass may touch the layer (an Exclude glob or an <c>Excluded</c> policy-file entry).</summary>
+    public bool IsExcluded(NodeProto node) => Options<LayerSelectionOptions>(node).Excludes(LayerName(node));
+
+    /// <summary>Whether calibration data was given (the "auto" methods choose the data-aware variant then).</summary>
+    public bool HasCalibration => Policy.Data.CalibrationData is not null;
 
     /// <summary>The calibration samples (at most CalibrationSamples); CM0124 when a pass needs them and none were given.</summary>
     public Dataset RequireCalibration(string passName)
     {
         if (_calibration is not null) return _calibration;
-        if (Policy.CalibrationData is null)
+        if (Policy.Data.CalibrationData is not { } path)
             throw new CompressionException(DiagnosticCodes.MissingCalibrationData, $"{passName} needs CalibrationData", ModelPath);
-        _calibration = Dataset.Load(Policy.CalibrationData).Take(Policy.CalibrationSamples);
+        _calibration = Dataset.Load(path).Take(Policy.Data.CalibrationSamples);
         return _calibration;
     }
 
@@ -70,7 +76,7 @@ public sealed class CompressionContext
     {
         var data = RequireCalibration(passName);
         var progress = Progress is null ? null : new InlineProgress<double>(f => Progress.Report((passName, f)));
-        ActivationCapture.Run(Model, valueNames, data, Runtime, Policy.BatchSize, onBatch, Cancellation, progress);
+        ActivationCapture.Run(Model, valueNames, data, Runtime, Policy.Execution.BatchSize, onBatch, Cancellation, progress);
     }
 
     /// <summary>
@@ -82,7 +88,7 @@ public sealed class CompressionContext
     {
         var data = RequireCalibration(passName);
         var progress = Progress is null ? null : new InlineProgress<double>(f => Progress.Report((passName, f)));
-        ActivationCapture.RunPaired(Model, reference, valueNames, data, Runtime, Policy.BatchSize, onBatch, Cancellation, progress);
+        ActivationCapture.RunPaired(Model, reference, valueNames, data, Runtime, Policy.Execution.BatchSize, onBatch, Cancellation, progress);
     }
 }
 

@@ -1,24 +1,15 @@
-using ModelCompression.Graph;
-using ModelCompression.LowRank;
 using ModelCompression.Policy;
-using ModelCompression.Quantization;
 
 namespace ModelCompression.Passes;
 
-/// <summary>The passes in pipeline order (fold → structural → prune → quantize → clean-up). A new technique adds one line here.</summary>
+/// <summary>Every pass in the engine, found by reflection, in pipeline order (stage, then name).</summary>
 public static class CompressionPipeline
 {
-    public static IReadOnlyList<ICompressionPass> AllPasses { get; } = new ICompressionPass[]
-    {
-        new FoldBatchNormPass(),
-        new Pruning.StructuredPruningPass(),
-        new LowRankPass(),
-        new Pruning.UnstructuredPruningPass(),
-        new StaticQuantizationPass(),
-        new DynamicQuantizationPass(),
-        new CleanupPass(),
-        new Pruning.SparseStoragePass(),
-    }.OrderBy(p => p.Stage).ToList();
+    public static IReadOnlyList<ICompressionPass> AllPasses { get; } = typeof(CompressionPipeline).Assembly.GetTypes()
+        .Where(t => t is { IsClass: true, IsAbstract: false } && typeof(ICompressionPass).IsAssignableFrom(t) && t.GetConstructor(Type.EmptyTypes) is not null)
+        .Select(t => (ICompressionPass)Activator.CreateInstance(t)!)
+        .OrderBy(p => p.Stage).ThenBy(p => p.Name, StringComparer.Ordinal)
+        .ToList();
 
     public static IReadOnlyList<ICompressionPass> For(CompressionPolicy policy) => AllPasses.Where(p => p.IsRequested(policy)).ToList();
 

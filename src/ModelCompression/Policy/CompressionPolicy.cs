@@ -1,12 +1,7 @@
-namespace ModelCompression.Policy;
+using System.Collections.Concurrent;
+using System.Globalization;
 
-public enum QuantizeMode { None, Int8, Int8Dynamic }
-public enum CalibrationMethod { MinMax, Percentile, Entropy }
-public enum PruneMethod { Auto, Magnitude, SparseGpt }
-public enum PruneScope { Global, Layer }
-public enum StructuredCriterion { L1, Apoz, Reconstruction }
-public enum LowRankMethod { Svd, ActivationAware }
-public enum ConvDecomposition { None, Tucker2, Spatial }
+namespace ModelCompression.Policy;
 
 /// <summary>N:M semi-structured sparsity (N zeros in every M consecutive weights); null means unstructured.</summary>
 public readonly record struct NmPattern(int N, int M)
@@ -18,7 +13,7 @@ public readonly record struct NmPattern(int N, int M)
 public readonly record struct RankSpec(double Value, bool IsRatio)
 {
     public int Resolve(int fullRank) => Math.Clamp(IsRatio ? (int)Math.Round(Value * fullRank) : (int)Value, 1, fullRank);
-    public override string ToString() => IsRatio ? Value.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture) : ((int)Value).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    public override string ToString() => IsRatio ? Value.ToString("0.###", CultureInfo.InvariantCulture) : ((int)Value).ToString(CultureInfo.InvariantCulture);
 }
 
 /// <summary>The execution provider the gate and calibration run on: cpu, or cuda with a device id.</summary>
@@ -29,80 +24,144 @@ public readonly record struct ExecutionProviderSpec(string Name, int DeviceId)
     public override string ToString() => IsCuda ? $"cuda:{DeviceId}" : Name;
 }
 
-/// <summary>Settings applied to the layers whose node name matches a glob (from the policy file).</summary>
-public sealed record LayerOverride(string Match, IReadOnlyDictionary<string, string> Settings);
+/// <summary>Where a layer's setting value came from.</summary>
+public enum SettingOrigin { Default, Given, PolicyFile }
+
+/// <summary>The source of one resolved value: the default, the item/option, or a policy-file entry (by index).</summary>
+public readonly record struct SettingSource(SettingOrigin Origin, int Entry = -1, string? Match = null)
+{
+    public static readonly SettingSource Default = new(SettingOrigin.Default);
+    public static readonly SettingSource Given = new(SettingOrigin.Given);
+
+    public override string ToString() => Origin switch
+    {
+        SettingOrigin.Default => "default",
+        SettingOrigin.Given => "setting",
+        _ => $"policy file layers[{Entry}] ({Match})",
+    };
+}
+
+/// <summary>Typed settings for one layer (or the whole model), with where each value came from.</summary>
+public sealed record Resolved<T>(T Options, IReadOnlyDictionary<Setting, SettingSource> Sources)
+{
+    public SettingSource SourceOf(string setting) =>
+        Sources.Where(s => s.Key.Name == setting).Select(s => s.Value).DefaultIfEmpty(SettingSource.Default).First();
+}
+
+/// <summary>Settings applied to the layers whose name matches a glob: entry <see cref="Index"/> of a policy file.</summary>
+public sealed record LayerOverride(int Index, string Match, IReadOnlyDictionary<Setting, object?> Values)
+{
+    public SettingSource Source => new(SettingOrigin.PolicyFile, Index, Match);
+}
 
 /// <summary>
-/// The whole interface of the engine: CLI options and MSBuild item metadata map 1:1 onto these properties through
-/// <see cref="PolicySettings"/>, which also validates them. Per-layer overrides come from <see cref="PolicyFile"/>.
+/// The whole interface of the engine: the parsed settings (CLI options or MSBuild metadata, one parser for both:
+/// <see cref="PolicySettings.Parse"/>) and the per-layer overrides of a policy file. Passes read typed options
+/// records through <see cref="Get{T}"/> and <see cref="For{T}"/>; which techniques are asked for is decided here
+/// only (<see cref="Requests"/>).
 /// </summary>
-public sealed record CompressionPolicy
+public sealed class CompressionPolicy
 {
-    // Quantization
-    public QuantizeMode Quantize { get; init; } = QuantizeMode.None;
-    public CalibrationMethod CalibrationMethod { get; init; } = CalibrationMethod.MinMax;
-    public double CalibrationPercentile { get; init; } = 99.999;
-    public int CalibrationSamples { get; init; } = 512;
+    private readonly ConcurrentDictionary<Type, object> _global = new();
 
-    // Pruning
-    public double Sparsity { get; init; }
-    public PruneMethod PruneMethod { get; init; } = PruneMethod.Auto;
-    /// <summary>The method that runs: auto is sparsegpt when calibration data is given (far more accurate), else magnitude.</summary>
-    public PruneMethod EffectivePruneMethod => PruneMethod != PruneMethod.Auto ? PruneMethod : CalibrationData is null ? PruneMethod.Magnitude : PruneMethod.SparseGpt;
-    public PruneScope PruneScope { get; init; } = PruneScope.Global;
-    public NmPattern? SparsityPattern { get; init; }
-    public double PruneDamping { get; init; } = 0.01;
-    public int PruneBlockSize { get; init; } = 128;
-    public double StructuredSparsity { get; init; }
-    public StructuredCriterion StructuredCriterion { get; init; } = StructuredCriterion.L1;
-    /// <summary>Structured pruning keeps a multiple of this many channels per group.</summary>
-    public int StructuredChannelMultiple { get; init; } = 16;
-    /// <summary>Also prune the first conv (reads the model input) and the classifier head (writes a model output).</summary>
-    public bool PruneEdgeLayers { get; init; }
-    /// <summary>Store mostly-zero initializers in a compact sparse form when that is smaller.</summary>
-    public bool SparseStorage { get; init; } = true;
+    public CompressionPolicy() : this(new Dictionary<Setting, object?>(), []) { }
 
-    // Low rank
-    public RankSpec? Rank { get; init; }
-    public double? RankEnergy { get; init; }
-    public LowRankMethod LowRankMethod { get; init; } = LowRankMethod.Svd;
-    public double LowRankDamping { get; init; } = 0.01;
-    public ConvDecomposition ConvDecomposition { get; init; } = ConvDecomposition.None;
-    public double? ParameterBudget { get; init; }
+    internal CompressionPolicy(IReadOnlyDictionary<Setting, object?> values, IReadOnlyList<LayerOverride> layerOverrides)
+    {
+        Values = values;
+        LayerOverrides = layerOverrides;
+    }
 
-    // Graph
-    public bool FoldBatchNorm { get; init; } = true;
-    public IReadOnlyList<string> Exclude { get; init; } = [];
-    /// <summary>True for a layer whose override says <c>"Exclude": "true"</c>: no pass touches it.</summary>
-    public bool Excluded { get; init; }
+    /// <summary>The settings given for the whole model (not defaults).</summary>
+    public IReadOnlyDictionary<Setting, object?> Values { get; }
+    public IReadOnlyList<LayerOverride> LayerOverrides { get; }
 
-    // Data (paths are absolute once parsed)
-    public string? CalibrationData { get; init; }
-    public string? ValidationData { get; init; }
-    public string? PolicyFile { get; init; }
-    public IReadOnlyList<LayerOverride> LayerOverrides { get; init; } = [];
+    public DataOptions Data => Get<DataOptions>();
+    public ExecutionOptions Execution => Get<ExecutionOptions>();
 
-    // Gate thresholds (null = not checked)
-    public double? MinAccuracy { get; init; }
-    public double? MaxAccuracyDrop { get; init; }
-    public double? MinAgreement { get; init; }
-    public double? MaxLatencyRatio { get; init; }
-    public double? MaxLatencyMs { get; init; }
-    public double? MaxSizeRatio { get; init; }
-    public int TopK { get; init; } = 5;
+    /// <summary>The options for the whole model: defaults, then the given settings.</summary>
+    public T Get<T>() where T : class, IOptions<T>, new() => (T)Options(T.Group);
 
-    // Runtime
-    public ExecutionProviderSpec ExecutionProvider { get; init; } = ExecutionProviderSpec.Cpu;
-    public string? OnnxRuntimeLibrary { get; init; }
-    public int BatchSize { get; init; } = 64;
-    public int Threads { get; init; }
-    public int LatencyRounds { get; init; } = 9;
-    public int Seed { get; init; }
+    /// <summary>The options record of <paramref name="group"/> for the whole model.</summary>
+    public object Options(OptionsGroup group) => _global.GetOrAdd(group.OptionsType, _ => Build(group, Values, null).Options);
 
-    /// <summary>True when <paramref name="predicate"/> holds globally or for any per-layer override (for IsRequested).</summary>
-    public bool AnyLayer(Func<CompressionPolicy, bool> predicate) =>
-        predicate(this) || LayerOverrides.Any(o => predicate(PolicySettings.ApplyOverride(this, o)));
+    /// <summary>
+    /// The options for one layer: defaults, the given settings, then every policy-file entry whose glob matches, in
+    /// order (later entries win) — each value with its source.
+    /// </summary>
+    public Resolved<T> For<T>(string layerName) where T : class, IOptions<T>, new()
+    {
+        var (options, sources) = Build(T.Group, Values, LayerOverrides.Where(o => LayerGlob.IsMatch(o.Match, layerName)));
+        return new Resolved<T>((T)options, sources);
+    }
 
-    public bool HasTechnique => Quantize != QuantizeMode.None || Sparsity > 0 || StructuredSparsity > 0 || Rank is not null || RankEnergy is not null || ParameterBudget is not null;
-    public bool HasAccuracyThreshold => MinAccuracy is not null || MaxAccuracyDrop is not null;
+    /// <summary>Whether a technique is asked for: its options are active for the model or for any policy-file entry.</summary>
+    public bool Requests(OptionsGroup technique) =>
+        technique.IsTechnique && (technique.IsActive(Options(technique))
+            || LayerOverrides.Any(o => o.Values.Keys.Any(s => s.Group == technique) && technique.IsActive(Build(technique, Values, [o]).Options)));
+
+    public bool Requests<T>() where T : class, IOptions<T>, new() => Requests(T.Group);
+
+    /// <summary>Whether <paramref name="predicate"/> holds for the model's options or with any policy-file entry applied.</summary>
+    public bool AnyLayer<T>(Func<T, bool> predicate) where T : class, IOptions<T>, new() =>
+        predicate(Get<T>()) || LayerOverrides.Any(o => predicate((T)Build(T.Group, Values, [o]).Options));
+
+    /// <summary>The techniques asked for, in pipeline-independent docs order.</summary>
+    public IReadOnlyList<OptionsGroup> Techniques => SettingsCatalog.Techniques.Where(Requests).ToList();
+    public bool HasTechnique => Techniques.Count > 0;
+
+    /// <summary>
+    /// Canonical text of the settings of <paramref name="groups"/> (given values and policy-file entries), for cache
+    /// keys: equal text means equal behaviour of passes that read only these groups.
+    /// </summary>
+    public string Canonical(IEnumerable<OptionsGroup> groups, Func<Setting, bool>? include = null)
+    {
+        var set = groups.ToHashSet();
+        bool Keep(Setting s) => set.Contains(s.Group) && (include is null || include(s));
+        var lines = Values.Where(v => Keep(v.Key)).Select(v => $"{v.Key.Name}={v.Key.Format(v.Value)}").Order(StringComparer.Ordinal).ToList();
+        foreach (var o in LayerOverrides)
+        {
+            var entries = o.Values.Where(v => Keep(v.Key)).Select(v => $"{v.Key.Name}={v.Key.Format(v.Value)}").Order(StringComparer.Ordinal).ToList();
+            if (entries.Count > 0) lines.Add($"[{o.Match}] " + string.Join(" ", entries));
+        }
+        return string.Join("\n", lines);
+    }
+
+    /// <summary>
+    /// Every setting of the groups that apply (general ones, and the techniques asked for) as name → value text,
+    /// defaults included so a report stands alone; "auto" values say what they resolved to.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Describe()
+    {
+        var result = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var group in SettingsCatalog.Groups.Where(g => !g.IsTechnique || Requests(g)))
+        {
+            var options = Options(group);
+            foreach (var setting in group.Settings.Where(s => s.IsOption))
+            {
+                var value = setting.Read(options);
+                var text = setting.Format(value);
+                if (group.Explain(setting, value, this) is { } meaning) text = $"{text} ({meaning})";
+                result[setting.Name] = text;
+            }
+        }
+        if (LayerOverrides.Count > 0)
+            result["LayerOverrides"] = string.Join("; ", LayerOverrides.Select(o => $"{o.Match}: {string.Join(", ", o.Values.Select(s => $"{s.Key.Name}={s.Key.Format(s.Value)}"))}"));
+        return result;
+    }
+
+    private static (object Options, Dictionary<Setting, SettingSource> Sources) Build(OptionsGroup group, IReadOnlyDictionary<Setting, object?> values, IEnumerable<LayerOverride>? layerOverrides)
+    {
+        var options = group.CreateDefault();
+        var sources = new Dictionary<Setting, SettingSource>();
+        foreach (var setting in group.Settings)
+        {
+            if (values.TryGetValue(setting, out var value)) { options = setting.Apply(options, value); sources[setting] = SettingSource.Given; }
+            else sources[setting] = SettingSource.Default;
+        }
+        foreach (var layerOverride in layerOverrides ?? [])
+            foreach (var (setting, value) in layerOverride.Values)
+                if (setting.Group == group) { options = setting.Apply(options, value); sources[setting] = layerOverride.Source; }
+        return (options, sources);
+    }
 }

@@ -6,7 +6,8 @@ namespace ModelCompression.Policy;
 
 /// <summary>
 /// Per-layer overrides: <c>{ "layers": [ { "match": "/fc3/*", "Quantize": "none" }, … ] }</c>. Later entries win.
-/// Keys are the per-layer policy settings; anything else is a CM0103 error naming the file and the entry.
+/// Keys are the per-layer policy settings; anything else is a CM0103 error naming the file and the entry. Values are
+/// parsed once, here: layers resolve typed values that remember their entry (<see cref="CompressionPolicy.For{T}"/>).
 /// </summary>
 public static class PolicyFile
 {
@@ -36,7 +37,7 @@ public static class PolicyFile
                         var where = $"layers[{index++}]";
                         if (entry.ValueKind != JsonValueKind.Object) { Error($"{where} must be an object"); continue; }
                         string? match = null;
-                        var settings = new Dictionary<string, string>(StringComparer.Ordinal);
+                        var values = new Dictionary<Setting, object?>();
                         foreach (var property in entry.EnumerateObject())
                         {
                             if (property.Name == "match") { match = property.Value.ValueKind == JsonValueKind.String ? property.Value.GetString() : null; continue; }
@@ -50,11 +51,11 @@ public static class PolicyFile
                                 _ => null,
                             };
                             if (raw is null) { Error($"{where}: '{setting.Name}' must be a string, number or boolean"); continue; }
-                            try { setting.Apply(new CompressionPolicy(), raw, ".");  settings[setting.Name] = raw; }
+                            try { values[setting] = setting.Parse(raw, Path.GetDirectoryName(Path.GetFullPath(path))!); }
                             catch (FormatException e) { Error($"{where}: {setting.Name} '{raw}' is invalid: {e.Message}"); }
                         }
                         if (string.IsNullOrEmpty(match)) Error($"{where} needs a \"match\" glob (a string)");
-                        else overrides.Add(new LayerOverride(match, settings));
+                        else overrides.Add(new LayerOverride(index - 1, match, values));
                     }
                 }
             }

@@ -168,7 +168,7 @@ internal sealed class GramCapture
         }
         KeepOnly(probe, graph, outputs);
         var targets = new LayerTargets(layers.Select(l => l.OutFeatures).ToList());
-        ActivationCapture.Run(probe, outputs, _data, _context.Runtime, _context.Policy.BatchSize, batch =>
+        ActivationCapture.Run(probe, outputs, _data, _context.Runtime, _context.Policy.Execution.BatchSize, batch =>
         {
             for (var k = 0; k < outputs.Count; k++) targets.Batches[k].Add(batch[outputs[k]].Data);
         }, _context.Cancellation);
@@ -211,7 +211,7 @@ internal sealed class GramCapture
         using var session = OnnxRuntimeSession.Create(probe.ToBytes(), _context.Runtime);
         var done = 0;
         var batchIndex = 0;
-        foreach (var batch in _data.Batches(_context.Policy.BatchSize))
+        foreach (var batch in _data.Batches(_context.Policy.Execution.BatchSize))
         {
             _context.Cancellation.ThrowIfCancellationRequested();
             var inputs = batch.ToList();

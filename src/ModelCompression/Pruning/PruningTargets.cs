@@ -5,8 +5,8 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.Pruning;
 
-/// <summary>One layer to prune unstructured: its effective policy and exactly how many weights become zero (or an N:M pattern).</summary>
-internal sealed record PruningTarget(WeightedLayer Layer, CompressionPolicy Policy, long PruneCount, NmPattern? Pattern)
+/// <summary>One layer to prune unstructured: its options, the method that runs, and exactly how many weights become zero (or an N:M pattern).</summary>
+internal sealed record PruningTarget(WeightedLayer Layer, PruningOptions Options, PruneMethod Method, long PruneCount, NmPattern? Pattern)
 {
     public double Sparsity => (double)PruneCount / Layer.Parameters;
 }
@@ -26,29 +26,33 @@ internal static class PruningTargets
         var graph = context.Graph;
         var targets = new List<PruningTarget>();
         var skipped = new List<LayerRecord>();
-        var pooled = new List<(WeightedLayer Layer, CompressionPolicy Policy)>();
+        var pooled = new List<(WeightedLayer Layer, PruningOptions Options)>();
+        var global = context.Policy.Get<PruningOptions>();
         foreach (var layer in WeightedLayer.Find(graph))
         {
-            var policy = context.PolicyFor(layer.Node);
-            if (policy.Excluded || policy.Sparsity <= 0 && policy.SparsityPattern is null) continue;
-            if (!policy.PruneEdgeLayers && EdgeRole(graph, layer) is { } role)
+            var resolved = context.Resolve<PruningOptions>(layer.Node);
+            var options = resolved.Options;
+            if (context.IsExcluded(layer.Node) || !PruningOptions.Group.Active!(options)) continue;
+            if (!options.PruneEdgeLayers && EdgeRole(graph, layer) is { } role)
             {
                 skipped.Add(Skip(layer, technique, $"left dense: {role} (PruneEdgeLayers=true prunes it)"));
                 continue;
             }
-            if (policy.SparsityPattern is { } pattern)
+            var method = options.MethodFor(context.HasCalibration);
+            if (options.SparsityPattern is { } pattern)
             {
-                targets.Add(new PruningTarget(layer, policy, NmCount(layer, pattern), pattern));
+                targets.Add(new PruningTarget(layer, options, method, NmCount(layer, pattern), pattern));
                 continue;
             }
-            if (policy.PruneScope == PruneScope.Layer || policy.Sparsity != context.Policy.Sparsity)
-                targets.Add(new PruningTarget(layer, policy, (long)Math.Round(policy.Sparsity * layer.Parameters), null));
-            else pooled.Add((layer, policy));
+            // A layer's own Sparsity (a policy-file entry) is its own; the rest share the global threshold.
+            if (options.PruneScope == PruneScope.Layer || resolved.SourceOf("Sparsity").Origin == SettingOrigin.PolicyFile)
+                targets.Add(new PruningTarget(layer, options, method, (long)Math.Round(options.Sparsity * layer.Parameters), null));
+            else pooled.Add((layer, options));
         }
         if (pooled.Count > 0)
         {
-            var counts = GlobalMagnitudeCounts(context.Model, pooled.Select(p => p.Layer).ToList(), context.Policy.Sparsity);
-            for (var i = 0; i < pooled.Count; i++) targets.Add(new PruningTarget(pooled[i].Layer, pooled[i].Policy, counts[i], null));
+            var counts = GlobalMagnitudeCounts(context.Model, pooled.Select(p => p.Layer).ToList(), global.Sparsity);
+            for (var i = 0; i < pooled.Count; i++) targets.Add(new PruningTarget(pooled[i].Layer, pooled[i].Options, pooled[i].Options.MethodFor(context.HasCalibration), counts[i], null));
         }
         // Graph order, so data-aware pruning sees upstream layers first.
         var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);

@@ -15,9 +15,10 @@ namespace ModelCompression.Pruning;
 public sealed class SparseStoragePass : ICompressionPass
 {
     public string Name => "sparse-storage";
-    public PassStage Stage => PassStage.Cleanup;
+    public PassStage Stage => PassStage.Storage;
+    public IReadOnlyList<OptionsGroup> Reads => [PruningOptions.Group];
     // Only pruned models have weights worth a sparse form; re-encoding a dense model would only add decoders.
-    public bool IsRequested(CompressionPolicy policy) => policy.SparseStorage && policy.AnyLayer(p => p.Sparsity > 0);
+    public bool IsRequested(CompressionPolicy policy) => policy.Get<PruningOptions>().SparseStorage && policy.Requests<PruningOptions>();
 
     private static (int[] Positions, int[] Sources, bool Transposed) Transposed(int[] positions, long rows, long count)
     {

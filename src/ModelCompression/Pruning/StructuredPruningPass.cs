@@ -17,28 +17,29 @@ public sealed class StructuredPruningPass : ICompressionPass
 {
     public string Name => "structured-prune";
     public PassStage Stage => PassStage.Structural;
-    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.StructuredSparsity > 0);
+    public IReadOnlyList<OptionsGroup> Reads => [StructuredPruningOptions.Group, PruningOptions.Group];
+    public bool IsRequested(CompressionPolicy policy) => policy.Requests<StructuredPruningOptions>();
 
     public void Apply(CompressionContext context)
     {
         var graph = context.Graph;
-        var plans = new List<(ChannelGroup Group, int Keep, CompressionPolicy Policy)>();
+        var plans = new List<(ChannelGroup Group, int Keep, double Damping)>();
+        var global = context.Policy.Get<StructuredPruningOptions>();
         foreach (var group in ChannelGroups.Find(context))
         {
-            var policies = group.Sources.Concat(group.Sinks).Select(context.PolicyFor).ToList();
-            var sparsity = group.Sources.Select(context.PolicyFor).Min(p => p.StructuredSparsity);
+            var sparsity = group.Sources.Select(n => context.Options<StructuredPruningOptions>(n)).Min(p => p.StructuredSparsity);
             if (sparsity <= 0) continue;
             var note = group.Blocked is { } why ? $"channels left alone: {why}"
-                : policies.Any(p => p.Excluded) ? "channels left alone: the group includes an excluded layer"
+                : group.Sources.Concat(group.Sinks).Any(context.IsExcluded) ? "channels left alone: the group includes an excluded layer"
                 : null;
-            var keep = KeptChannels(group.Channels, sparsity, context.Policy.StructuredChannelMultiple);
+            var keep = KeptChannels(group.Channels, sparsity, global.StructuredChannelMultiple);
             if (note is null && keep == group.Channels) note = $"channels left alone: {sparsity:P0} of {group.Channels} rounds to none";
             if (note is not null)
             {
                 foreach (var source in group.Sources) context.Record(Record(Layer(graph, source), group.Sources.Count > 1, note));
                 continue;
             }
-            plans.Add((group, keep, context.PolicyFor(group.Sources[0])));
+            plans.Add((group, keep, context.Options<PruningOptions>(group.Sources[0]).PruneDamping));
         }
         if (plans.Count == 0)
         {
@@ -46,19 +47,19 @@ public sealed class StructuredPruningPass : ICompressionPass
             return;
         }
 
-        var dataAware = context.Policy.CalibrationData is not null;
+        var dataAware = context.HasCalibration;
         var sinks = plans.SelectMany(p => p.Group.Sinks).Distinct().Select(n => Layer(graph, n)).ToList();
         var capture = dataAware ? GramCapture.Prepare(context, Name, sinks) : null;
         var targets = capture?.CaptureTargets(sinks);
-        var apoz = context.Policy.StructuredCriterion == StructuredCriterion.Apoz ? AveragePercentageOfZeros(context, plans.Select(p => p.Group).ToList()) : null;
-        foreach (var (group, keep, policy) in plans)
+        var apoz = global.StructuredCriterion == StructuredCriterion.Apoz ? AveragePercentageOfZeros(context, plans.Select(p => p.Group).ToList()) : null;
+        foreach (var (group, keep, damping) in plans)
         {
             context.Cancellation.ThrowIfCancellationRequested();
             var groupSinks = group.Sinks.Select(n => Layer(graph, n)).ToList();
             var stats = capture?.Run(groupSinks, targets);
-            var kept = Select(context, group, keep, policy, groupSinks, stats, apoz?[group]);
+            var kept = Select(context, group, keep, damping, groupSinks, stats, apoz?[group]);
             Cut(context, group, kept, targets);
-            for (var k = 0; k < groupSinks.Count; k++) Refit(context, groupSinks[k].Node, group.Channels, kept, stats?[k], policy);
+            for (var k = 0; k < groupSinks.Count; k++) Refit(context, groupSinks[k].Node, group.Channels, kept, stats?[k], damping);
         }
     }
 
@@ -75,18 +76,18 @@ public sealed class StructuredPruningPass : ICompressionPass
     }
 
     /// <summary>The channels to keep, ascending.</summary>
-    private static int[] Select(CompressionContext context, ChannelGroup group, int keep, CompressionPolicy policy,
+    private static int[] Select(CompressionContext context, ChannelGroup group, int keep, double damping,
         List<WeightedLayer> sinks, IReadOnlyList<GramStatistics>? stats, double[]? zeros)
     {
         var remove = group.Channels - keep;
         var sources = group.Sources.Select(n => Layer(context.Graph, n)).ToList();
         var l1 = ChannelRanking.L1Scores(context.Model, sources, group.Channels);
         // Reconstruction falls back to L1 when a sink's statistics are singular or not finite.
-        var removed = policy.StructuredCriterion switch
+        var removed = context.Policy.Get<StructuredPruningOptions>().StructuredCriterion switch
         {
             StructuredCriterion.Apoz => ChannelRanking.MostZerosFirst(zeros!, l1).Take(remove),
             StructuredCriterion.Reconstruction => ChannelRanking.GreedyRemoval(
-                sinks.Select((s, k) => (stats![k], s.InFeatures / group.Channels)).ToList(), group.Channels, remove, policy.PruneDamping),
+                sinks.Select((s, k) => (stats![k], s.InFeatures / group.Channels)).ToList(), group.Channels, remove, damping),
             _ => null,
         } ?? ChannelRanking.Ascending(l1).Take(remove);
         var set = removed.ToHashSet();
@@ -108,7 +109,7 @@ public sealed class StructuredPruningPass : ICompressionPass
                 graph.SetInitializer(SliceAxis(context.Model, tensor, tensor.Dims.Count - 1, kept));
             targets?.KeepChannels(node.Output[0], kept);
             context.Record(Record(Layer(graph, node), group.Sources.Count > 1,
-                $"kept {kept.Length} of {group.Channels} output channels ({PolicySettings.FormatEnum(context.PolicyFor(node).StructuredCriterion)})", layer.Parameters));
+                $"kept {kept.Length} of {group.Channels} output channels ({PolicySettings.FormatEnum(context.Policy.Get<StructuredPruningOptions>().StructuredCriterion)})", layer.Parameters));
         }
         foreach (var constant in group.Constants)
             graph.SetInitializer(SliceAxis(context.Model, graph.Initializer(constant.Initializer)!, constant.Axis, kept));
@@ -123,7 +124,7 @@ public sealed class StructuredPruningPass : ICompressionPass
     /// Removes the sink's input channels and, with statistics, refits weights and bias to reproduce the sink's
     /// output in the unpruned model: ridge least squares toward the sink's own remaining weights.
     /// </summary>
-    private void Refit(CompressionContext context, NodeProto node, int channels, int[] kept, GramStatistics? stats, CompressionPolicy policy)
+    private void Refit(CompressionContext context, NodeProto node, int channels, int[] kept, GramStatistics? stats, double damping)
     {
         var graph = context.Graph;
         var layer = Layer(graph, node);
@@ -147,7 +148,7 @@ public sealed class StructuredPruningPass : ICompressionPass
             var sub = stats.Select(features);
             var bias = affine?.ReadBias(graph, context.Model);
             var prior = bias is null ? narrowed : Augment(narrowed, bias, layer.OutFeatures, features.Length);
-            var fitted = LeastSquares.Fit(sub, bias is not null, policy.PruneDamping, prior) ?? prior;
+            var fitted = LeastSquares.Fit(sub, bias is not null, damping, prior) ?? prior;
             var n = bias is null ? features.Length : features.Length + 1;
             var weights = new float[layer.OutFeatures * features.Length];
             for (var o = 0; o < layer.OutFeatures; o++) fitted.AsSpan(o * n, features.Length).CopyTo(weights.AsSpan(o * features.Length));

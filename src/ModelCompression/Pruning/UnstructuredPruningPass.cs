@@ -17,7 +17,8 @@ public sealed class UnstructuredPruningPass : ICompressionPass
 {
     public string Name => "prune";
     public PassStage Stage => PassStage.Prune;
-    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.Sparsity > 0 || p.SparsityPattern is not null);
+    public IReadOnlyList<OptionsGroup> Reads => [PruningOptions.Group];
+    public bool IsRequested(CompressionPolicy policy) => policy.Requests<PruningOptions>();
 
     public void Apply(CompressionContext context)
     {
@@ -28,12 +29,12 @@ public sealed class UnstructuredPruningPass : ICompressionPass
             context.Warn(DiagnosticCodes.NothingToCompress, "prune: no prunable layer (Conv/Gemm/MatMul with a constant weight) is left to prune");
             return;
         }
-        var grouped = targets.Where(t => t.Policy.EffectivePruneMethod == PruneMethod.SparseGpt && t.Layer.OpType == "Conv" && t.Layer.Group != 1).ToList();
-        var dataAware = targets.Where(t => t.Policy.EffectivePruneMethod == PruneMethod.SparseGpt).Except(grouped).ToList();
+        var grouped = targets.Where(t => t.Method == PruneMethod.SparseGpt && t.Layer.OpType == "Conv" && t.Layer.Group != 1).ToList();
+        var dataAware = targets.Where(t => t.Method == PruneMethod.SparseGpt).Except(grouped).ToList();
         // The data-aware layers reconstruct their outputs in the model as it was before this pass.
         var capture = dataAware.Count > 0 ? GramCapture.Prepare(context, Name, dataAware.Select(t => t.Layer).ToList()) : null;
         var reference = capture?.CaptureTargets(dataAware.Select(t => t.Layer).ToList());
-        foreach (var target in targets.Where(t => t.Policy.EffectivePruneMethod == PruneMethod.Magnitude)) PruneByMagnitude(context, target);
+        foreach (var target in targets.Where(t => t.Method == PruneMethod.Magnitude)) PruneByMagnitude(context, target);
         foreach (var target in grouped) PruneByMagnitude(context, target, "grouped conv: pruned by magnitude (the data-aware method needs group=1)");
         if (capture is not null) PruneDataAware(context, dataAware, capture, reference!);
     }
@@ -81,9 +82,9 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var cols = affine is null ? f : f + 1;
         var current = Augment(affine?.ReadWeights(context.Model) ?? layer.ReadMatrix(context.Model), affine?.ReadBias(context.Graph, context.Model), layer.OutFeatures, f);
         var prior = affine is null ? Narrow(current, layer.OutFeatures, f) : current;
-        var fitted = LeastSquares.Fit(stats, affine is not null, target.Policy.PruneDamping, prior) ?? prior;
+        var fitted = LeastSquares.Fit(stats, affine is not null, target.Options.PruneDamping, prior) ?? prior;
         var hessian = affine is null ? stats.Hessian() : stats.Moments;
-        var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, target.Policy.PruneDamping, target.Policy.PruneBlockSize);
+        var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, target.Options.PruneDamping, target.Options.PruneBlockSize);
         if (result is null)
         {
             PruneByMagnitude(context, target, "pruned by magnitude: the input second moments on the calibration data are singular or not finite");

@@ -17,7 +17,8 @@ public sealed class DynamicQuantizationPass : ICompressionPass
 {
     public string Name => "quantize-int8-dynamic";
     public PassStage Stage => PassStage.Quantize;
-    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.Quantize == QuantizeMode.Int8Dynamic);
+    public IReadOnlyList<OptionsGroup> Reads => [QuantizationOptions.Group];
+    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer<QuantizationOptions>(q => q.Quantize == QuantizeMode.Int8Dynamic);
 
     public void Apply(CompressionContext context)
     {
@@ -25,9 +26,8 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         var quantized = 0;
         foreach (var layer in WeightedLayer.Find(graph))
         {
-            var policy = context.PolicyFor(layer.Node);
-            if (policy.Quantize != QuantizeMode.Int8Dynamic) continue; // the static pass (or none) owns this layer
-            if (policy.Excluded) { LeaveFloat(context, layer, "excluded by policy", warn: false); continue; }
+            if (context.Options<QuantizationOptions>(layer.Node).Quantize != QuantizeMode.Int8Dynamic) continue; // the static pass (or none) owns this layer
+            if (context.IsExcluded(layer.Node)) { LeaveFloat(context, layer, "excluded by policy", warn: false); continue; }
             if (Unsupported(layer) is { } reason) { LeaveFloat(context, layer, reason, warn: true); continue; }
             Quantize(context, layer);
             quantized++;

@@ -76,16 +76,17 @@ public sealed class QdqPlan
     public static QdqPlan Create(CompressionContext context, IReadOnlyDictionary<string, int>? ranks)
     {
         var graph = context.Graph;
-        bool Wanted(NodeProto node) => context.PolicyFor(node) is { Quantize: QuantizeMode.Int8, Excluded: false };
+        bool Wanted(NodeProto node) => context.Options<QuantizationOptions>(node).Quantize == QuantizeMode.Int8 && !context.IsExcluded(node);
 
         var ops = new Dictionary<NodeProto, QuantizedOp>(ReferenceEqualityComparer.Instance);
         var floatLayers = new List<FloatLayer>();
         foreach (var layer in WeightedLayer.Find(graph))
         {
-            var policy = context.PolicyFor(layer.Node);
-            if (policy.Quantize == QuantizeMode.Int8Dynamic && !policy.Excluded) continue; // the dynamic pass owns it
-            if (policy.Excluded) { floatLayers.Add(new FloatLayer(layer, "excluded by policy", ByPolicy: true)); continue; }
-            if (policy.Quantize != QuantizeMode.Int8) { floatLayers.Add(new FloatLayer(layer, $"Quantize={PolicySettings.FormatEnum(policy.Quantize)} for this layer", ByPolicy: true)); continue; }
+            var quantize = context.Options<QuantizationOptions>(layer.Node).Quantize;
+            var excluded = context.IsExcluded(layer.Node);
+            if (quantize == QuantizeMode.Int8Dynamic && !excluded) continue; // the dynamic pass owns it
+            if (excluded) { floatLayers.Add(new FloatLayer(layer, "excluded by policy", ByPolicy: true)); continue; }
+            if (quantize != QuantizeMode.Int8) { floatLayers.Add(new FloatLayer(layer, $"Quantize={PolicySettings.FormatEnum(quantize)} for this layer", ByPolicy: true)); continue; }
             if (Unsupported(graph, layer) is { } reason) { floatLayers.Add(new FloatLayer(layer, reason, ByPolicy: false)); continue; }
             var kind = layer.OpType switch { "Conv" => QuantizedOpKind.Conv, "Gemm" => QuantizedOpKind.Gemm, _ => QuantizedOpKind.MatMul };
             ops[layer.Node] = new QuantizedOp(layer.Node, kind, layer);

@@ -16,7 +16,8 @@ public sealed class StaticQuantizationPass : ICompressionPass
 {
     public string Name => "quantize-int8";
     public PassStage Stage => PassStage.Quantize;
-    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer(p => p.Quantize == QuantizeMode.Int8);
+    public IReadOnlyList<OptionsGroup> Reads => [QuantizationOptions.Group];
+    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer<QuantizationOptions>(q => q.Quantize == QuantizeMode.Int8);
 
     public void Apply(CompressionContext context)
     {
@@ -49,7 +50,7 @@ public sealed class StaticQuantizationPass : ICompressionPass
         // Model inputs (and reshapes of them) are raw data, not activations with a tail: clipping them cuts signal
         // (entropy clips Fashion-MNIST images at their background level), so they keep their observed range.
         var calibrators = tensors.ToDictionary(t => t,
-            t => IsModelInput(context.Graph, t) ? new MinMaxCalibrator() : ActivationCalibrator.Create(context.Policy.CalibrationMethod, context.Policy.CalibrationPercentile),
+            t => IsModelInput(context.Graph, t) ? new MinMaxCalibrator() : ActivationCalibrator.Create(context.Policy.Get<QuantizationOptions>().CalibrationMethod, context.Policy.Get<QuantizationOptions>().CalibrationPercentile),
             StringComparer.Ordinal);
         var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
         context.CaptureActivations("quantize-int8", tensors, batch =>

@@ -51,7 +51,7 @@ public static class OnnxRuntimeLoader
     /// Microsoft.ML.OnnxRuntime.Gpu.Linux package in the NuGet cache (null keeps the bundled CPU build).
     /// </summary>
     public static string? LibraryFor(Policy.CompressionPolicy policy) =>
-        policy.OnnxRuntimeLibrary ?? (policy.ExecutionProvider.IsCuda ? FindRestoredGpuLibrary() : null);
+        policy.Execution.OnnxRuntimeLibrary ?? (policy.Execution.ExecutionProvider.IsCuda ? FindRestoredGpuLibrary() : null);
 
     public static string? FindRestoredGpuLibrary()
     {

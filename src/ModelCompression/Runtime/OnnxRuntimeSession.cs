@@ -10,7 +10,7 @@ namespace ModelCompression.Runtime;
 /// <summary>How sessions are created: execution provider, intra-op threads, graph optimization level.</summary>
 public sealed record RuntimeOptions(ExecutionProviderSpec Provider, int Threads = 0, GraphOptimizationLevel OptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL)
 {
-    public static RuntimeOptions From(CompressionPolicy policy) => new(policy.ExecutionProvider, policy.Threads);
+    public static RuntimeOptions From(CompressionPolicy policy) => new(policy.Execution.ExecutionProvider, policy.Execution.Threads);
 }
 
 /// <summary>A float output tensor copied out of ONNX Runtime.</summary>

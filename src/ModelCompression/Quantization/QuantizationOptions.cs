@@ -1,0 +1,30 @@
+using ModelCompression.Calibration;
+using ModelCompression.Policy;
+
+namespace ModelCompression.Quantization;
+
+public enum QuantizeMode { None, Int8, Int8Dynamic }
+
+/// <summary>int8 quantization: static QDQ (calibrated activations) or dynamic (activations quantized at run time).</summary>
+public sealed record QuantizationOptions : IOptions<QuantizationOptions>
+{
+    public QuantizeMode Quantize { get; init; } = QuantizeMode.None;
+    public CalibrationMethod CalibrationMethod { get; init; } = CalibrationMethod.MinMax;
+    public double CalibrationPercentile { get; init; } = 99.999;
+
+    public static OptionsGroup<QuantizationOptions> Group { get; } = new OptionsGroup<QuantizationOptions>("Quantization", 10,
+        "Weights (and activations) in int8.", isTechnique: true)
+    {
+        Active = o => o.Quantize != QuantizeMode.None,
+        NeedsCalibration = o => o.Quantize == QuantizeMode.Int8 ? ["Quantize=int8 (static; int8-dynamic needs none)"] : [],
+    }
+        .Add("Quantize", Syntax.Enum(("none", QuantizeMode.None), ("int8", QuantizeMode.Int8), ("int8-dynamic", QuantizeMode.Int8Dynamic)), SettingScope.PerLayer,
+            "Quantization: int8 = static QDQ (weights per channel, activations calibrated), int8-dynamic = weights int8, activations quantized at run time.",
+            o => o.Quantize, (o, v) => o with { Quantize = v })
+        .Add("CalibrationMethod", Syntax.Enum(("minmax", CalibrationMethod.MinMax), ("percentile", CalibrationMethod.Percentile), ("entropy", CalibrationMethod.Entropy)), SettingScope.Model,
+            "How activation ranges are chosen from calibration data.",
+            o => o.CalibrationMethod, (o, v) => o with { CalibrationMethod = v })
+        .Add("CalibrationPercentile", Syntax.Number(50, 100, minOpen: true), SettingScope.Model,
+            "Percentile of |activation| kept by the percentile calibrator.",
+            o => o.CalibrationPercentile, (o, v) => o with { CalibrationPercentile = v });
+}

@@ -58,7 +58,7 @@ foreach (var (fixture, modes) in new[] { ("fmnist_mlp.onnx", new[] { "int8", "in
         Console.WriteLine($"  latency p95  fp32 {fp32.P95:0.000} ms   {mode} {int8.P95:0.000} ms");
         Console.WriteLine($"  accuracy     fp32 {accuracyFp32 * 100:0.00} %   {mode} {accuracyInt8 * 100:0.00} %   drop {(accuracyFp32 - accuracyInt8) * 100:0.00} pt   ({validation.Count} images)");
         Console.WriteLine($"  size         fp32 {original.ToBytes().Length:N0} B   {mode} {compressed.ToBytes().Length:N0} B   {(double)original.ToBytes().Length / compressed.ToBytes().Length:0.00}x smaller");
-        Console.WriteLine($"  time         pass {passMs:0} ms" + (mode == "int8" ? $"   calibration alone {calibrationMs:0} ms ({Math.Min(calibrationSamples, policy.CalibrationSamples)} samples)" : ""));
+        Console.WriteLine($"  time         pass {passMs:0} ms" + (mode == "int8" ? $"   calibration alone {calibrationMs:0} ms ({Math.Min(calibrationSamples, policy.Data.CalibrationSamples)} samples)" : ""));
         Console.WriteLine($"  kernels      {string.Join(", ", kernels)}");
         Console.WriteLine();
     }

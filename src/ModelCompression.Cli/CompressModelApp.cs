@@ -15,6 +15,7 @@ public static class CompressModelApp
             InspectCommand.Create(output, error),
             DoctorCommand.Create(output, error),
             BatchCommand.Create(output, error, cancellation),
+            SettingsCommand.Create(output, error),
         };
 
     public static ReturnCode Run(string[] args, TextWriter output, TextWriter error, CancellationToken cancellation = default)

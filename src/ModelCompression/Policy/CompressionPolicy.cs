@@ -60,7 +60,7 @@ public sealed record LayerOverride(int Index, string Match, IReadOnlyDictionary<
 /// records through <see cref="Get{T}"/> and <see cref="For{T}"/>; which techniques are asked for is decided here
 /// only (<see cref="Requests"/>).
 /// </summary>
-public sealed class CompressionPolicy
+public sealed class CompressionPolicy : IEquatable<CompressionPolicy>
 {
     private readonly ConcurrentDictionary<Type, object> _global = new();
 
@@ -149,6 +149,12 @@ public sealed class CompressionPolicy
             result["LayerOverrides"] = string.Join("; ", LayerOverrides.Select(o => $"{o.Match}: {string.Join(", ", o.Values.Select(s => $"{s.Key.Name}={s.Key.Format(s.Value)}"))}"));
         return result;
     }
+
+    /// <summary>Two policies are equal when they give the same settings the same values (however they were spelled).</summary>
+    public bool Equals(CompressionPolicy? other) => other is not null && Canonical(SettingsCatalog.Groups) == other.Canonical(SettingsCatalog.Groups);
+    public override bool Equals(object? obj) => Equals(obj as CompressionPolicy);
+    public override int GetHashCode() => StringComparer.Ordinal.GetHashCode(Canonical(SettingsCatalog.Groups));
+    public override string ToString() => Canonical(SettingsCatalog.Groups);
 
     private static (object Options, Dictionary<Setting, SettingSource> Sources) Build(OptionsGroup group, IReadOnlyDictionary<Setting, object?> values, IEnumerable<LayerOverride>? layerOverrides)
     {

@@ -80,7 +80,7 @@ public sealed class Setting<TOptions, TValue> : Setting where TOptions : class
     public override string DefaultText => Format(_get((TOptions)Group.CreateDefault()));
     public override JsonObject ValueSchema() => _syntax.Schema();
     public override object? Parse(string raw, string baseDirectory) => _syntax.Parse(raw.Trim(), baseDirectory);
-    public override string Format(object? value) => value is null ? "" : _syntax.Format((TValue)value);
+    public override string Format(object? value) => _syntax.Format((TValue)value!);
     internal override object Apply(object options, object? value) => _set((TOptions)options, (TValue)value!);
     internal override object? Read(object options) => _get((TOptions)options);
 }

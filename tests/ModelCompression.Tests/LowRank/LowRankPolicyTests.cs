@@ -1,3 +1,4 @@
+using ModelCompression.LowRank;
 using ModelCompression.Diagnostics;
 
 namespace ModelCompression.Tests.LowRank;
@@ -25,6 +26,6 @@ public sealed class LowRankPolicyTests
     {
         var error = Assert.ThrowsExactly<CompressionException>(() => Fixtures.Policy(("Rank", "0.5"), ("LowRankDamping", "0")));
         Assert.AreEqual(DiagnosticCodes.InvalidSettingValue, error.Code);
-        Assert.AreEqual(0.5, Fixtures.Policy(("Rank", "0.5"), ("LowRankDamping", "0.5")).LowRankDamping);
+        Assert.AreEqual(0.5, Fixtures.Policy(("Rank", "0.5"), ("LowRankDamping", "0.5")).Get<LowRankOptions>().LowRankDamping);
     }
 }

@@ -3,6 +3,8 @@ using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
 using ModelCompression.Policy;
+using ModelCompression.Pruning;
+using ModelCompression.Quantization;
 
 namespace ModelCompression.Tests.Policies;
 
@@ -30,13 +32,20 @@ public sealed class PolicyFileTests
         var context = new CompressionContext(model, policy);
         NodeProto Node(string name) => model.Graph.Node.First(n => n.Name == name);
 
-        Assert.AreEqual(0.5, context.PolicyFor(Node("/hidden.0/Gemm")).Sparsity);
-        Assert.AreEqual(QuantizeMode.Int8Dynamic, context.PolicyFor(Node("/hidden.0/Gemm")).Quantize);
-        Assert.AreEqual(QuantizeMode.None, context.PolicyFor(Node("/out/Gemm")).Quantize);
-        Assert.IsTrue(context.PolicyFor(Node("/hidden.1/Gemm")).Excluded);
-        Assert.IsFalse(context.PolicyFor(Node("/hidden.0/Gemm")).Excluded);
-        Assert.AreEqual(0.8, context.PolicyFor(model.Graph.Node.First(n => n.OpType == "Flatten")).Sparsity);
-        Assert.IsTrue(policy.AnyLayer(p => p.Quantize == QuantizeMode.Int8Dynamic), "a pass asked only by an override is still requested");
+        Assert.AreEqual(0.5, context.Options<PruningOptions>(Node("/hidden.0/Gemm")).Sparsity);
+        Assert.AreEqual(QuantizeMode.Int8Dynamic, context.Options<QuantizationOptions>(Node("/hidden.0/Gemm")).Quantize);
+        Assert.AreEqual(QuantizeMode.None, context.Options<QuantizationOptions>(Node("/out/Gemm")).Quantize);
+        Assert.IsTrue(context.IsExcluded(Node("/hidden.1/Gemm")));
+        Assert.IsFalse(context.IsExcluded(Node("/hidden.0/Gemm")));
+        Assert.AreEqual(0.8, context.Options<PruningOptions>(model.Graph.Node.First(n => n.OpType == "Flatten")).Sparsity);
+        Assert.IsTrue(policy.AnyLayer<QuantizationOptions>(p => p.Quantize == QuantizeMode.Int8Dynamic), "a pass asked only by an override is still requested");
+        Assert.IsTrue(policy.Requests<QuantizationOptions>(), "quantizing only some layers is a technique asked for");
+
+        // Each value knows where it came from.
+        var hidden = context.Resolve<PruningOptions>(Node("/hidden.0/Gemm"));
+        Assert.AreEqual(new SettingSource(SettingOrigin.PolicyFile, 0, "/hidden*/Gemm"), hidden.SourceOf("Sparsity"));
+        Assert.AreEqual(SettingSource.Default, hidden.SourceOf("PruneMethod"));
+        Assert.AreEqual(SettingSource.Given, context.Resolve<PruningOptions>(Node("/out/Gemm")).SourceOf("Sparsity"));
     }
 
     [TestMethod]
@@ -46,7 +55,7 @@ public sealed class PolicyFileTests
         using var model = OnnxModel.Load(Fixtures.Mlp);
         var context = new CompressionContext(model, policy);
         CollectionAssert.AreEqual(new[] { true, false, true },
-            model.Graph.Node.Where(n => n.OpType == "Gemm").Select(n => context.PolicyFor(n).Excluded).ToArray());
+            model.Graph.Node.Where(n => n.OpType == "Gemm").Select(context.IsExcluded).ToArray());
     }
 
     [TestMethod]

@@ -1,5 +1,8 @@
 using ModelCompression.Diagnostics;
+using ModelCompression.LowRank;
 using ModelCompression.Policy;
+using ModelCompression.Pruning;
+using ModelCompression.Quantization;
 
 namespace ModelCompression.Tests.Policies;
 
@@ -14,11 +17,12 @@ public sealed class PolicySettingsTests
         var fromMetadata = Fixtures.Policy(("Sparsity", "0.8"), ("Quantize", "int8-dynamic"), ("MaxAccuracyDrop", "0.01"), ("ValidationData", "fmnist_val.npz"), ("ExecutionProvider", "cuda:1"), ("Rank", "0.25"));
         var fromCli = Fixtures.Policy(("--sparsity", "0.8"), ("--quantize", "int8-dynamic"), ("--max-accuracy-drop", "0.01"), ("--validation-data", "fmnist_val.npz"), ("--execution-provider", "cuda:1"), ("--rank", "0.25"));
         Assert.AreEqual(fromMetadata, fromCli);
-        Assert.AreEqual(0.8, fromMetadata.Sparsity);
-        Assert.AreEqual(QuantizeMode.Int8Dynamic, fromMetadata.Quantize);
-        Assert.AreEqual(new ExecutionProviderSpec("cuda", 1), fromMetadata.ExecutionProvider);
-        Assert.AreEqual(new RankSpec(0.25, IsRatio: true), fromMetadata.Rank);
-        Assert.IsTrue(Path.IsPathRooted(fromMetadata.ValidationData), "paths resolve against the base directory");
+        Assert.AreEqual(0.8, fromMetadata.Get<PruningOptions>().Sparsity);
+        Assert.AreEqual(QuantizeMode.Int8Dynamic, fromMetadata.Get<QuantizationOptions>().Quantize);
+        Assert.AreEqual(new ExecutionProviderSpec("cuda", 1), fromMetadata.Execution.ExecutionProvider);
+        Assert.AreEqual(new RankSpec(0.25, IsRatio: true), fromMetadata.Get<LowRankOptions>().Rank);
+        Assert.IsTrue(Path.IsPathRooted(fromMetadata.Data.ValidationData), "paths resolve against the base directory");
+        Assert.AreNotEqual(fromMetadata, Fixtures.Policy(("Sparsity", "0.7")));
         Assert.AreEqual("--max-accuracy-drop", PolicySettings.Find("MaxAccuracyDrop")!.OptionName);
     }
 
@@ -58,24 +62,26 @@ public sealed class PolicySettingsTests
         Assert.AreEqual("CM0104", Fails(("MaxLatencyRatio", "1")).Code);
         Assert.AreEqual("CM0104", Fails(("Rank", "0.5"), ("RankEnergy", "0.9")).Code);
         Assert.AreEqual("CM0104", Fails(("Sparsity", "0.6"), ("SparsityPattern", "2:4")).Code);
-        Assert.AreEqual(new NmPattern(2, 4), Fixtures.Policy(("Sparsity", "0.5"), ("SparsityPattern", "2:4")).SparsityPattern);
+        Assert.AreEqual(new NmPattern(2, 4), Fixtures.Policy(("Sparsity", "0.5"), ("SparsityPattern", "2:4")).Get<PruningOptions>().SparsityPattern);
     }
 
     [TestMethod]
     public void PruneMethodAuto_IsSparseGptWithCalibrationData_ElseMagnitude()
     {
-        Assert.AreEqual(PruneMethod.Auto, new CompressionPolicy().PruneMethod);
-        Assert.AreEqual(PruneMethod.Magnitude, Fixtures.Policy(("Sparsity", "0.8")).EffectivePruneMethod);
-        Assert.AreEqual(PruneMethod.SparseGpt, Fixtures.Policy(("Sparsity", "0.8"), ("CalibrationData", "fmnist_calib.npz")).EffectivePruneMethod);
-        Assert.AreEqual(PruneMethod.Magnitude, Fixtures.Policy(("Sparsity", "0.8"), ("CalibrationData", "fmnist_calib.npz"), ("PruneMethod", "magnitude")).EffectivePruneMethod);
-        Assert.AreEqual("auto (sparsegpt)", CompressionEngine.Describe(Fixtures.Policy(("CalibrationData", "fmnist_calib.npz")))["PruneMethod"]);
+        static PruneMethod Runs(CompressionPolicy p) => p.Get<PruningOptions>().MethodFor(p.Data.CalibrationData is not null);
+        Assert.AreEqual(PruneMethod.Auto, new CompressionPolicy().Get<PruningOptions>().PruneMethod);
+        Assert.AreEqual(PruneMethod.Magnitude, Runs(Fixtures.Policy(("Sparsity", "0.8"))));
+        Assert.AreEqual(PruneMethod.SparseGpt, Runs(Fixtures.Policy(("Sparsity", "0.8"), ("CalibrationData", "fmnist_calib.npz"))));
+        Assert.AreEqual(PruneMethod.Magnitude, Runs(Fixtures.Policy(("Sparsity", "0.8"), ("CalibrationData", "fmnist_calib.npz"), ("PruneMethod", "magnitude"))));
+        Assert.AreEqual("auto (sparsegpt)", CompressionEngine.Describe(Fixtures.Policy(("Sparsity", "0.8"), ("CalibrationData", "fmnist_calib.npz")))["PruneMethod"]);
+        Assert.IsFalse(CompressionEngine.Describe(Fixtures.Policy(("CalibrationData", "fmnist_calib.npz"))).ContainsKey("PruneMethod"), "a technique not asked for is not described");
     }
 
     [TestMethod]
     public void RankText_IsARatioOrAnAbsoluteRank()
     {
-        Assert.AreEqual(new RankSpec(64, IsRatio: false), Fixtures.Policy(("Rank", "64")).Rank);
-        Assert.AreEqual(new RankSpec(1, IsRatio: true), Fixtures.Policy(("Rank", "1")).Rank);
+        Assert.AreEqual(new RankSpec(64, IsRatio: false), Fixtures.Policy(("Rank", "64")).Get<LowRankOptions>().Rank);
+        Assert.AreEqual(new RankSpec(1, IsRatio: true), Fixtures.Policy(("Rank", "1")).Get<LowRankOptions>().Rank);
         Assert.AreEqual(16, new RankSpec(0.125, true).Resolve(128));
         Assert.AreEqual(10, new RankSpec(64, false).Resolve(10));
     }

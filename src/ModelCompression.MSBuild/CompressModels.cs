@@ -1,5 +1,4 @@
-using System.Text.Encodings.Web;
-using System.Text.Json;
+using ModelCompression.Contracts;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 
@@ -14,9 +13,6 @@ namespace ModelCompression.MSBuild;
 /// </summary>
 public sealed class CompressModels : ToolTask
 {
-    /// <summary>The request format this task writes (the engine's <c>batch</c> verb reads it).</summary>
-    public const int RequestVersion = 1;
-
     /// <summary>The models, with <c>_OutputFile</c> and <c>_ReportDirectory</c>; other custom metadata are settings.</summary>
     [Required] public ITaskItem[] Models { get; set; } = [];
 
@@ -99,18 +95,22 @@ public sealed class CompressModels : ToolTask
         return Log.HasLoggedErrors ? -1 : 0;
     }
 
-    /// <summary>Engine lines: canonical error/warning lines keep their file and code; everything else is a message.</summary>
+    /// <summary>
+    /// Engine lines: canonical error/warning lines keep their file and code; each model's summary line is shown at
+    /// normal build verbosity (high importance), so a build says what compression did; the rest are low-key messages.
+    /// </summary>
     protected override void LogEventsFromTextOutput(string singleLine, MessageImportance messageImportance) =>
-        Log.LogMessageFromText(singleLine, MessageImportance.Normal);
+        Log.LogMessageFromText(singleLine, singleLine.StartsWith(EngineOutput.SummaryPrefix, StringComparison.Ordinal) ? MessageImportance.High : MessageImportance.Normal);
 
     protected override bool HandleTaskExecutionErrors()
     {
         if (Log.HasLoggedErrors) return false;    // the engine (or this task) already said what went wrong
-        var meaning = ExitCode switch
+        var meaning = (ReturnCode)ExitCode switch
         {
-            1 => "a quality gate failed",
-            2 => "bad usage or input",
-            3 => "internal error",
+            ReturnCode.GateFailed => "a quality gate failed",
+            ReturnCode.BadInput => "bad usage or input",
+            ReturnCode.InternalError => "internal error",
+            ReturnCode.Cancelled => "cancelled",
             _ => "killed or crashed",
         };
         Log.LogError(null, Diagnostics.EngineFailed, null, null, 0, 0, 0, 0,
@@ -122,30 +122,20 @@ public sealed class CompressModels : ToolTask
     {
         var owned = ModelItems.OwnedSet(OwnedMetadata);
         var baseDirectory = Path.GetFullPath(BaseDirectory);
+        var items = Models.Select(model => new EngineRequestItem(
+            Model: model.GetMetadata("FullPath"),
+            Output: Path.GetFullPath(model.GetMetadata(ModelItems.OutputFile)),
+            ReportDirectory: Path.GetFullPath(model.GetMetadata(ModelItems.ReportDirectory)),
+            BaseDirectory: baseDirectory,
+            // Setting mistakes point at the project file that defines the item.
+            ProjectFile: model.GetMetadata("DefiningProjectFullPath") is { Length: > 0 } project ? project : null,
+            CacheDirectory: model.GetMetadata(ModelItems.CacheDirectory) is { Length: > 0 } cache ? Path.GetFullPath(cache) : null,
+            Settings: ModelItems.Settings(model, owned))).ToList();
         try
         {
             var path = Path.GetFullPath(RequestFile);
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            using var stream = File.Create(path);
-            using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-            json.WriteStartObject();
-            json.WriteNumber("version", RequestVersion);
-            json.WriteBoolean("gateFailureAsWarning", GateFailureAsWarning);
-            json.WriteStartArray("items");
-            foreach (var model in Models)
-            {
-                json.WriteStartObject();
-                json.WriteString("model", model.GetMetadata("FullPath"));
-                json.WriteString("output", Path.GetFullPath(model.GetMetadata(ModelItems.OutputFile)));
-                json.WriteString("reportDirectory", Path.GetFullPath(model.GetMetadata(ModelItems.ReportDirectory)));
-                json.WriteString("baseDirectory", baseDirectory);
-                json.WriteStartObject("settings");
-                foreach (var (name, value) in ModelItems.Settings(model, owned)) json.WriteString(name, value);
-                json.WriteEndObject();
-                json.WriteEndObject();
-            }
-            json.WriteEndArray();
-            json.WriteEndObject();
+            new EngineRequest(EngineRequest.CurrentVersion, GateFailureAsWarning, items).Write(path);
             return true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -30,6 +30,9 @@ public sealed class PrepareCompressModels : Task
     /// <summary>Folder under which each model gets its report folder (named after its output path).</summary>
     [Required] public string ReportDirectory { get; set; } = string.Empty;
 
+    /// <summary>Folder under which each model gets a cache of intermediate models (named after its output path); empty: no cache.</summary>
+    public string CacheDirectory { get; set; } = string.Empty;
+
     /// <summary>The engine's compress-model.dll (its version goes into the stamps).</summary>
     [Required] public string EnginePath { get; set; } = string.Empty;
 
@@ -78,6 +81,8 @@ public sealed class PrepareCompressModels : Task
             var item = new TaskItem(model);
             item.SetMetadata(ModelItems.ReportDirectory, ModelItems.Escape(reportDirectory));
             item.SetMetadata(ModelItems.StampFile, ModelItems.Escape(stampFile));
+            if (CacheDirectory.Length > 0)
+                item.SetMetadata(ModelItems.CacheDirectory, ModelItems.Escape(Path.GetFullPath(Path.Combine(CacheDirectory, Path.ChangeExtension(targetPath, null)))));
             item.SetMetadata(ModelItems.Dependencies, string.Join(';', dependencies.Distinct().Select(ModelItems.Escape)));
             prepared.Add(item);
             stamps.Add(new TaskItem(ModelItems.Escape(stampFile)));

@@ -15,6 +15,11 @@ public sealed record CompressionRequest(string ModelPath, string OutputPath, str
 {
     /// <summary>Write the output even when the gate fails (the failures become warnings).</summary>
     public bool GateFailureAsWarning { get; init; }
+    /// <summary>
+    /// A folder of this output's own for intermediate models (see <see cref="PassCache"/>): a later run that differs
+    /// only in gate settings, or in later passes, starts from the cached passes. Null: no cache.
+    /// </summary>
+    public string? CacheDirectory { get; init; }
 }
 
 public sealed record CompressionResult(CompressionReport Report, IReadOnlyList<Diagnostic> Diagnostics)
@@ -44,17 +49,8 @@ public static class CompressionEngine
         using var source = LoadChecked(modelPath);
         timings.Add(new StepTiming("load", step.Elapsed.TotalMilliseconds));
 
-        using var working = source.Clone();
-        var context = new CompressionContext(working, request.Policy, modelPath, cancellation) { Progress = progress };
-        foreach (var pass in CompressionPipeline.For(request.Policy))
-        {
-            cancellation.ThrowIfCancellationRequested();
-            step.Restart();
-            progress?.Report((pass.Name, 0));
-            pass.Apply(context);
-            context.Graph.Invalidate();
-            timings.Add(new StepTiming(pass.Name, step.Elapsed.TotalMilliseconds));
-        }
+        var context = CompressionPipeline.Run(source, request.Policy, modelPath, PassCache.Open(request.CacheDirectory, modelPath), timings, cancellation, progress);
+        using var working = context.Model;
         if (!request.Policy.HasTechnique)
             context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
 

@@ -66,20 +66,21 @@ public sealed class OtherVerbTests
     }
 
     [TestMethod]
-    public void Batch_ReportsEveryItemsBadMetadata_WithTheModelPath()
+    public void Batch_ReportsEveryItemsBadMetadata_AtTheProjectFileThatDefinesIt()
     {
         var dir = TempDirectory();
         var request = Path.Combine(dir, "request.json");
-        var items = new[]
-        {
-            new { model = Fixture("fmnist_mlp.onnx"), output = Path.Combine(dir, "a.onnx"), reportDirectory = dir, baseDirectory = dir, settings = new Dictionary<string, string> { ["Sparsty"] = "0.5" } },
-            new { model = Fixture("fmnist_resnet.onnx"), output = Path.Combine(dir, "b.onnx"), reportDirectory = dir, baseDirectory = dir, settings = new Dictionary<string, string> { ["MaxLatencyRatio"] = "-1" } },
-        };
-        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var project = Path.Combine(dir, "App.csproj");
+        EngineRequestItem[] items =
+        [
+            new(Fixture("fmnist_mlp.onnx"), Path.Combine(dir, "a.onnx"), dir, dir, project, null, new Dictionary<string, string> { ["Sparsty"] = "0.5" }),
+            new(Fixture("fmnist_resnet.onnx"), Path.Combine(dir, "b.onnx"), dir, dir, null, null, new Dictionary<string, string> { ["MaxLatencyRatio"] = "-1" }),
+        ];
+        new EngineRequest(EngineRequest.CurrentVersion, false, items).Write(request);
         var result = Run("batch", "--request", request);
         Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
-        StringAssert.Contains(result.Error, "fmnist_mlp.onnx: error CM0101: unknown setting 'Sparsty' (did you mean 'Sparsity'?)");
-        StringAssert.Contains(result.Error, "fmnist_resnet.onnx: error CM0102: MaxLatencyRatio '-1' is invalid");
+        StringAssert.Contains(result.Error, "App.csproj: error CM0101: unknown setting 'Sparsty' (did you mean 'Sparsity'?)");
+        StringAssert.Contains(result.Error, "fmnist_resnet.onnx: error CM0102: MaxLatencyRatio '-1' is invalid", "without a project file, the model is named");
         Assert.IsFalse(File.Exists(Path.Combine(dir, "a.onnx")));
     }
 
@@ -88,17 +89,16 @@ public sealed class OtherVerbTests
     {
         var dir = TempDirectory();
         var request = Path.Combine(dir, "request.json");
-        var items = new[] { "fmnist_mlp.onnx", "fmnist_resnet.onnx" }.Select(m => new
-        {
-            model = Fixture(m), output = Path.Combine(dir, "out", m), reportDirectory = Path.Combine(dir, "reports"), baseDirectory = AppContext.BaseDirectory,
-            settings = new Dictionary<string, string> { ["ValidationData"] = "data/fmnist_val.npz", ["MinAgreement"] = "1.0", ["LatencyRounds"] = "1" },
-        }).ToArray();
-        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var items = new[] { "fmnist_mlp.onnx", "fmnist_resnet.onnx" }.Select(m => new EngineRequestItem(
+            Fixture(m), Path.Combine(dir, "out", m), Path.Combine(dir, "reports", m), AppContext.BaseDirectory, null, null,
+            new Dictionary<string, string> { ["ValidationData"] = "data/fmnist_val.npz", ["MinAgreement"] = "1.0", ["LatencyRounds"] = "1" })).ToArray();
+        new EngineRequest(EngineRequest.CurrentVersion, false, items).Write(request);
         var result = Run("batch", "--request", request);
         Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
         Assert.IsTrue(File.Exists(Path.Combine(dir, "out", "fmnist_mlp.onnx")));
         Assert.IsTrue(File.Exists(Path.Combine(dir, "out", "fmnist_resnet.onnx")));
-        Assert.AreEqual(2, result.Output.Split('\n').Count(l => l.EndsWith(": pass", StringComparison.Ordinal)), result.Output);
+        var summaries = result.Output.Split('\n').Where(l => l.StartsWith(EngineOutput.SummaryPrefix, StringComparison.Ordinal)).ToList();
+        Assert.AreEqual(2, summaries.Count(l => l.EndsWith(": pass", StringComparison.Ordinal)), result.Output);
     }
 
     [TestMethod]
@@ -109,12 +109,10 @@ public sealed class OtherVerbTests
         // Two distinct files: the check runs before either is loaded, so they need not be real libraries.
         var libraries = new[] { "a", "b" }.Select(n => Path.Combine(dir, $"libonnxruntime-{n}.so")).ToArray();
         foreach (var library in libraries) File.WriteAllText(library, "");
-        var items = libraries.Select((library, i) => new
-        {
-            model = Fixture("fmnist_mlp.onnx"), output = Path.Combine(dir, "out", $"mlp{i}.onnx"), reportDirectory = Path.Combine(dir, "reports"), baseDirectory = dir,
-            settings = new Dictionary<string, string> { ["OnnxRuntimeLibrary"] = library },
-        }).ToArray();
-        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var items = libraries.Select((library, i) => new EngineRequestItem(
+            Fixture("fmnist_mlp.onnx"), Path.Combine(dir, "out", $"mlp{i}.onnx"), Path.Combine(dir, "reports"), dir, null, null,
+            new Dictionary<string, string> { ["OnnxRuntimeLibrary"] = library })).ToArray();
+        new EngineRequest(EngineRequest.CurrentVersion, false, items).Write(request);
         var result = Run("batch", "--request", request);
         Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
         StringAssert.Contains(result.Error, "error CM0104");
@@ -126,7 +124,7 @@ public sealed class OtherVerbTests
     [TestMethod]
     public void EveryVerb_HasHelp()
     {
-        foreach (var verb in new[] { "compress", "evaluate", "inspect", "doctor", "batch" })
+        foreach (var verb in new[] { "compress", "evaluate", "inspect", "doctor", "batch", "settings" })
         {
             var result = Run(verb, "--help");
             Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());

@@ -126,7 +126,7 @@ public sealed class TaskTests
         CollectionAssert.AreEqual(new[] { "CM0521" }, engine.Errors.Select(e => e.Code).ToArray());
         using var json = JsonDocument.Parse(System.IO.File.ReadAllBytes(request));
         var root = json.RootElement;
-        Assert.AreEqual(1, root.GetProperty("version").GetInt32());
+        Assert.AreEqual(ModelCompression.Contracts.EngineRequest.CurrentVersion, root.GetProperty("version").GetInt32());
         Assert.IsTrue(root.GetProperty("gateFailureAsWarning").GetBoolean());
         var item = root.GetProperty("items")[0];
         Assert.AreEqual(model.GetMetadata("FullPath"), item.GetProperty("model").GetString());

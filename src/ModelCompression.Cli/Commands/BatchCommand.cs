@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
 using ModelCompression.Diagnostics;
 using ModelCompression.Policy;
 
@@ -11,11 +10,6 @@ namespace ModelCompression.Cli.Commands;
 /// </summary>
 public static class BatchCommand
 {
-    public sealed record Request(int Version, bool GateFailureAsWarning, IReadOnlyList<Item> Items);
-    public sealed record Item(string Model, string Output, string ReportDirectory, string BaseDirectory, IReadOnlyDictionary<string, string>? Settings);
-
-    private static readonly JsonSerializerOptions JsonOptions = new() { PropertyNameCaseInsensitive = true, ReadCommentHandling = JsonCommentHandling.Skip };
-
     public static Command Create(TextWriter output, TextWriter error, CancellationToken cancellation)
     {
         var requestOption = new Option<string>("--request") { Description = "The request file the MSBuild task wrote (items, outputs, settings).", Required = true };
@@ -24,21 +18,19 @@ public static class BatchCommand
         return command;
     }
 
-    public static Request ReadRequest(string path)
+    public static EngineRequest ReadRequest(string path)
     {
         try
         {
-            var request = JsonSerializer.Deserialize<Request>(File.ReadAllText(path), JsonOptions);
-            if (request?.Items is null || request.Version != 1) throw new JsonException("expected { \"version\": 1, \"items\": [ … ] }");
-            return request;
+            return EngineRequest.Read(path);
         }
-        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException or NotSupportedException)
+        catch (Exception e) when (e is System.Text.Json.JsonException or IOException or UnauthorizedAccessException or NotSupportedException)
         {
             throw new CompressionException(DiagnosticCodes.BadUsage, $"cannot read the request: {e.Message}", path);
         }
     }
 
-    public static ReturnCode Run(Request request, TextWriter output, TextWriter error, CancellationToken cancellation)
+    public static ReturnCode Run(EngineRequest request, TextWriter output, TextWriter error, CancellationToken cancellation)
     {
         var worst = ReturnCode.Success;
         CompressionPolicy[] policies;
@@ -46,7 +38,8 @@ public static class BatchCommand
         var errors = new List<Diagnostic>();
         policies = request.Items.Select(item =>
         {
-            try { return PolicySettings.Parse(item.Settings ?? new Dictionary<string, string>(), item.BaseDirectory, item.Model); }
+            // Setting mistakes are in the project file that defines the item, not in the model.
+            try { return PolicySettings.Parse(item.Settings ?? new Dictionary<string, string>(), item.BaseDirectory, item.ProjectFile ?? item.Model); }
             catch (CompressionException e) { errors.AddRange(e.Diagnostics); return null!; }
         }).ToArray();
         // One process loads one native runtime: items that name different ones cannot share a batch.
@@ -68,8 +61,12 @@ public static class BatchCommand
         {
             cancellation.ThrowIfCancellationRequested();
             var item = request.Items[i];
-            var compress = new CompressionRequest(item.Model, item.Output, item.ReportDirectory, policies[i]) { GateFailureAsWarning = request.GateFailureAsWarning };
-            var code = (ReturnCode)CompressModelApp.Guard(error, () => CompressCommand.Run(compress, benchmark: false, output, error, cancellation));
+            var compress = new CompressionRequest(item.Model, item.Output, item.ReportDirectory, policies[i])
+            {
+                GateFailureAsWarning = request.GateFailureAsWarning,
+                CacheDirectory = item.CacheDirectory,
+            };
+            var code = (ReturnCode)CompressModelApp.Guard(error, () => CompressCommand.Run(compress, benchmark: false, output, error, cancellation, EngineOutput.SummaryPrefix));
             if (code == ReturnCode.Cancelled) return code;
             if (Rank(code) > Rank(worst)) worst = code;
         }

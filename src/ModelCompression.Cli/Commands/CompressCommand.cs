@@ -15,10 +15,11 @@ public static class CompressCommand
         var reportDir = new Option<string>("--report-dir") { Description = "Folder for the JSON/Markdown/HTML reports (and the candidate when the gate fails). Default: <output folder>/compress-model-reports." };
         var asWarning = new Option<bool>("--gate-failure-as-warning") { Description = "Write the output even when the gate fails; failures become warnings and the exit code is 0." };
         var benchmark = new Option<bool>("--benchmark") { Description = "Print pass, gate and total times and the measured latency ratio." };
+        var cacheDir = new Option<string>("--cache-dir") { Description = "A folder of this output's own for intermediate models: a later run that changes only gate settings (or later passes) reuses the passes before. Default: no cache." };
         var policy = new PolicyOptions(_ => true);
         var command = new Command("compress", "Compress a model with the given policy, gate it against the original, write it and its reports.")
         {
-            model, outputOption, reportDir, asWarning, benchmark,
+            model, outputOption, reportDir, asWarning, benchmark, cacheDir,
         };
         policy.AddTo(command);
         command.SetAction(parse => CompressModelApp.Guard(error, () =>
@@ -28,20 +29,24 @@ public static class CompressCommand
                 parse.GetValue(model)!,
                 outputPath,
                 parse.GetValue(reportDir) is { } dir ? Path.GetFullPath(dir) : Path.Combine(Path.GetDirectoryName(outputPath)!, "compress-model-reports"),
-                policy.Parse(parse)) { GateFailureAsWarning = parse.GetValue(asWarning) };
+                policy.Parse(parse))
+            {
+                GateFailureAsWarning = parse.GetValue(asWarning),
+                CacheDirectory = parse.GetValue(cacheDir) is { } cache ? Path.GetFullPath(cache) : null,
+            };
             return Run(request, parse.GetValue(benchmark), output, error, cancellation);
         }));
         return command;
     }
 
-    public static ReturnCode Run(CompressionRequest request, bool benchmark, TextWriter output, TextWriter error, CancellationToken cancellation)
+    public static ReturnCode Run(CompressionRequest request, bool benchmark, TextWriter output, TextWriter error, CancellationToken cancellation, string summaryPrefix = "")
     {
         var library = Runtime.OnnxRuntimeLoader.LibraryFor(request.Policy);
         if (!Runtime.OnnxRuntimeLoader.UseLibrary(library is null ? null : Path.GetFullPath(library)))
             throw new CompressionException(DiagnosticCodes.ConflictingSettings, $"ONNX Runtime is already loaded from {Runtime.OnnxRuntimeLoader.LoadedLibrary}; this process cannot switch to {library}", request.ModelPath);
         var result = ConsoleOutput.WithProgress(output, progress => CompressionEngine.Compress(request, cancellation, progress));
         ConsoleOutput.WriteDiagnostics(error, result.Diagnostics);
-        output.WriteLine(ConsoleOutput.SummaryLine(result.Report));
+        output.WriteLine(summaryPrefix + ConsoleOutput.SummaryLine(result.Report));
         output.WriteLine(result.OutputWritten
             ? $"wrote {result.Report.Output}; reports in {request.ReportDirectory}"
             : $"gate failed: no output written; candidate and reports in {request.ReportDirectory}");
@@ -55,7 +60,7 @@ public static class CompressCommand
         var timings = result.Report.Timings;
         var passes = timings.Where(t => t.Step is not ("load" or "save" or "gate" or "total")).ToList();
         output.WriteLine("benchmark:");
-        output.WriteLine($"  compress time: {passes.Sum(t => t.Milliseconds).ToString("0", ci)} ms ({string.Join(", ", passes.Select(t => $"{t.Step} {t.Milliseconds.ToString("0", ci)} ms"))})");
+        output.WriteLine($"  compress time: {passes.Sum(t => t.Milliseconds).ToString("0", ci)} ms ({string.Join(", ", passes.Select(t => t.Cached ? $"{t.Step} cached" : $"{t.Step} {t.Milliseconds.ToString("0", ci)} ms"))})");
         output.WriteLine($"  gate time: {timings.First(t => t.Step == "gate").Milliseconds.ToString("0", ci)} ms");
         var m = result.Report.Measurements;
         output.WriteLine(m.LatencyRatio is { } r

@@ -37,6 +37,13 @@ public sealed class CompressionContext
 
     public void Record(LayerRecord record) => _records.Add(record);
 
+    /// <summary>Takes over what cached passes recorded, as if they had just run.</summary>
+    internal void Replay(CachedSteps steps)
+    {
+        _records.AddRange(steps.Records);
+        _diagnostics.AddRange(steps.Diagnostics);
+    }
+
     public void Warn(string code, string message) => _diagnostics.Add(new Diagnostic(code, Severity.Warning, message, ModelPath));
 
     /// <summary>A layer's name for globs and the report: the node name, or its first output when unnamed.</summary>

@@ -1,4 +1,7 @@
+using System.Diagnostics;
+using ModelCompression.Onnx;
 using ModelCompression.Policy;
+using ModelCompression.Reporting;
 
 namespace ModelCompression.Passes;
 
@@ -22,5 +25,41 @@ public static class CompressionPipeline
             pass.Apply(context);
             context.Graph.Invalidate();
         }
+    }
+
+    /// <summary>
+    /// Runs the requested passes on a copy of <paramref name="source"/>, starting from the longest prefix of them that
+    /// <paramref name="cache"/> holds (its records and diagnostics replayed) and caching each result after it.
+    /// The caller owns the returned context's model. Cached passes appear in <paramref name="timings"/> as cached.
+    /// </summary>
+    public static CompressionContext Run(OnnxModel source, CompressionPolicy policy, string modelPath, PassCache? cache, List<StepTiming> timings,
+        CancellationToken cancellation, IProgress<(string Stage, double Fraction)>? progress)
+    {
+        var passes = For(policy);
+        var keys = cache is null ? [] : PassCache.Keys(modelPath, policy, passes);
+        var cached = cache?.LongestCachedPrefix(keys) ?? -1;
+        CompressionContext context;
+        if (cached >= 0)
+        {
+            var (model, steps) = cache!.Load(keys[cached]);
+            context = new CompressionContext(model, policy, modelPath, cancellation) { Progress = progress };
+            context.Replay(steps);
+            for (var i = 0; i <= cached; i++) timings.Add(new StepTiming(passes[i].Name, 0, Cached: true));
+        }
+        else context = new CompressionContext(source.Clone(), policy, modelPath, cancellation) { Progress = progress };
+
+        var step = new Stopwatch();
+        for (var i = cached + 1; i < passes.Count; i++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            step.Restart();
+            progress?.Report((passes[i].Name, 0));
+            passes[i].Apply(context);
+            context.Graph.Invalidate();
+            timings.Add(new StepTiming(passes[i].Name, step.Elapsed.TotalMilliseconds));
+            cache?.Store(keys[i], context.Model, new CachedSteps([.. context.Records], [.. context.Diagnostics]));
+        }
+        cache?.Trim();
+        return context;
     }
 }

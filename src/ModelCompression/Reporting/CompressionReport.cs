@@ -5,7 +5,7 @@ using ModelCompression.Passes;
 namespace ModelCompression.Reporting;
 
 /// <summary>Wall-clock time of one pipeline step.</summary>
-public sealed record StepTiming(string Step, double Milliseconds);
+public sealed record StepTiming(string Step, double Milliseconds, bool Cached = false);
 
 /// <summary>
 /// Everything one compression did and measured, for one model. Serialized as JSON (schema

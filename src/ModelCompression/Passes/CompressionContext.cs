@@ -32,6 +32,8 @@ public sealed class CompressionContext
     public CancellationToken Cancellation { get; }
     public RuntimeOptions Runtime => RuntimeOptions.From(Policy);
     public IProgress<(string Stage, double Fraction)>? Progress { get; init; }
+    /// <summary>The calibration data already loaded (and checked) by the engine; otherwise it is loaded on first use.</summary>
+    public Dataset? CalibrationData { get; init; }
     public IReadOnlyList<LayerRecord> Records => _records;
     public IReadOnlyList<Diagnostic> Diagnostics => _diagnostics;
 
@@ -61,7 +63,7 @@ public sealed class CompressionContext
         if (_calibration is not null) return _calibration;
         if (Policy.CalibrationData is null)
             throw new CompressionException(DiagnosticCodes.MissingCalibrationData, $"{passName} needs CalibrationData", ModelPath);
-        _calibration = Dataset.Load(Policy.CalibrationData).Take(Policy.CalibrationSamples);
+        _calibration = (CalibrationData ?? Dataset.Load(Policy.CalibrationData)).Take(Policy.CalibrationSamples);
         return _calibration;
     }
 

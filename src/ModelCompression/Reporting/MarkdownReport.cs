@@ -9,7 +9,7 @@ public static class MarkdownReport
     public static string Render(CompressionReport report)
     {
         var md = new StringBuilder();
-        var name = Path.GetFileName(report.Model);
+        var name = report.Title;
         md.AppendLine($"## {name}: {(report.Verdict.Passed ? "✅" : "❌")} {report.VerdictText}").AppendLine();
         foreach (var failure in report.Verdict.Failures) md.AppendLine($"- **{failure.Code}** {Escape(failure.Message)}");
         foreach (var d in report.Diagnostics.Where(d => d.Severity == Diagnostics.Severity.Warning && !report.Verdict.Failures.Any(f => f.Message == d.Message)))

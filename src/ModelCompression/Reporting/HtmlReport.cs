@@ -45,12 +45,11 @@ public static class HtmlReport
         {
             var accuracy = new List<ChartRow> { new("top-1", a1 * 100, b1 * 100) };
             if (m.Original.TopK is { } ak && m.Compressed.TopK is { } bk) accuracy.Add(new($"top-{m.Original.K}", ak * 100, bk * 100));
-            // From 0, 93.60 and 93.50 draw as equal bars: the axis starts near the smallest value (and says so), and a
-            // second chart draws the change itself.
-            var low = accuracy.Min(r => Math.Min(r.Original, r.Compressed));
-            var high = accuracy.Max(r => Math.Max(r.Original, r.Compressed));
-            var axisStart = Math.Max(0, Math.Floor(low - Math.Max(1, high - low)));
-            html.Append(PairChart($"Accuracy (%), axis from {axisStart.ToString("0", Invariant)} %", accuracy, "0.00", axisStart));
+            // From 0, 93.60 and 93.50 draw as equal bars: the top-1 chart's axis starts just below the smaller value (its
+            // title says where), and a second chart draws the changes themselves.
+            var low = Math.Min(a1, b1) * 100;
+            var axisStart = Math.Max(0, Math.Floor(low - Math.Max(0.5, Math.Abs(a1 - b1) * 100)));
+            html.Append(PairChart($"Top-1 accuracy (%), axis from {axisStart.ToString("0", Invariant)} %", accuracy.Take(1).ToList(), "0.00", axisStart));
             html.Append(DeltaChart("Accuracy change (pt)", accuracy.Select(r => (r.Label, r.Compressed - r.Original)).ToList()));
         }
         if (m.OriginalLatency is { } lo && m.CompressedLatency is { } lc)

@@ -32,14 +32,19 @@ public static class LayerTable
     /// <param name="records">What the passes recorded, in order (a layer may appear once per pass).</param>
     /// <param name="before">The original model's weights.</param>
     /// <param name="after">The final model's weights.</param>
-    public static IReadOnlyList<LayerSummary> Build(IReadOnlyList<LayerRecord> records, IReadOnlyList<ModelWeight> before, IReadOnlyList<ModelWeight> after)
+    /// <param name="nodeOrder">The original model's layer names in graph order: rows follow it (others keep record order, after them).</param>
+    public static IReadOnlyList<LayerSummary> Build(IReadOnlyList<LayerRecord> records, IReadOnlyList<ModelWeight> before, IReadOnlyList<ModelWeight> after,
+        IReadOnlyList<string>? nodeOrder = null)
     {
         // Rows in order of first appearance. A node a pass split off a layer (low rank's "<layer>/lowrank_reduce",
         // Tucker's "<layer>/tucker_core") belongs to that layer's row, whatever later passes recorded for it.
         var names = new List<string>();
         foreach (var r in records) if (!names.Contains(r.Layer)) names.Add(r.Layer);
         var rowOf = names.ToDictionary(n => n, n => Owner(n, names, allowUnderscore: false) ?? n, StringComparer.Ordinal);
-        var rowNames = names.Where(n => rowOf[n] == n).ToList();
+        var position = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var n in nodeOrder ?? []) position.TryAdd(n, position.Count);
+        var rowNames = names.Where(n => rowOf[n] == n).Select((n, i) => (n, i))
+            .OrderBy(x => position.TryGetValue(x.n, out var p) ? p : int.MaxValue).ThenBy(x => x.i).Select(x => x.n).ToList();
 
         var original = before.Select(w => CompressionContext.LayerName(w.Consumer)).ToHashSet(StringComparer.Ordinal);
         var beforeCount = Sum(before, rowNames, unowned: original);

@@ -23,7 +23,7 @@ public static class MarkdownReport
         if (report.Layers.Count > 0)
         {
             md.AppendLine("<details><summary>Per-layer changes (" + report.Layers.Count + ")</summary>").AppendLine();
-            md.AppendLine("| " + string.Join(" | ", LayerColumns) + " |").AppendLine("|" + string.Concat(LayerColumns.Select(_ => "---|")));
+            md.AppendLine("| " + string.Join(" | ", LayerColumns) + " |").AppendLine("|" + string.Concat(LayerColumns.Select((_, i) => IsNumericLayerColumn(i) ? "---:|" : "---|")));
             foreach (var layer in report.Layers) md.AppendLine("| " + string.Join(" | ", LayerCells(layer).Select(Escape)) + " |");
             md.AppendLine().AppendLine("</details>").AppendLine();
         }

@@ -91,7 +91,7 @@ public static class BatchCommand
             .Where(g => g.Select(i => Path.GetFullPath(i.Output)).Distinct(comparer).Count() > 1);
         foreach (var group in reports)
             yield return new Diagnostic(DiagnosticCodes.ConflictingSettings, Severity.Error,
-                $"outputs {string.Join(" and ", group.Select(i => $"'{i.Output}'"))} would write the same reports '{group.Key}.report.*' (reports are named after the output file): give them different file names or report folders", group.First().Model);
+                $"outputs {string.Join(" and ", group.Select(i => $"'{i.Output}'").Distinct(comparer))} would write the same reports '{group.Key}.report.*' (reports are named after the output file): give them different file names or report folders", group.First().Model);
     }
 
     private static int Rank(ReturnCode code) => code switch { ReturnCode.Success => 0, ReturnCode.GateFailed => 1, ReturnCode.BadInput => 2, _ => 3 };

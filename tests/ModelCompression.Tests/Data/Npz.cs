@@ -33,4 +33,4 @@ internal static class Npz
     }
 }
 
-internal sealed record NpzArray(string Name, long[] Shape, string Descr, byte[] Data);
+public sealed record NpzArray(string Name, long[] Shape, string Descr, byte[] Data);

@@ -63,7 +63,7 @@ public static class HtmlReport
         }
         var layersWithParams = report.Layers.Where(l => l.ParametersBefore > 0).ToList();
         if (layersWithParams.Count > 0)
-            html.Append(PairChart("Nonzero parameters per layer (thousands)", layersWithParams.Select(l => new ChartRow(l.Layer + " · " + l.Technique, l.ParametersBefore / 1000.0, l.NonZeroParametersAfter / 1000.0)).ToList(), "0.0"));
+            html.Append(PairChart("Parameters per layer (thousands): before, nonzero after", layersWithParams.Select(l => new ChartRow(l.Layer + " · " + l.Technique, l.ParametersBefore / 1000.0, l.NonZeroParametersAfter / 1000.0)).ToList(), "0.0"));
         html.Append("</div>");
 
         if (report.Layers.Count > 0)

@@ -1,5 +1,5 @@
-using System.Globalization;
 using ModelCompression.Diagnostics;
+using ModelCompression.Evaluation;
 using ModelCompression.Reporting;
 using Spectre.Console;
 
@@ -13,22 +13,23 @@ public static class ConsoleOutput
         foreach (var d in diagnostics) error.WriteLine(d.ToCanonicalString());
     }
 
-    /// <summary><c>net.onnx: accuracy 90.20% -> 90.10%, latency 0.62x, size 0.25x: pass</c></summary>
+    /// <summary>
+    /// <c>net.onnx -> out.onnx: accuracy 90.20 % -> 90.10 % (-0.10 pt), latency 0.620x, size 0.250x: pass</c>, in the
+    /// numbers' one format (<see cref="MetricFormat"/>), as the gate's messages and the reports write them.
+    /// </summary>
     public static string SummaryLine(CompressionReport report)
     {
         var m = report.Measurements;
         var parts = new List<string>();
-        if (m.Original?.Top1 is { } a && m.Compressed?.Top1 is { } b) parts.Add($"accuracy {Pct(a)} -> {Pct(b)}");
-        else if (m.Comparison is { } c) parts.Add($"agreement {Pct(c.Agreement)}");
-        if (m.LatencyRatio is { } l) parts.Add($"latency {l.ToString("0.00", CultureInfo.InvariantCulture)}x");
-        parts.Add($"size {m.SizeRatio.ToString("0.00", CultureInfo.InvariantCulture)}x");
+        if (m.Original?.Top1 is { } a && m.Compressed?.Top1 is { } b) parts.Add($"accuracy {MetricFormat.Percent(a)} -> {MetricFormat.Percent(b)} ({MetricFormat.PointChange(a, b)})");
+        else if (m.Comparison is { } c) parts.Add($"agreement {MetricFormat.Percent(c.Agreement)}");
+        if (m.LatencyRatio is { } l) parts.Add($"latency {MetricFormat.Ratio(l)}");
+        parts.Add($"size {MetricFormat.Ratio(m.SizeRatio)}");
         if (m.Original is null) parts.Add("no validation data: accuracy and latency not measured");
         // The output is named too: two items may compress one model into two variants.
         var target = report.Output is null ? report.Model : $"{report.Model} -> {report.Output}";
         return $"{target}: {string.Join(", ", parts)}: {report.VerdictText}";
     }
-
-    private static string Pct(double v) => (v * 100).ToString("0.00", CultureInfo.InvariantCulture) + "%";
 
     /// <summary>
     /// Runs <paramref name="work"/> with progress: a live Spectre.Console display on a terminal, one plain line per

@@ -123,8 +123,10 @@ public sealed class OnnxModel : IDisposable
         if (options.ExternalizeThreshold is not null) ExternalDataStore.ResolveLocation(directory, "(save)", dataFileName);
 
         var output = Proto.Clone();
-        var dataTemp = options.ExternalizeThreshold is null ? null : path + ".data.tmp";
-        var modelTemp = path + ".tmp";
+        // Temporary names of their own, so two saves to one path (or a crashed one's leftovers) never mix files.
+        var token = Guid.NewGuid().ToString("N");
+        var dataTemp = options.ExternalizeThreshold is null ? null : $"{path}.data.{token}.tmp";
+        var modelTemp = $"{path}.{token}.tmp";
         try
         {
             long externalBytes = 0;

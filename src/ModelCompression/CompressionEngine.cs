@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Globalization;
+using ModelCompression.Data;
 using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
 using ModelCompression.Graph;
@@ -29,9 +31,9 @@ public sealed record CompressionResult(CompressionReport Report, IReadOnlyList<D
 }
 
 /// <summary>
-/// The engine both front ends drive: load and check the model, run the passes on a copy, save the candidate, gate
-/// it against the original, then write the output (only when it passes) and the reports. The source model is never
-/// written; the output appears atomically or not at all.
+/// The engine both front ends drive: load and check the model and the data files, run the passes on a copy, save the
+/// candidate under a name of its own, gate it against the original, then write the output (only when it passes) and
+/// the reports, named after the output. The source model is never written; the output appears atomically or not at all.
 /// </summary>
 public static class CompressionEngine
 {
@@ -49,58 +51,85 @@ public static class CompressionEngine
         using var source = LoadChecked(modelPath);
         timings.Add(new StepTiming("load", step.Elapsed.TotalMilliseconds));
 
-        var context = CompressionPipeline.Run(source, request.Policy, modelPath, PassCache.Open(request.CacheDirectory, modelPath), timings, cancellation, progress);
+        // The data files are checked against the model before any pass runs: a wrong key, shape or label fails in the
+        // time it takes to read the file (not after minutes of compression) and leaves nothing behind.
+        step.Restart();
+        var (calibration, validation) = DataCheck.All(source.Graph, request.Policy);
+        timings.Add(new StepTiming(DataStep, step.Elapsed.TotalMilliseconds));
+
+        var context = CompressionPipeline.Run(source, request.Policy, modelPath, PassCache.Open(request.CacheDirectory, modelPath), timings, cancellation, progress, calibration);
         using var working = context.Model;
         if (!request.Policy.HasTechnique)
             context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
 
-        Directory.CreateDirectory(request.ReportDirectory);
-        var name = Path.GetFileNameWithoutExtension(modelPath);
-        var candidate = Path.Combine(Path.GetFullPath(request.ReportDirectory), name + ".candidate.onnx");
-        step.Restart();
-        SaveModel(working, candidate, modelPath);
-        timings.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));
-
-        step.Restart();
-        var measurements = Gate.Measure(modelPath, candidate, request.Policy, cancellation, progress);
-        var verdict = Gate.Judge(measurements, request.Policy);
-        timings.Add(new StepTiming("gate", step.Elapsed.TotalMilliseconds));
-
-        var diagnostics = new List<Diagnostic>(context.Diagnostics);
-        var severity = request.GateFailureAsWarning ? Severity.Warning : Severity.Error;
-        diagnostics.AddRange(verdict.Failures.Select(f => new Diagnostic(f.Code, severity, f.Message, modelPath)));
-
-        string? written = null;
-        if (verdict.Passed || request.GateFailureAsWarning)
+        var reportDirectory = Path.GetFullPath(request.ReportDirectory);
+        Directory.CreateDirectory(reportDirectory);
+        // Reports and the kept candidate are named after the output, so runs with different outputs never share them.
+        var name = Path.GetFileNameWithoutExtension(outputPath);
+        // The model under test has a name no other run uses: only the model this run's gate judged can become its output.
+        var candidate = Path.Combine(reportDirectory, $"{name}.{Guid.NewGuid():N}.candidate.onnx");
+        try
         {
-            CopyModel(candidate, outputPath);
-            DeleteModel(candidate);
-            written = outputPath;
+            step.Restart();
+            var external = SaveModel(working, candidate, modelPath);
+            timings.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));
+
+            step.Restart();
+            var measurements = Gate.Measure(modelPath, candidate, request.Policy, cancellation, progress, validation);
+            var verdict = Gate.Judge(measurements, request.Policy);
+            timings.Add(new StepTiming("gate", step.Elapsed.TotalMilliseconds));
+
+            var diagnostics = new List<Diagnostic>(context.Diagnostics);
+            var severity = request.GateFailureAsWarning ? Severity.Warning : Severity.Error;
+            diagnostics.AddRange(verdict.Failures.Select(f => new Diagnostic(f.Code, severity, f.Message, modelPath)));
+
+            string? written = null;
+            var kept = KeptCandidatePath(reportDirectory, outputPath);
+            if (verdict.Passed || request.GateFailureAsWarning)
+            {
+                Publish(candidate, outputPath, external);
+                written = outputPath;
+                DeleteModel(kept); // a failed run's candidate would no longer match the reports
+            }
+            else Publish(candidate, kept, external);
+            timings.Add(new StepTiming("total", total.Elapsed.TotalMilliseconds));
+
+            var weightsBefore = ModelWeights.Find(source);
+            var weightsAfter = ModelWeights.Find(working);
+            var report = new CompressionReport
+            {
+                Model = modelPath,
+                Target = outputPath,
+                Output = written,
+                Candidate = written is null ? kept : null,
+                Policy = Describe(request.Policy),
+                Layers = LayerTable.Build(context.Records, weightsBefore, weightsAfter, source.Graph.Node.Select(CompressionContext.LayerName).ToList()),
+                ParametersBefore = weightsBefore.Sum(w => w.Elements),
+                ParametersAfter = weightsAfter.Sum(w => w.Elements),
+                NonZeroParametersBefore = weightsBefore.Sum(w => w.NonZeros ?? w.Elements),
+                NonZeroParametersAfter = weightsAfter.Sum(w => w.NonZeros ?? w.Elements),
+                Measurements = measurements,
+                Verdict = verdict,
+                GateFailureAsWarning = request.GateFailureAsWarning,
+                Diagnostics = diagnostics,
+                Timings = timings,
+            };
+            ReportWriter.WriteAll(report, reportDirectory, name);
+            return new CompressionResult(report, diagnostics);
         }
-        timings.Add(new StepTiming("total", total.Elapsed.TotalMilliseconds));
-
-        var (parametersBefore, nonZerosBefore) = ModelWeights.Count(source);
-        var (parametersAfter, nonZerosAfter) = ModelWeights.Count(working);
-        var report = new CompressionReport
+        finally
         {
-            Model = modelPath,
-            Output = written,
-            Candidate = written is null ? candidate : null,
-            Policy = Describe(request.Policy),
-            Layers = context.Records,
-            ParametersBefore = parametersBefore,
-            ParametersAfter = parametersAfter,
-            NonZeroParametersBefore = nonZerosBefore,
-            NonZeroParametersAfter = nonZerosAfter,
-            Measurements = measurements,
-            Verdict = verdict,
-            GateFailureAsWarning = request.GateFailureAsWarning,
-            Diagnostics = diagnostics,
-            Timings = timings,
-        };
-        ReportWriter.WriteAll(report, request.ReportDirectory, name);
-        return new CompressionResult(report, diagnostics);
+            // Whatever happened (gate passed or failed, runtime error, cancellation), this run's private copy goes.
+            DeleteModel(candidate);
+        }
     }
+
+    /// <summary>The timing step of the data check.</summary>
+    public const string DataStep = "check data";
+
+    /// <summary>Where a candidate that failed its gate is kept: next to its reports, named after the output.</summary>
+    public static string KeptCandidatePath(string reportDirectory, string outputPath) =>
+        Path.Combine(Path.GetFullPath(reportDirectory), Path.GetFileNameWithoutExtension(outputPath) + ".candidate.onnx");
 
     /// <summary>Loads a model and checks it fully (order, tensor bytes, finite weights); failures are CM011x.</summary>
     public static OnnxModel LoadChecked(string path)
@@ -140,33 +169,52 @@ public static class CompressionEngine
         }
     }
 
-    private static void SaveModel(OnnxModel model, string path, string source)
+    /// <summary>Saves the model (large ones with external data); returns whether it has external data.</summary>
+    private static bool SaveModel(OnnxModel model, string path, string source)
     {
         try
         {
             var size = model.Proto.CalculateSize();
-            model.Save(path, size is < 0 or > 1_900_000_000 ? new SaveOptions { ExternalizeThreshold = 1024 } : null);
+            var external = size is < 0 or > 1_900_000_000;
+            model.Save(path, external ? new SaveOptions { ExternalizeThreshold = 1024 } : null);
+            return external;
         }
         catch (IOException e) { throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot write '{path}': {e.Message}", source, e); }
         catch (UnauthorizedAccessException e) { throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot write '{path}': {e.Message}", source, e); }
     }
 
-    /// <summary>Copies a saved model (and its external data) to its destination through temporary files and renames.</summary>
-    private static void CopyModel(string from, string to)
+    /// <summary>
+    /// Puts a saved model at its destination atomically: a copy under a temporary name of its own, then a rename. A model
+    /// with external data is saved again instead, since it names its data file.
+    /// </summary>
+    private static void Publish(string from, string to, bool external)
     {
+        var temp = $"{to}.{Guid.NewGuid():N}.tmp";
         try
         {
-            using var model = OnnxModel.Load(from);
-            var external = model.Proto.Graph.Initializer.Any(t => t.DataLocation == TensorProto.Types.DataLocation.External);
-            model.Save(to, external ? new SaveOptions { ExternalizeThreshold = 1024 } : null);
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            if (external)
+            {
+                using var model = OnnxModel.Load(from);
+                model.Save(to, new SaveOptions { ExternalizeThreshold = 1024 });
+            }
+            else
+            {
+                File.Copy(from, temp, overwrite: true);
+                File.Move(temp, to, overwrite: true);
+            }
         }
         catch (IOException e) { throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot write '{to}': {e.Message}", to, e); }
         catch (UnauthorizedAccessException e) { throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot write '{to}': {e.Message}", to, e); }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
     }
 
     private static void DeleteModel(string path)
     {
-        File.Delete(path);
+        if (File.Exists(path)) File.Delete(path);
         if (File.Exists(path + ".data")) File.Delete(path + ".data");
     }
 

@@ -37,7 +37,7 @@ public sealed class OtherVerbTests
 
         // The report counts alike: all parameters stay (int8 and compact storage are forms of them), 80 % of the
         // hidden layers' weights are zeros.
-        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "compress-model-reports", "fmnist_mlp.report.json")));
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "compress-model-reports", "mlp.report.json")));
         Assert.AreEqual(535_818, report.RootElement.GetProperty("parametersBefore").GetInt64());
         Assert.AreEqual(535_818, report.RootElement.GetProperty("parametersAfter").GetInt64());
         var nonZeros = report.RootElement.GetProperty("nonZeroParametersAfter").GetInt64();
@@ -99,6 +99,26 @@ public sealed class OtherVerbTests
         Assert.IsTrue(File.Exists(Path.Combine(dir, "out", "fmnist_resnet.onnx")));
         var summaries = result.Output.Split('\n').Where(l => l.StartsWith(EngineOutput.SummaryPrefix, StringComparison.Ordinal)).ToList();
         Assert.AreEqual(2, summaries.Count(l => l.EndsWith(": pass", StringComparison.Ordinal)), result.Output);
+    }
+
+    [TestMethod]
+    public void Batch_ItemsThatWouldShareAnOutputOrReports_FailWithCM0104BeforeCompressingAny()
+    {
+        var dir = TempDirectory();
+        var request = Path.Combine(dir, "request.json");
+        var outputs = new[] { Path.Combine(dir, "a", "net.onnx"), Path.Combine(dir, "b", "net.onnx"), Path.Combine(dir, "b", "net.onnx") };
+        var items = outputs.Select(output => new
+        {
+            model = Fixture("fmnist_mlp.onnx"), output, reportDirectory = Path.Combine(dir, "reports"), baseDirectory = dir,
+            settings = new Dictionary<string, string> { ["Sparsity"] = "0.5" },
+        }).ToArray();
+        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var result = Run("batch", "--request", request);
+        Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
+        StringAssert.Contains(result.Error, $"error CM0104: '{Fixture("fmnist_mlp.onnx")}' and '{Fixture("fmnist_mlp.onnx")}' write the same output '{outputs[1]}'");
+        StringAssert.Contains(result.Error, $"error CM0104: outputs '{outputs[0]}' and '{outputs[1]}' would write the same reports '{Path.Combine(dir, "reports", "net")}.report.*'");
+        Assert.IsFalse(Directory.Exists(Path.Combine(dir, "reports")), "nothing is compressed");
+        Assert.IsFalse(File.Exists(outputs[0]));
     }
 
     [TestMethod]

@@ -49,6 +49,7 @@ public static class BatchCommand
             errors.Add(new Diagnostic(DiagnosticCodes.ConflictingSettings, Severity.Error,
                 "items use different ONNX Runtime libraries and one process can load only one: " +
                 string.Join("; ", libraries.Select(x => $"{x.Model} uses {x.Library}")) + ". Give them the same OnnxRuntimeLibrary or run them in separate batches."));
+        errors.AddRange(Collisions(request.Items));
         if (errors.Count > 0)
         {
             ConsoleOutput.WriteDiagnostics(error, errors);
@@ -71,6 +72,23 @@ public static class BatchCommand
             if (Rank(code) > Rank(worst)) worst = code;
         }
         return worst;
+    }
+
+    /// <summary>
+    /// Items that would write the same output, or the same reports and kept candidate (named after the output file in
+    /// the report folder): one would silently replace the other's, so neither runs.
+    /// </summary>
+    private static IEnumerable<Diagnostic> Collisions(IReadOnlyList<EngineRequestItem> items)
+    {
+        var comparer = OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? StringComparer.OrdinalIgnoreCase : StringComparer.Ordinal;
+        foreach (var group in items.GroupBy(i => Path.GetFullPath(i.Output), comparer).Where(g => g.Count() > 1))
+            yield return new Diagnostic(DiagnosticCodes.ConflictingSettings, Severity.Error,
+                $"{string.Join(" and ", group.Select(i => $"'{i.Model}'"))} write the same output '{group.Key}': give each item its own output path", group.First().Model);
+        var reports = items.GroupBy(i => Path.Combine(Path.GetFullPath(i.ReportDirectory), Path.GetFileNameWithoutExtension(i.Output)), comparer)
+            .Where(g => g.Select(i => Path.GetFullPath(i.Output)).Distinct(comparer).Count() > 1);
+        foreach (var group in reports)
+            yield return new Diagnostic(DiagnosticCodes.ConflictingSettings, Severity.Error,
+                $"outputs {string.Join(" and ", group.Select(i => $"'{i.Output}'").Distinct(comparer))} would write the same reports '{group.Key}.report.*' (reports are named after the output file): give them different file names or report folders", group.First().Model);
     }
 
     private static int Rank(ReturnCode code) => code switch { ReturnCode.Success => 0, ReturnCode.GateFailed => 1, ReturnCode.BadInput => 2, _ => 3 };

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using ModelCompression.Diagnostics;
+using ModelCompression.Evaluation;
 using ModelCompression.Policy;
 
 namespace ModelCompression.Cli.Commands;
@@ -58,13 +59,15 @@ public static class CompressCommand
     {
         var ci = CultureInfo.InvariantCulture;
         var timings = result.Report.Timings;
-        var passes = timings.Where(t => t.Step is not ("load" or "save" or "gate" or "total")).ToList();
+        var passes = timings.Where(t => t.Step is not ("load" or CompressionEngine.DataStep or "save" or "gate" or "total")).ToList();
         output.WriteLine("benchmark:");
         output.WriteLine($"  compress time: {passes.Sum(t => t.Milliseconds).ToString("0", ci)} ms ({string.Join(", ", passes.Select(t => t.Cached ? $"{t.Step} cached" : $"{t.Step} {t.Milliseconds.ToString("0", ci)} ms"))})");
+        output.WriteLine($"  data check: {timings.First(t => t.Step == CompressionEngine.DataStep).Milliseconds.ToString("0", ci)} ms");
         output.WriteLine($"  gate time: {timings.First(t => t.Step == "gate").Milliseconds.ToString("0", ci)} ms");
         var m = result.Report.Measurements;
         output.WriteLine(m.LatencyRatio is { } r
-            ? $"  latency ratio: {r.ToString("0.000", ci)} (p50 {m.CompressedLatency!.P50Ms.ToString("0.00", ci)} ms vs {m.OriginalLatency!.P50Ms.ToString("0.00", ci)} ms, batch {m.BatchSize}, {m.LatencyRounds} interleaved rounds)"
+            ? $"  latency ratio: {MetricFormat.Ratio(r)} (p50 {MetricFormat.Milliseconds(m.CompressedLatency!.P50Ms)} vs {MetricFormat.Milliseconds(m.OriginalLatency!.P50Ms)}, batch {m.BatchSize}, {m.LatencyRounds} interleaved rounds" +
+              (m.LatencyRatioSpread is { } spread && m.LatencyRounds > 1 ? $", per round {MetricFormat.RatioRange(spread.Min, spread.Max)})" : ")")
             : "  latency ratio: not measured (no --validation-data)");
         output.WriteLine($"  total: {timings.First(t => t.Step == "total").Milliseconds.ToString("0", ci)} ms");
     }

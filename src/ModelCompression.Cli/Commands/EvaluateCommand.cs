@@ -28,7 +28,7 @@ public static class EvaluateCommand
             var diagnostics = verdict.Failures.Select(f => new Diagnostics.Diagnostic(f.Code, Diagnostics.Severity.Error, f.Message, compressedPath)).ToList();
             var report = new CompressionReport
             {
-                Model = originalPath, Output = compressedPath, Policy = CompressionEngine.Describe(settings), Layers = [],
+                Model = originalPath, Target = compressedPath, Output = compressedPath, Policy = CompressionEngine.Describe(settings), Layers = [],
                 Measurements = measurements, Verdict = verdict, Diagnostics = diagnostics, Timings = [],
             };
             if (parse.GetValue(reportDir) is { } dir) ReportWriter.WriteAll(report, Path.GetFullPath(dir), Path.GetFileNameWithoutExtension(compressedPath));

@@ -1,14 +1,24 @@
-using System.Globalization;
 using ModelCompression.Data;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Policy;
 using ModelCompression.Runtime;
+using static ModelCompression.Evaluation.MetricFormat;
 
 namespace ModelCompression.Evaluation;
 
 public sealed record ModelMetrics(double? Top1, double? TopK, int K, int Samples);
 public sealed record OutputComparison(double Agreement, double MeanCosine, double MeanSquaredError);
+
+/// <summary>The smallest and largest of a per-round value.</summary>
+public sealed record Spread(double Min, double Max)
+{
+    public static Spread? Of(IEnumerable<double> values)
+    {
+        var list = values.Where(double.IsFinite).ToList();
+        return list.Count == 0 ? null : new Spread(list.Min(), list.Max());
+    }
+}
 
 /// <summary>Everything the gate measured, original and compressed side by side.</summary>
 public sealed record GateMeasurements
@@ -22,9 +32,17 @@ public sealed record GateMeasurements
     public LatencyStats? OriginalLatency { get; init; }
     public LatencyStats? CompressedLatency { get; init; }
     public double? LatencyRatio => OriginalLatency is null || CompressedLatency is null ? null : CompressedLatency.P50Ms / OriginalLatency.P50Ms;
+    public double? P95LatencyRatio => OriginalLatency is null || CompressedLatency is null ? null : CompressedLatency.P95Ms / OriginalLatency.P95Ms;
+    /// <summary>The p50 ratio of each round (both models timed back to back), smallest and largest: how much the ratio moved.</summary>
+    public Spread? LatencyRatioSpread => RoundRatios(l => l.RoundP50Ms);
+    public Spread? P95LatencyRatioSpread => RoundRatios(l => l.RoundP95Ms);
     public int BatchSize { get; init; }
     public int LatencyRounds { get; init; }
     public RuntimeEnvironment? Environment { get; init; }
+
+    private Spread? RoundRatios(Func<LatencyStats, IReadOnlyList<double>> rounds) =>
+        OriginalLatency is null || CompressedLatency is null ? null
+            : Spread.Of(rounds(OriginalLatency).Zip(rounds(CompressedLatency), (o, c) => c / o));
 }
 
 /// <summary>One missed threshold: the code, the numbers and the allowed limit.</summary>
@@ -41,8 +59,9 @@ public sealed record GateVerdict(IReadOnlyList<GateFailure> Failures)
 /// </summary>
 public static class Gate
 {
+    /// <param name="validation">The validation data when the caller has loaded (and checked) it already; else it is loaded from the policy.</param>
     public static GateMeasurements Measure(string originalPath, string compressedPath, CompressionPolicy policy,
-        CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null)
+        CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null, Dataset? validation = null)
     {
         var measurements = new GateMeasurements
         {
@@ -54,12 +73,9 @@ public static class Gate
         if (policy.Data.ValidationData is null) return measurements;
 
         var runtime = RuntimeOptions.From(policy);
-        IReadOnlyList<ModelInput> inputs;
-        using (var model = OnnxModel.Load(originalPath)) inputs = ModelInput.FromGraph(model.Graph);
-        var data = Dataset.Load(policy.Data.ValidationData).BindTo(inputs);
-        if (data.Count == 0) throw new CompressionException(DiagnosticCodes.InvalidData, "validation data holds no samples", policy.Data.ValidationData);
-        if (policy.Get<GateOptions>().HasAccuracyThreshold && data.Labels is null)
-            throw new CompressionException(DiagnosticCodes.MissingLabels, "MinAccuracy/MaxAccuracyDrop need class ids under 'label' or 'labels' in the validation data", policy.Data.ValidationData);
+        Dataset data;
+        using (var model = OnnxModel.Load(originalPath))
+            data = DataCheck.Validation(validation ?? Dataset.Load(policy.Data.ValidationData), model.Graph, policy);
 
         using var original = OnnxRuntimeSession.Create(originalPath, runtime);
         using var compressed = OnnxRuntimeSession.Create(compressedPath, runtime);
@@ -95,25 +111,26 @@ public static class Gate
         if (m.Compressed?.Top1 is { } accuracy && m.Original?.Top1 is { } baseline)
         {
             if (gate.MinAccuracy is { } min && accuracy < min)
-                Fail(DiagnosticCodes.AccuracyBelowMinimum, "accuracy", accuracy, min, $"accuracy {F(accuracy)} < MinAccuracy {F(min)} (original {F(baseline)})");
+                Fail(DiagnosticCodes.AccuracyBelowMinimum, "accuracy", accuracy, min,
+                    $"accuracy {Percent(accuracy)} < MinAccuracy {Percent(min)} (original {Percent(baseline)})");
             if (gate.MaxAccuracyDrop is { } drop && baseline - accuracy > drop + 1e-12)
                 Fail(DiagnosticCodes.AccuracyBelowMinimum, "accuracy-drop", baseline - accuracy, drop,
-                    $"accuracy {F(accuracy)} < {F(baseline - drop)} (drop {Pt(baseline - accuracy)} pt, allowed {Pt(drop)} pt)");
+                    $"accuracy {Percent(accuracy)} < {Percent(baseline - drop)} (original {Percent(baseline)}: drop {Points(baseline - accuracy)}, allowed {Points(drop)})");
         }
         if (gate.MinAgreement is { } agreement && m.Comparison is { } c && c.Agreement < agreement)
-            Fail(DiagnosticCodes.AgreementBelowMinimum, "agreement", c.Agreement, agreement, $"top-1 agreement with the original {F(c.Agreement)} < MinAgreement {F(agreement)}");
+            Fail(DiagnosticCodes.AgreementBelowMinimum, "agreement", c.Agreement, agreement,
+                $"top-1 agreement with the original {Percent(c.Agreement)} < MinAgreement {Percent(agreement)}");
         if (gate.MaxLatencyRatio is { } ratio && m.LatencyRatio is { } measured && measured > ratio)
             Fail(DiagnosticCodes.LatencyRatioExceeded, "latency-ratio", measured, ratio,
-                $"latency ratio {measured:0.00}x > MaxLatencyRatio {ratio:0.00}x (p50 {m.CompressedLatency!.P50Ms:0.00} ms vs {m.OriginalLatency!.P50Ms:0.00} ms at batch {m.BatchSize})");
+                $"latency ratio {Ratio(measured)} > MaxLatencyRatio {Ratio(ratio)} (p50 {Milliseconds(m.CompressedLatency!.P50Ms)} vs {Milliseconds(m.OriginalLatency!.P50Ms)} at batch {m.BatchSize}" +
+                (m.LatencyRatioSpread is { } spread && m.LatencyRounds > 1 ? $"; per round {RatioRange(spread.Min, spread.Max)} over {m.LatencyRounds} rounds)" : ")"));
         if (gate.MaxLatencyMs is { } ms && m.CompressedLatency is { } latency && latency.P50Ms > ms)
-            Fail(DiagnosticCodes.LatencyExceeded, "latency-ms", latency.P50Ms, ms, $"latency p50 {latency.P50Ms:0.00} ms > MaxLatencyMs {ms:0.##} ms at batch {m.BatchSize}");
+            Fail(DiagnosticCodes.LatencyExceeded, "latency-ms", latency.P50Ms, ms, $"latency p50 {Milliseconds(latency.P50Ms)} > MaxLatencyMs {Milliseconds(ms)} at batch {m.BatchSize}");
         if (gate.MaxSizeRatio is { } size && m.SizeRatio > size)
-            Fail(DiagnosticCodes.SizeRatioExceeded, "size-ratio", m.SizeRatio, size, $"size ratio {m.SizeRatio:0.000} > MaxSizeRatio {size:0.###} ({m.CompressedBytes:N0} vs {m.OriginalBytes:N0} bytes)");
+            Fail(DiagnosticCodes.SizeRatioExceeded, "size-ratio", m.SizeRatio, size,
+                $"size ratio {Ratio(m.SizeRatio)} > MaxSizeRatio {Ratio(size)} ({Count(m.CompressedBytes)} vs {Count(m.OriginalBytes)} bytes)");
         return new GateVerdict(failures);
     }
-
-    private static string F(double value) => value.ToString("0.000", CultureInfo.InvariantCulture);
-    private static string Pt(double fraction) => (fraction * 100).ToString("0.0", CultureInfo.InvariantCulture);
 
     private static IProgress<double>? Report(IProgress<(string, double)>? progress, string stage) =>
         progress is null ? null : new Passes.InlineProgress<double>(f => progress.Report((stage, f)));

@@ -3,13 +3,29 @@ using ModelCompression.Runtime;
 
 namespace ModelCompression.Evaluation;
 
-/// <summary>Latency of one model on one batch: every timed run, and their median and 95th percentile.</summary>
+/// <summary>
+/// Latency of one model on one batch: the median and 95th percentile of every timed run, and the same per round, so
+/// a report can show how much they moved between rounds (a ratio under load is only as good as its spread).
+/// </summary>
 public sealed record LatencyStats(double P50Ms, double P95Ms, int Runs)
 {
+    /// <summary>Median of each round's runs, in round order (empty when not timed in rounds).</summary>
+    public IReadOnlyList<double> RoundP50Ms { get; init; } = [];
+    /// <summary>95th percentile of each round's runs, in round order.</summary>
+    public IReadOnlyList<double> RoundP95Ms { get; init; } = [];
+
     public static LatencyStats From(IReadOnlyCollection<double> times)
     {
         var sorted = times.Order().ToArray();
         return new LatencyStats(Percentile(sorted, 0.5), Percentile(sorted, 0.95), sorted.Length);
+    }
+
+    /// <summary>Pooled percentiles over all rounds, plus each round's own.</summary>
+    public static LatencyStats FromRounds(IReadOnlyList<IReadOnlyCollection<double>> rounds)
+    {
+        var all = From(rounds.SelectMany(r => r).ToList());
+        var perRound = rounds.Select(From).ToList();
+        return all with { RoundP50Ms = perRound.Select(r => r.P50Ms).ToList(), RoundP95Ms = perRound.Select(r => r.P95Ms).ToList() };
     }
 
     private static double Percentile(double[] sorted, double q)
@@ -37,23 +53,23 @@ public static class LatencyComparison
     {
         var warmup = Math.Min(original.Time(batch, WarmupRuns).Min(), candidate.Time(batch, WarmupRuns).Min());
         var runsPerRound = Math.Clamp((int)Math.Ceiling(MinRoundMilliseconds / Math.Max(warmup, 0.01)), 5, 200);
-        var a = new List<double>();
-        var b = new List<double>();
+        var a = new List<IReadOnlyCollection<double>>();
+        var b = new List<IReadOnlyCollection<double>>();
         for (var round = 0; round < rounds; round++)
         {
             cancellation.ThrowIfCancellationRequested();
             if (round % 2 == 0)
             {
-                a.AddRange(original.Time(batch, runsPerRound));
-                b.AddRange(candidate.Time(batch, runsPerRound));
+                a.Add(original.Time(batch, runsPerRound).ToList());
+                b.Add(candidate.Time(batch, runsPerRound).ToList());
             }
             else
             {
-                b.AddRange(candidate.Time(batch, runsPerRound));
-                a.AddRange(original.Time(batch, runsPerRound));
+                b.Add(candidate.Time(batch, runsPerRound).ToList());
+                a.Add(original.Time(batch, runsPerRound).ToList());
             }
             progress?.Report((round + 1.0) / rounds);
         }
-        return (LatencyStats.From(a), LatencyStats.From(b));
+        return (LatencyStats.FromRounds(a), LatencyStats.FromRounds(b));
     }
 }

@@ -32,6 +32,8 @@ public sealed class CompressionContext
     public CancellationToken Cancellation { get; }
     public RuntimeOptions Runtime => RuntimeOptions.From(Policy);
     public IProgress<(string Stage, double Fraction)>? Progress { get; init; }
+    /// <summary>The calibration data already loaded (and checked) by the engine; otherwise it is loaded on first use.</summary>
+    public Dataset? CalibrationData { get; init; }
     public IReadOnlyList<LayerRecord> Records => _records;
     public IReadOnlyList<Diagnostic> Diagnostics => _diagnostics;
 
@@ -74,7 +76,7 @@ public sealed class CompressionContext
         if (_calibration is not null) return _calibration;
         if (Policy.Data.CalibrationData is not { } path)
             throw new CompressionException(DiagnosticCodes.MissingCalibrationData, $"{passName} needs CalibrationData", ModelPath);
-        _calibration = Dataset.Load(path).Take(Policy.Data.CalibrationSamples);
+        _calibration = (CalibrationData ?? Dataset.Load(path)).Take(Policy.Data.CalibrationSamples);
         return _calibration;
     }
 

@@ -32,6 +32,10 @@ public sealed class SparseStoragePass : ICompressionPass
         // Sparse initializers need IR 6; the decoder's operators need opset 11.
         if (context.Model.Proto.IrVersion < 6 || context.Model.OpsetVersion() < 11) return;
         var graphInputs = graph.GraphInputNames.ToHashSet(StringComparer.Ordinal);
+        // The report's rows are layers: a tensor is recorded under the layer that reads it (through its
+        // DequantizeLinear); scales and zero points are no layer's weights and get no row of their own.
+        var owners = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        foreach (var weight in ModelCompression.Graph.ModelWeights.Find(context.Model)) owners.TryAdd(weight.StoredName, weight.Consumer);
         var decoders = new List<NodeProto>();
         // Decoder values get short names (each is written at every use); the constants they share are added once, at
         // the end, if a chosen decoder uses them.
@@ -74,12 +78,13 @@ public sealed class SparseStoragePass : ICompressionPass
             if (best.Sparse is not null) graph.Proto.SparseInitializer.Add(best.Sparse);
             foreach (var t in best.Initializers) graph.Proto.Initializer.Add(t);
             decoders.AddRange(best.Nodes);
-            context.Record(new LayerRecord
-            {
-                Layer = dense.Name, Op = "initializer", Technique = Name, Shape = dense.Dims.ToArray(),
-                ParametersBefore = count, ParametersAfter = positions.Length, Sparsity = 1 - (double)positions.Length / count,
-                Note = $"{best.Description}: {denseSize} → {best.Size} bytes",
-            });
+            if (owners.TryGetValue(dense.Name, out var consumer))
+                context.Record(new LayerRecord
+                {
+                    Layer = CompressionContext.LayerName(consumer), Op = consumer.OpType, Technique = Name, Shape = dense.Dims.ToArray(),
+                    ParametersBefore = count, ParametersAfter = positions.Length, Sparsity = 1 - (double)positions.Length / count,
+                    Note = $"'{dense.Name}' {best.Description}: {denseSize} → {best.Size} bytes",
+                });
         }
         var used = decoders.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
         foreach (var (key, name) in shared.Where(p => used.Contains(p.Value)).OrderBy(p => p.Value, StringComparer.Ordinal))

@@ -1,6 +1,5 @@
 using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
-using ModelCompression.Passes;
 
 namespace ModelCompression.Reporting;
 
@@ -13,18 +12,22 @@ public sealed record StepTiming(string Step, double Milliseconds, bool Cached = 
 /// </summary>
 public sealed record CompressionReport
 {
-    public const int CurrentSchemaVersion = 1;
+    /// <summary>2: one <c>layers</c> row per layer (its final state, the techniques applied, the passes' records as <c>steps</c>); latency per round.</summary>
+    public const int CurrentSchemaVersion = 2;
 
     public int SchemaVersion { get; init; } = CurrentSchemaVersion;
     public string ToolVersion { get; init; } = typeof(CompressionReport).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
     public required string Model { get; init; }
+    /// <summary>The output path asked for (the reports are named after it), written or not.</summary>
+    public string? Target { get; init; }
     /// <summary>Where the compressed model was written; null when the gate failed (see <see cref="Candidate"/>).</summary>
     public string? Output { get; init; }
     /// <summary>The compressed model kept for inspection when it was not written to the output.</summary>
     public string? Candidate { get; init; }
     /// <summary>The effective settings, by policy-setting name.</summary>
     public required IReadOnlyDictionary<string, string> Policy { get; init; }
-    public required IReadOnlyList<LayerRecord> Layers { get; init; }
+    /// <summary>One row per layer any pass looked at, in pipeline order of first appearance.</summary>
+    public required IReadOnlyList<LayerSummary> Layers { get; init; }
     /// <summary>Weights and biases the computation reads, at their dense size (quantization parameters excluded).</summary>
     public long ParametersBefore { get; init; }
     public long ParametersAfter { get; init; }
@@ -36,6 +39,9 @@ public sealed record CompressionReport
     public bool GateFailureAsWarning { get; init; }
     public required IReadOnlyList<Diagnostic> Diagnostics { get; init; }
     public required IReadOnlyList<StepTiming> Timings { get; init; }
+
+    /// <summary>"model.onnx → output.onnx", the reports' title.</summary>
+    public string Title => Target is null ? Path.GetFileName(Model) : $"{Path.GetFileName(Model)} → {Path.GetFileName(Target)}";
 
     public string VerdictText => Verdict.Passed ? "pass" : GateFailureAsWarning ? "fail (as warning)" : "fail";
 }

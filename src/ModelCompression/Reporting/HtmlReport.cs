@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using ModelCompression.Evaluation;
 using static ModelCompression.Reporting.ReportText;
 
 namespace ModelCompression.Reporting;
@@ -13,7 +14,7 @@ public static class HtmlReport
     public static string Render(CompressionReport report)
     {
         var m = report.Measurements;
-        var name = Path.GetFileName(report.Model);
+        var name = report.Title;
         var html = new StringBuilder();
         html.Append("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>").Append(E(name)).Append(" — compression report</title><style>")
             .Append("body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}")
@@ -39,14 +40,30 @@ public static class HtmlReport
         html.Append("</table>");
 
         html.Append("<h2>Charts</h2><div class=\"legend\"><span style=\"background:").Append(OriginalColor).Append("\"></span>original<span style=\"background:").Append(CompressedColor).Append("\"></span>compressed</div><div class=\"charts\">");
-        html.Append(PairChart("Size (MiB)", [("file", m.OriginalBytes / 1048576.0, m.CompressedBytes / 1048576.0)], "0.00"));
+        html.Append(PairChart("Size (MiB)", [new("file", m.OriginalBytes / 1048576.0, m.CompressedBytes / 1048576.0)], "0.00"));
         if (m.Original?.Top1 is { } a1 && m.Compressed?.Top1 is { } b1)
-            html.Append(PairChart("Accuracy (%)", [("top-1", a1 * 100, b1 * 100), ($"top-{m.Original.K}", (m.Original.TopK ?? 0) * 100, (m.Compressed.TopK ?? 0) * 100)], "0.00"));
+        {
+            var accuracy = new List<ChartRow> { new("top-1", a1 * 100, b1 * 100) };
+            if (m.Original.TopK is { } ak && m.Compressed.TopK is { } bk) accuracy.Add(new($"top-{m.Original.K}", ak * 100, bk * 100));
+            // From 0, 93.60 and 93.50 draw as equal bars: the top-1 chart's axis starts just below the smaller value (its
+            // title says where), and a second chart draws the changes themselves.
+            var low = Math.Min(a1, b1) * 100;
+            var axisStart = Math.Max(0, Math.Floor(low - Math.Max(0.5, Math.Abs(a1 - b1) * 100)));
+            html.Append(PairChart($"Top-1 accuracy (%), axis from {axisStart.ToString("0", Invariant)} %", accuracy.Take(1).ToList(), "0.00", axisStart));
+            html.Append(DeltaChart("Accuracy change (pt)", accuracy.Select(r => (r.Label, r.Compressed - r.Original)).ToList()));
+        }
         if (m.OriginalLatency is { } lo && m.CompressedLatency is { } lc)
-            html.Append(PairChart($"Latency at batch {m.BatchSize} (ms)", [("p50", lo.P50Ms, lc.P50Ms), ("p95", lo.P95Ms, lc.P95Ms)], "0.00"));
+        {
+            var rounds = Math.Min(lo.RoundP50Ms.Count, lc.RoundP50Ms.Count);
+            html.Append(PairChart($"Latency at batch {m.BatchSize} (ms)" + (rounds > 1 ? $"; whiskers: min–max of {rounds} rounds" : ""),
+            [
+                new("p50", lo.P50Ms, lc.P50Ms, Spread.Of(lo.RoundP50Ms), Spread.Of(lc.RoundP50Ms)),
+                new("p95", lo.P95Ms, lc.P95Ms, Spread.Of(lo.RoundP95Ms), Spread.Of(lc.RoundP95Ms)),
+            ], "0.00"));
+        }
         var layersWithParams = report.Layers.Where(l => l.ParametersBefore > 0).ToList();
         if (layersWithParams.Count > 0)
-            html.Append(PairChart("Parameters per layer (thousands)", layersWithParams.Select(l => (l.Layer + " · " + l.Technique, l.ParametersBefore / 1000.0, l.ParametersAfter / 1000.0)).ToList(), "0.0"));
+            html.Append(PairChart("Parameters per layer (thousands): before, nonzero after", layersWithParams.Select(l => new ChartRow(l.Layer + " · " + l.Technique, l.ParametersBefore / 1000.0, l.NonZeroParametersAfter / 1000.0)).ToList(), "0.0"));
         html.Append("</div>");
 
         if (report.Layers.Count > 0)
@@ -58,7 +75,7 @@ public static class HtmlReport
             {
                 html.Append("<tr>");
                 var cells = LayerCells(layer);
-                for (var i = 0; i < cells.Length; i++) html.Append(i is >= 4 and <= 9 ? "<td class=\"n\">" : "<td>").Append(E(cells[i])).Append("</td>");
+                for (var i = 0; i < cells.Length; i++) html.Append(IsNumericLayerColumn(i) ? "<td class=\"n\">" : "<td>").Append(E(cells[i])).Append("</td>");
                 html.Append("</tr>");
             }
             html.Append("</table>");
@@ -73,33 +90,75 @@ public static class HtmlReport
         return html.ToString();
     }
 
-    /// <summary>Horizontal grouped bars: one original and one compressed bar per row, labelled with their values.</summary>
-    private static string PairChart(string title, IReadOnlyList<(string Label, double Original, double Compressed)> rows, string format)
+    private sealed record ChartRow(string Label, double Original, double Compressed, Spread? OriginalSpread = null, Spread? CompressedSpread = null);
+
+    /// <summary>
+    /// Horizontal grouped bars: one original and one compressed bar per row, labelled with their values; bars start at
+    /// <paramref name="axisStart"/> (stated in the title when not 0), whiskers show a per-round spread.
+    /// </summary>
+    private static string PairChart(string title, IReadOnlyList<ChartRow> rows, string format, double axisStart = 0)
     {
         const int labelWidth = 190, barWidth = 260, rowHeight = 34, top = 28;
-        var max = rows.Select(r => Math.Max(r.Original, r.Compressed)).DefaultIfEmpty(1).Max();
-        if (!(max > 0)) max = 1;
+        var max = rows.Select(r => Math.Max(Math.Max(r.Original, r.Compressed), Math.Max(r.OriginalSpread?.Max ?? 0, r.CompressedSpread?.Max ?? 0))).DefaultIfEmpty(1).Max();
+        var span = max - axisStart;
+        if (!(span > 0)) span = 1;
+        double Scale(double v) => Math.Max(0, v - axisStart) / span * barWidth;
         var height = top + rows.Count * rowHeight + 8;
         var svg = new StringBuilder();
-        svg.Append("<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"").Append(labelWidth + barWidth + 70).Append("\" height=\"").Append(height).Append("\" role=\"img\" aria-label=\"").Append(E(title)).Append("\">");
+        svg.Append("<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"").Append(labelWidth + barWidth + 90).Append("\" height=\"").Append(height).Append("\" role=\"img\" aria-label=\"").Append(E(title)).Append("\">");
         svg.Append("<text x=\"0\" y=\"16\" font-size=\"13\" font-weight=\"600\">").Append(E(title)).Append("</text>");
         for (var i = 0; i < rows.Count; i++)
         {
-            var (label, original, compressed) = rows[i];
+            var row = rows[i];
             var y = top + i * rowHeight;
-            var shown = label.Length > 30 ? label[..29] + "…" : label;
-            svg.Append("<text x=\"0\" y=\"").Append(y + 19).Append("\" font-size=\"11\">").Append(E(shown)).Append("<title>").Append(E(label)).Append("</title></text>");
-            Bar(svg, labelWidth, y + 3, original / max * barWidth, OriginalColor, original.ToString(format, Invariant));
-            Bar(svg, labelWidth, y + 17, compressed / max * barWidth, CompressedColor, compressed.ToString(format, Invariant));
+            var shown = row.Label.Length > 30 ? row.Label[..29] + "…" : row.Label;
+            svg.Append("<text x=\"0\" y=\"").Append(y + 19).Append("\" font-size=\"11\">").Append(E(shown)).Append("<title>").Append(E(row.Label)).Append("</title></text>");
+            Bar(svg, labelWidth, y + 3, Scale(row.Original), OriginalColor, row.Original.ToString(format, Invariant), row.OriginalSpread is { } os ? (Scale(os.Min), Scale(os.Max)) : null);
+            Bar(svg, labelWidth, y + 17, Scale(row.Compressed), CompressedColor, row.Compressed.ToString(format, Invariant), row.CompressedSpread is { } cs ? (Scale(cs.Min), Scale(cs.Max)) : null);
         }
         return svg.Append("</svg></div>").ToString();
     }
 
-    private static void Bar(StringBuilder svg, int x, int y, double width, string color, string value)
+    /// <summary>Bars left or right of a zero line, one per row: a change, drawn at a scale that makes it visible.</summary>
+    private static string DeltaChart(string title, IReadOnlyList<(string Label, double Change)> rows)
     {
-        var w = Math.Max(0.5, width).ToString("0.0", Invariant);
-        svg.Append("<rect x=\"").Append(x).Append("\" y=\"").Append(y).Append("\" width=\"").Append(w).Append("\" height=\"12\" fill=\"").Append(color).Append("\"/>");
-        svg.Append("<text x=\"").Append((x + Math.Max(0.5, width) + 4).ToString("0.0", Invariant)).Append("\" y=\"").Append(y + 10).Append("\" font-size=\"10\">").Append(E(value)).Append("</text>");
+        const int labelWidth = 90, halfWidth = 130, rowHeight = 22, top = 28;
+        var scale = Math.Max(0.1, rows.Max(r => Math.Abs(r.Change)));
+        var zero = labelWidth + halfWidth;
+        var height = top + rows.Count * rowHeight + 8;
+        var svg = new StringBuilder();
+        svg.Append("<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"").Append(labelWidth + 2 * halfWidth + 10).Append("\" height=\"").Append(height).Append("\" role=\"img\" aria-label=\"").Append(E(title)).Append("\">");
+        svg.Append("<text x=\"0\" y=\"16\" font-size=\"13\" font-weight=\"600\">").Append(E(title)).Append("</text>");
+        svg.Append("<line x1=\"").Append(zero).Append("\" y1=\"").Append(top - 4).Append("\" x2=\"").Append(zero).Append("\" y2=\"").Append(height - 4).Append("\" stroke=\"#888\"/>");
+        for (var i = 0; i < rows.Count; i++)
+        {
+            var (label, change) = rows[i];
+            var y = top + i * rowHeight;
+            var width = Math.Max(0.5, Math.Abs(change) / scale * (halfWidth - 50));
+            var x = change < 0 ? zero - width : zero;
+            var text = MetricFormat.PointChange(0, change / 100);
+            svg.Append("<text x=\"0\" y=\"").Append(y + 12).Append("\" font-size=\"11\">").Append(E(label)).Append("</text>");
+            svg.Append("<rect x=\"").Append(x.ToString("0.0", Invariant)).Append("\" y=\"").Append(y + 2).Append("\" width=\"").Append(width.ToString("0.0", Invariant)).Append("\" height=\"12\" fill=\"").Append(change < 0 ? "#cf222e" : "#1a7f37").Append("\"/>");
+            var textX = change < 0 ? x - 4 : x + width + 4;
+            svg.Append("<text x=\"").Append(textX.ToString("0.0", Invariant)).Append("\" y=\"").Append(y + 12).Append("\" font-size=\"10\"").Append(change < 0 ? " text-anchor=\"end\"" : "").Append('>').Append(E(text)).Append("</text>");
+        }
+        return svg.Append("</svg></div>").ToString();
+    }
+
+    private static void Bar(StringBuilder svg, int x, int y, double width, string color, string value, (double Min, double Max)? whisker)
+    {
+        var w = Math.Max(0.5, width);
+        svg.Append("<rect x=\"").Append(x).Append("\" y=\"").Append(y).Append("\" width=\"").Append(w.ToString("0.0", Invariant)).Append("\" height=\"12\" fill=\"").Append(color).Append("\"/>");
+        var end = w;
+        if (whisker is { } s && s.Max > s.Min)
+        {
+            string X(double v) => (x + v).ToString("0.0", Invariant);
+            svg.Append("<path d=\"M").Append(X(s.Min)).Append(' ').Append(y + 6).Append("H").Append(X(s.Max))
+               .Append("M").Append(X(s.Min)).Append(' ').Append(y + 2).Append("V").Append(y + 10)
+               .Append("M").Append(X(s.Max)).Append(' ').Append(y + 2).Append("V").Append(y + 10).Append("\" stroke=\"#333\" fill=\"none\"/>");
+            end = Math.Max(end, s.Max);
+        }
+        svg.Append("<text x=\"").Append((x + end + 4).ToString("0.0", Invariant)).Append("\" y=\"").Append(y + 10).Append("\" font-size=\"10\">").Append(E(value)).Append("</text>");
     }
 
     private static string E(string text) => WebUtility.HtmlEncode(text);

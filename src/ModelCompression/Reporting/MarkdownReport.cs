@@ -9,7 +9,7 @@ public static class MarkdownReport
     public static string Render(CompressionReport report)
     {
         var md = new StringBuilder();
-        var name = Path.GetFileName(report.Model);
+        var name = report.Title;
         md.AppendLine($"## {name}: {(report.Verdict.Passed ? "✅" : "❌")} {report.VerdictText}").AppendLine();
         foreach (var failure in report.Verdict.Failures) md.AppendLine($"- **{failure.Code}** {Escape(failure.Message)}");
         foreach (var d in report.Diagnostics.Where(d => d.Severity == Diagnostics.Severity.Warning && !report.Verdict.Failures.Any(f => f.Message == d.Message)))
@@ -23,7 +23,7 @@ public static class MarkdownReport
         if (report.Layers.Count > 0)
         {
             md.AppendLine("<details><summary>Per-layer changes (" + report.Layers.Count + ")</summary>").AppendLine();
-            md.AppendLine("| " + string.Join(" | ", LayerColumns) + " |").AppendLine("|" + string.Concat(LayerColumns.Select(_ => "---|")));
+            md.AppendLine("| " + string.Join(" | ", LayerColumns) + " |").AppendLine("|" + string.Concat(LayerColumns.Select((_, i) => IsNumericLayerColumn(i) ? "---:|" : "---|")));
             foreach (var layer in report.Layers) md.AppendLine("| " + string.Join(" | ", LayerCells(layer).Select(Escape)) + " |");
             md.AppendLine().AppendLine("</details>").AppendLine();
         }

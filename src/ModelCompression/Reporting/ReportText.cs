@@ -1,34 +1,42 @@
 using System.Globalization;
 using ModelCompression.Evaluation;
-using ModelCompression.Passes;
 
 namespace ModelCompression.Reporting;
 
-/// <summary>Number formatting shared by the Markdown and HTML renderers, so both say the same thing.</summary>
+/// <summary>Cells shared by the Markdown and HTML renderers, so both say the same thing.</summary>
 internal static class ReportText
 {
     public static readonly CultureInfo Invariant = CultureInfo.InvariantCulture;
 
-    public static string Percent(double? value) => value is { } v ? (v * 100).ToString("0.00", Invariant) + " %" : "–";
-    public static string Ms(double? value) => value is { } v ? v.ToString("0.00", Invariant) + " ms" : "–";
-    public static string Ratio(double? value) => value is { } v && double.IsFinite(v) ? v.ToString("0.000", Invariant) + "×" : "–";
+    // Every number goes through MetricFormat, the same helper the gate's messages and the console summary use.
+    public static string Percent(double? value) => MetricFormat.Percent(value);
+    public static string Ms(double? value) => MetricFormat.Milliseconds(value);
+    public static string Ratio(double? value) => MetricFormat.Ratio(value);
     public static string Number(double? value, string format = "0.####") => value is { } v ? v.ToString(format, Invariant) : "–";
-    public static string Bytes(long bytes) => bytes >= 1 << 20 ? (bytes / 1048576.0).ToString("0.00", Invariant) + " MiB" : bytes >= 1024 ? (bytes / 1024.0).ToString("0.0", Invariant) + " KiB" : bytes + " B";
+    public static string Bytes(long bytes) => MetricFormat.Bytes(bytes);
     public static string Shape(long[]? shape) => shape is null ? "" : "[" + string.Join("×", shape) + "]";
-    public static string Count(long n) => n.ToString("N0", Invariant);
-
-    public static string Delta(double? before, double? after) =>
-        before is { } b && after is { } a ? ((a - b) * 100).ToString("+0.00;-0.00;0.00", Invariant) + " pt" : "–";
+    public static string Count(long n) => MetricFormat.Count(n);
+    public static string Delta(double? before, double? after) => MetricFormat.PointChange(before, after);
 
     /// <summary>The per-layer table's cells, in column order, shared by both renderers.</summary>
-    public static readonly string[] LayerColumns = ["Layer", "Op", "Technique", "Shape", "Params before", "Params after", "Sparsity", "Bits", "Rank", "Rel. error", "Note"];
+    public static readonly string[] LayerColumns = ["Layer", "Op", "Technique", "Shape", "Params before", "Params after", "Nonzero after", "Sparsity", "Bits", "Rank", "Rel. error", "Note"];
 
-    public static string[] LayerCells(LayerRecord r) =>
+    /// <summary>Columns rendered right-aligned (numbers).</summary>
+    public static bool IsNumericLayerColumn(int column) => column is >= 4 and <= 10;
+
+    public static string[] LayerCells(LayerSummary r) =>
     [
-        r.Layer, r.Op, r.Technique, Shape(r.Shape), Count(r.ParametersBefore), Count(r.ParametersAfter),
-        r.Sparsity is { } s ? (s * 100).ToString("0.0", Invariant) + " %" : "", r.Bits?.ToString(Invariant) ?? "", r.Rank?.ToString(Invariant) ?? "",
-        r.ReconstructionError is { } e ? e.ToString("0.0000", Invariant) : "", r.Note ?? "",
+        r.Layer, r.Op, r.Technique, Shape(r.Shape), Count(r.ParametersBefore), Count(r.ParametersAfter), Count(r.NonZeroParametersAfter),
+        r.Sparsity is { } s ? MetricFormat.Sparsity(s) : "", r.Bits?.ToString(Invariant) ?? "", r.Rank?.ToString(Invariant) ?? "",
+        LayerTable.Errors(r), LayerTable.Notes(r),
     ];
+
+    /// <summary>"1.23 ms (1.20–1.31 ms)": the pooled value and the smallest and largest per-round value.</summary>
+    private static string MsWithSpread(double value, IReadOnlyList<double> rounds) =>
+        rounds.Count > 1 ? $"{Ms(value)} ({MetricFormat.MillisecondsRange(rounds.Min(), rounds.Max())})" : Ms(value);
+
+    private static string RatioWithSpread(double? value, Spread? spread, int rounds) =>
+        spread is not null && rounds > 1 ? $"{Ratio(value)} ({MetricFormat.RatioRange(spread.Min, spread.Max)})" : Ratio(value);
 
     public static IEnumerable<(string Name, string Original, string Compressed, string Change)> SummaryRows(CompressionReport report)
     {
@@ -49,8 +57,10 @@ internal static class ReportText
         }
         if (m.OriginalLatency is { } lo && m.CompressedLatency is { } lc)
         {
-            yield return ($"Latency p50 (batch {m.BatchSize})", Ms(lo.P50Ms), Ms(lc.P50Ms), Ratio(m.LatencyRatio));
-            yield return ($"Latency p95 (batch {m.BatchSize})", Ms(lo.P95Ms), Ms(lc.P95Ms), Ratio(lc.P95Ms / lo.P95Ms));
+            var rounds = Math.Min(lo.RoundP50Ms.Count, lc.RoundP50Ms.Count);
+            var spread = rounds > 1 ? $"; min–max of {rounds} rounds" : "";
+            yield return ($"Latency p50 (batch {m.BatchSize}{spread})", MsWithSpread(lo.P50Ms, lo.RoundP50Ms), MsWithSpread(lc.P50Ms, lc.RoundP50Ms), RatioWithSpread(m.LatencyRatio, m.LatencyRatioSpread, rounds));
+            yield return ($"Latency p95 (batch {m.BatchSize}{spread})", MsWithSpread(lo.P95Ms, lo.RoundP95Ms), MsWithSpread(lc.P95Ms, lc.RoundP95Ms), RatioWithSpread(m.P95LatencyRatio, m.P95LatencyRatioSpread, rounds));
         }
     }
 

@@ -3,6 +3,7 @@ namespace ModelCompression.Reporting;
 /// <summary>Writes &lt;name&gt;.report.json, .report.md and .report.html into the report folder (each atomically).</summary>
 public static class ReportWriter
 {
+    /// <param name="name">The output model's file name without extension, so runs with different outputs never share a report.</param>
     public static void WriteAll(CompressionReport report, string directory, string name)
     {
         Directory.CreateDirectory(directory);
@@ -13,8 +14,16 @@ public static class ReportWriter
 
     private static void Write(string path, string text)
     {
-        var temp = path + ".tmp";
-        File.WriteAllText(temp, text);
-        File.Move(temp, path, overwrite: true);
+        // A temporary name of its own: two runs writing the same report never write into each other's file.
+        var temp = $"{path}.{Guid.NewGuid():N}.tmp";
+        try
+        {
+            File.WriteAllText(temp, text);
+            File.Move(temp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
     }
 }

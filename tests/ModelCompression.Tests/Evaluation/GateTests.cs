@@ -24,12 +24,12 @@ public sealed class GateTests
         var messages = verdict.Failures.Select(f => $"{f.Code}: {f.Message}").ToList();
         CollectionAssert.AreEqual(new[]
         {
-            "CM0201: accuracy 0.871 < MinAccuracy 0.880 (original 0.902)",
-            "CM0201: accuracy 0.871 < 0.892 (drop 3.1 pt, allowed 1.0 pt)",
-            "CM0202: top-1 agreement with the original 0.950 < MinAgreement 0.970",
-            "CM0203: latency ratio 1.20x > MaxLatencyRatio 1.00x (p50 12.00 ms vs 10.00 ms at batch 64)",
-            "CM0204: latency p50 12.00 ms > MaxLatencyMs 10 ms at batch 64",
-            "CM0205: size ratio 0.300 > MaxSizeRatio 0.25 (300 vs 1,000 bytes)",
+            "CM0201: accuracy 87.10 % < MinAccuracy 88.00 % (original 90.20 %)",
+            "CM0201: accuracy 87.10 % < 89.20 % (original 90.20 %: drop 3.10 pt, allowed 1.00 pt)",
+            "CM0202: top-1 agreement with the original 95.00 % < MinAgreement 97.00 %",
+            "CM0203: latency ratio 1.200x > MaxLatencyRatio 1.000x (p50 12.00 ms vs 10.00 ms at batch 64)",
+            "CM0204: latency p50 12.00 ms > MaxLatencyMs 10.00 ms at batch 64",
+            "CM0205: size ratio 0.300x > MaxSizeRatio 0.250x (300 vs 1,000 bytes)",
         }, messages);
     }
 
@@ -60,14 +60,14 @@ public sealed class GateTests
         Assert.IsNotNull(result.Report.Measurements.Environment);
         StringAssert.StartsWith(result.Report.Measurements.Environment.OnnxRuntimeVersion, "1.31");
 
-        var html = File.ReadAllText(Path.Combine(dir, "fmnist_mlp.report.html"));
+        var html = File.ReadAllText(Path.Combine(dir, "out.report.html"));
         StringAssert.Contains(html, "<svg");
         StringAssert.Contains(html, ReportText.Percent(result.Report.Measurements.Compressed!.Top1));
         var external = System.Text.RegularExpressions.Regex.Matches(html, "(src|href)=\"[^\"]*\"|https?://(?!www\\.w3\\.org/2000/svg)").Count;
         Assert.AreEqual(0, external, "no scripts, styles or images are fetched");
-        var md = File.ReadAllText(Path.Combine(dir, "fmnist_mlp.report.md"));
+        var md = File.ReadAllText(Path.Combine(dir, "out.report.md"));
         StringAssert.Contains(md, "| Top-1 accuracy |");
-        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "fmnist_mlp.report.json")));
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "out.report.json")));
         Assert.AreEqual("pass", json.RootElement.GetProperty("verdictText").GetString());
     }
 }

@@ -11,7 +11,10 @@ namespace ModelCompression.LowRank;
 /// <see cref="RankAllocator"/>. LowRankMethod=activation-aware takes the spectra in the metric of each layer's
 /// inputs on the calibration data (running moments only), so the kept rank minimizes the output error; layers are
 /// then rewritten front to back, each one refitted to the uncompressed model's outputs from the inputs the layers
-/// before it now produce. A layer whose factors would not save enough parameters is left dense and the report says why.
+/// before it now produce; the default, auto, is that whenever CalibrationData is given. Left dense, with the reason in
+/// the report: the <see cref="EdgeLayers"/> (first conv, classifier head: a 10-class head at rank 0.125 keeps one
+/// direction for ten logits) unless a policy-file Rank or RankEnergy names them, and a layer whose factors would not
+/// save enough parameters or any multiply-adds.
 /// </summary>
 public sealed class LowRankPass : ICompressionPass
 {
@@ -27,7 +30,7 @@ public sealed class LowRankPass : ICompressionPass
         public LayerFactorization Factorization { get; } = factorization;
         public CompressionPolicy Policy { get; } = policy;
         public RankSource Source { get; } = source;
-        public bool ActivationAware => Policy.LowRankMethod == LowRankMethod.ActivationAware;
+        public bool ActivationAware => Policy.EffectiveLowRankMethod == LowRankMethod.ActivationAware;
         public InputMoments? Moments { get; set; }
         public string? FallbackNote { get; set; }
         /// <summary>Position among the layers the pass looked at (graph order), for the report.</summary>
@@ -44,6 +47,12 @@ public sealed class LowRankPass : ICompressionPass
             var policy = context.PolicyFor(layer.Node);
             if (policy.Excluded || SourceOf(policy, context.Policy) is not { } source) continue;
             if (layer.OpType == "Conv" && policy.ConvDecomposition == ConvDecomposition.None) continue;
+            // Same rule as pruning; a Rank or RankEnergy set for the layer itself in the policy file opts it in.
+            if (EdgeLayers.RoleOf(context.Graph, layer) is { } role && !context.OverrideSets(layer.Node, "Rank", "RankEnergy"))
+            {
+                rows[rows.Count + plans.Count] = Skip(layer, $"kept dense: {role} (a Rank or RankEnergy for this layer in the policy file factorizes it)");
+                continue;
+            }
             var weight = Array.ConvertAll(layer.ReadMatrix(context.Model), v => (double)v);
             var (factorization, reason) = Create(layer, weight, policy);
             if (factorization is null)
@@ -240,11 +249,7 @@ public sealed class LowRankPass : ICompressionPass
         var bias = layer.BiasName is not null ? layer.OutFeatures : 0L;
         if (ranks is null) return Skip(layer, $"kept dense: {budgetNote}");
         var rankText = ranks.Length == 1 ? $"rank {ranks[0]}" : $"ranks (out, in) ({ranks[0]}, {ranks[1]})";
-        if (!f.Saves(ranks))
-        {
-            return Skip(layer, string.Create(CultureInfo.InvariantCulture,
-                $"kept dense: at {rankText} the factors hold {f.Parameters(ranks):N0} weights, more than {LayerFactorization.MaxParameterFraction:0.##} of the {f.DenseParameters:N0} they replace"));
-        }
+        if (f.WhyNotWorthIt(ranks) is { } reason) return Skip(layer, $"kept dense: at {rankText} {reason}");
         var reconstructed = f.Rewrite(context.Graph, ranks);
         var error = f.RelativeError(reconstructed, plan.Moments);
         var notes = new List<string>

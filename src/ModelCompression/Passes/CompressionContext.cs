@@ -55,6 +55,13 @@ public sealed class CompressionContext
         return policy;
     }
 
+    /// <summary>True when a policy-file override matching this layer sets one of <paramref name="settings"/> (setting names as in <see cref="PolicySettings"/>).</summary>
+    public bool OverrideSets(NodeProto node, params string[] settings)
+    {
+        var name = LayerName(node);
+        return Policy.LayerOverrides.Any(o => LayerGlob.IsMatch(o.Match, name) && settings.Any(o.Settings.ContainsKey));
+    }
+
     /// <summary>The calibration samples (at most CalibrationSamples); CM0124 when a pass needs them and none were given.</summary>
     public Dataset RequireCalibration(string passName)
     {

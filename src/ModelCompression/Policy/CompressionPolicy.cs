@@ -5,7 +5,7 @@ public enum CalibrationMethod { MinMax, Percentile, Entropy }
 public enum PruneMethod { Auto, Magnitude, SparseGpt }
 public enum PruneScope { Global, Layer }
 public enum StructuredCriterion { L1, Apoz, Reconstruction }
-public enum LowRankMethod { Svd, ActivationAware }
+public enum LowRankMethod { Auto, Svd, ActivationAware }
 public enum ConvDecomposition { None, Tucker2, Spatial }
 
 /// <summary>N:M semi-structured sparsity (N zeros in every M consecutive weights); null means unstructured.</summary>
@@ -65,7 +65,9 @@ public sealed record CompressionPolicy
     // Low rank
     public RankSpec? Rank { get; init; }
     public double? RankEnergy { get; init; }
-    public LowRankMethod LowRankMethod { get; init; } = LowRankMethod.Svd;
+    public LowRankMethod LowRankMethod { get; init; } = LowRankMethod.Auto;
+    /// <summary>The method that runs: auto is activation-aware when calibration data is given (far more accurate), else svd.</summary>
+    public LowRankMethod EffectiveLowRankMethod => LowRankMethod != LowRankMethod.Auto ? LowRankMethod : CalibrationData is null ? LowRankMethod.Svd : LowRankMethod.ActivationAware;
     public double LowRankDamping { get; init; } = 0.01;
     public ConvDecomposition ConvDecomposition { get; init; } = ConvDecomposition.None;
     public double? ParameterBudget { get; init; }

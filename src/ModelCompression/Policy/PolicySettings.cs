@@ -67,10 +67,10 @@ public static class PolicySettings
         Bool("SparseStorage", "With Sparsity > 0: store mostly-zero weights (int8 ones too) in a compact sparse form, and floats exact in float16 (int8 scales) as float16, when that is smaller; ONNX Runtime expands them at load.", false, (p, v) => p with { SparseStorage = v }),
 
         // Low rank
-        new("Rank", "(0, 1] ratio or integer >= 1", "Low-rank factorization of Gemm/MatMul weights (and of convolutions, see ConvDecomposition): a ratio of full rank or an absolute rank.", true, (p, raw, _) => p with { Rank = ParseRank(raw) }),
+        new("Rank", "(0, 1] ratio or integer >= 1", "Low-rank factorization of Gemm/MatMul weights (and of convolutions, see ConvDecomposition): a ratio of full rank or an absolute rank. The first conv and the classifier head stay dense unless the policy file gives them their own Rank.", true, (p, raw, _) => p with { Rank = ParseRank(raw) }),
         Number("RankEnergy", "(0, 1]", "Keep the smallest rank whose singular values hold this fraction of spectral energy.", true, v => v > 0 && v <= 1, (p, v) => p with { RankEnergy = v }),
-        Enum("LowRankMethod", "svd = plain truncated SVD; activation-aware = truncate in the metric of the layer inputs (needs CalibrationData).", true,
-            (p, v) => p with { LowRankMethod = v }, ("svd", LowRankMethod.Svd), ("activation-aware", LowRankMethod.ActivationAware)),
+        Enum("LowRankMethod", "auto = activation-aware when CalibrationData is given, else svd; svd = plain truncated SVD; activation-aware = truncate in the metric of the layer inputs (needs CalibrationData).", true,
+            (p, v) => p with { LowRankMethod = v }, ("auto", LowRankMethod.Auto), ("svd", LowRankMethod.Svd), ("activation-aware", LowRankMethod.ActivationAware)),
         Number("LowRankDamping", "(0, 100]", "Activation-aware low rank: dampening added to the diagonal of the inputs' XᵀX before whitening, as a fraction of its mean (raise it when calibration samples are fewer than a layer's input features).", true, v => v > 0 && v <= 100, (p, v) => p with { LowRankDamping = v }),
         Enum("ConvDecomposition", "Low-rank form of convolutions: tucker2 (1x1 -> kxk core -> 1x1) or spatial (kx1 then 1xk).", true,
             (p, v) => p with { ConvDecomposition = v }, ("none", ConvDecomposition.None), ("tucker2", ConvDecomposition.Tucker2), ("spatial", ConvDecomposition.Spatial)),

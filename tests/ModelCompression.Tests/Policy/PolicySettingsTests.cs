@@ -72,6 +72,17 @@ public sealed class PolicySettingsTests
     }
 
     [TestMethod]
+    public void LowRankMethodAuto_IsActivationAwareWithCalibrationData_ElseSvd()
+    {
+        Assert.AreEqual(LowRankMethod.Auto, new CompressionPolicy().LowRankMethod);
+        Assert.AreEqual(LowRankMethod.Svd, Fixtures.Policy(("Rank", "0.5")).EffectiveLowRankMethod);
+        Assert.AreEqual(LowRankMethod.ActivationAware, Fixtures.Policy(("Rank", "0.5"), ("CalibrationData", "fmnist_calib.npz")).EffectiveLowRankMethod);
+        Assert.AreEqual(LowRankMethod.Svd, Fixtures.Policy(("Rank", "0.5"), ("CalibrationData", "fmnist_calib.npz"), ("LowRankMethod", "svd")).EffectiveLowRankMethod);
+        Assert.AreEqual("auto (activation-aware)", CompressionEngine.Describe(Fixtures.Policy(("CalibrationData", "fmnist_calib.npz")))["LowRankMethod"]);
+        Assert.AreEqual("auto (svd)", CompressionEngine.Describe(Fixtures.Policy(("Rank", "0.5")))["LowRankMethod"]);
+    }
+
+    [TestMethod]
     public void RankText_IsARatioOrAnAbsoluteRank()
     {
         Assert.AreEqual(new RankSpec(64, IsRatio: false), Fixtures.Policy(("Rank", "64")).Rank);

@@ -195,6 +195,7 @@ public static class CompressionEngine
             };
         }
         if (policy.PruneMethod == PruneMethod.Auto) result["PruneMethod"] = $"auto ({PolicySettings.FormatEnum(policy.EffectivePruneMethod)})";
+        if (policy.StructuredCriterion == StructuredCriterion.Auto) result["StructuredCriterion"] = $"auto ({PolicySettings.FormatEnum(policy.EffectiveStructuredCriterion)})";
         if (policy.LowRankMethod == LowRankMethod.Auto) result["LowRankMethod"] = $"auto ({PolicySettings.FormatEnum(policy.EffectiveLowRankMethod)})";
         if (policy.LayerOverrides.Count > 0)
             result["LayerOverrides"] = string.Join("; ", policy.LayerOverrides.Select(o => $"{o.Match}: {string.Join(", ", o.Settings.Select(s => $"{s.Key}={s.Value}"))}"));

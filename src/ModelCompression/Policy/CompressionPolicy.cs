@@ -4,7 +4,7 @@ public enum QuantizeMode { None, Int8, Int8Dynamic }
 public enum CalibrationMethod { MinMax, Percentile, Entropy }
 public enum PruneMethod { Auto, Magnitude, SparseGpt }
 public enum PruneScope { Global, Layer }
-public enum StructuredCriterion { L1, Apoz, Reconstruction }
+public enum StructuredCriterion { Auto, L1, Apoz, Reconstruction }
 public enum LowRankMethod { Auto, Svd, ActivationAware }
 public enum ConvDecomposition { None, Tucker2, Spatial }
 
@@ -54,7 +54,9 @@ public sealed record CompressionPolicy
     public double PruneDamping { get; init; } = 0.01;
     public int PruneBlockSize { get; init; } = 128;
     public double StructuredSparsity { get; init; }
-    public StructuredCriterion StructuredCriterion { get; init; } = StructuredCriterion.L1;
+    public StructuredCriterion StructuredCriterion { get; init; } = StructuredCriterion.Auto;
+    /// <summary>The ranking that runs: auto is reconstruction when calibration data is given (far more accurate on the ResNet), else l1.</summary>
+    public StructuredCriterion EffectiveStructuredCriterion => StructuredCriterion != StructuredCriterion.Auto ? StructuredCriterion : CalibrationData is null ? StructuredCriterion.L1 : StructuredCriterion.Reconstruction;
     /// <summary>Structured pruning keeps a multiple of this many channels per group.</summary>
     public int StructuredChannelMultiple { get; init; } = 16;
     /// <summary>Also prune the first conv (reads the model input) and the classifier head (writes a model output).</summary>

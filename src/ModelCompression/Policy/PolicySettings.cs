@@ -60,8 +60,8 @@ public static class PolicySettings
         Number("PruneDamping", "(0, 1]", "Dampening added to the diagonal of the input second moments (as a fraction of its mean) by SparseGPT and the least-squares refits.", false, v => v > 0 && v <= 1, (p, v) => p with { PruneDamping = v }),
         Integer("PruneBlockSize", "[1, 4096]", "SparseGPT: columns processed per block.", false, 1, 4096, (p, v) => p with { PruneBlockSize = v }),
         Number("StructuredSparsity", "[0, 1)", "Fraction of hidden neurons (Gemm/MatMul) and conv filters removed; the graph shrinks.", true, v => v >= 0 && v < 1, (p, v) => p with { StructuredSparsity = v }),
-        Enum("StructuredCriterion", "How neurons/filters are ranked for structured pruning (apoz and reconstruction need CalibrationData).", false,
-            (p, v) => p with { StructuredCriterion = v }, ("l1", StructuredCriterion.L1), ("apoz", StructuredCriterion.Apoz), ("reconstruction", StructuredCriterion.Reconstruction)),
+        Enum("StructuredCriterion", "How neurons/filters are ranked for structured pruning: auto = reconstruction when CalibrationData is given, else l1 (apoz and reconstruction need CalibrationData).", false,
+            (p, v) => p with { StructuredCriterion = v }, ("auto", StructuredCriterion.Auto), ("l1", StructuredCriterion.L1), ("apoz", StructuredCriterion.Apoz), ("reconstruction", StructuredCriterion.Reconstruction)),
         Integer("StructuredChannelMultiple", "[1, 256]", "Structured pruning keeps a multiple of this many channels per group (CPU kernels work on blocks of 8 or 16 channels; other counts save no time).", false, 1, 256, (p, v) => p with { StructuredChannelMultiple = v }),
         Bool("PruneEdgeLayers", "Also prune the first conv (it reads the model input) and the classifier head (it writes a model output); by default both stay dense.", true, (p, v) => p with { PruneEdgeLayers = v }),
         Bool("SparseStorage", "With Sparsity > 0: store mostly-zero weights (int8 ones too) in a compact sparse form, and floats exact in float16 (int8 scales) as float16, when that is smaller; ONNX Runtime expands them at load.", false, (p, v) => p with { SparseStorage = v }),
@@ -163,7 +163,7 @@ public static class PolicySettings
         var needsCalibration = new List<string>();
         if (p.Quantize == QuantizeMode.Int8) needsCalibration.Add("Quantize=int8 (static)");
         if (p.Sparsity > 0 && p.PruneMethod == PruneMethod.SparseGpt) needsCalibration.Add("PruneMethod=sparsegpt");
-        if (p.StructuredSparsity > 0 && p.StructuredCriterion != StructuredCriterion.L1) needsCalibration.Add($"StructuredCriterion={FormatEnum(p.StructuredCriterion)}");
+        if (p.StructuredSparsity > 0 && p.StructuredCriterion is StructuredCriterion.Apoz or StructuredCriterion.Reconstruction) needsCalibration.Add($"StructuredCriterion={FormatEnum(p.StructuredCriterion)}");
         if ((p.Rank is not null || p.RankEnergy is not null || p.ParameterBudget is not null) && p.LowRankMethod == LowRankMethod.ActivationAware) needsCalibration.Add("LowRankMethod=activation-aware");
         if (needsCalibration.Count > 0 && p.CalibrationData is null)
             yield return new Diagnostic(DiagnosticCodes.MissingCalibrationData, Severity.Error,

@@ -83,6 +83,17 @@ public sealed class PolicySettingsTests
     }
 
     [TestMethod]
+    public void StructuredCriterionAuto_IsReconstructionWithCalibrationData_ElseL1()
+    {
+        Assert.AreEqual(StructuredCriterion.Auto, new CompressionPolicy().StructuredCriterion);
+        Assert.AreEqual(StructuredCriterion.L1, Fixtures.Policy(("StructuredSparsity", "0.5")).EffectiveStructuredCriterion);
+        Assert.AreEqual(StructuredCriterion.Reconstruction, Fixtures.Policy(("StructuredSparsity", "0.5"), ("CalibrationData", "fmnist_calib.npz")).EffectiveStructuredCriterion);
+        Assert.AreEqual(StructuredCriterion.L1, Fixtures.Policy(("StructuredSparsity", "0.5"), ("CalibrationData", "fmnist_calib.npz"), ("StructuredCriterion", "l1")).EffectiveStructuredCriterion);
+        Assert.AreEqual("auto (reconstruction)", CompressionEngine.Describe(Fixtures.Policy(("CalibrationData", "fmnist_calib.npz")))["StructuredCriterion"]);
+        Assert.AreEqual("CM0124", Fails(("StructuredSparsity", "0.5"), ("StructuredCriterion", "apoz")).Code);
+    }
+
+    [TestMethod]
     public void RankText_IsARatioOrAnAbsoluteRank()
     {
         Assert.AreEqual(new RankSpec(64, IsRatio: false), Fixtures.Policy(("Rank", "64")).Rank);

@@ -64,7 +64,7 @@ public sealed class LowRankPass : ICompressionPass
         }
         if (plans.Count == 0)
         {
-            foreach (var row in rows.Values) context.Record(row);
+            Finish(context, rows);
             return;
         }
 
@@ -99,7 +99,15 @@ public sealed class LowRankPass : ICompressionPass
         }
         for (var i = 0; i < plans.Count; i++)
             if (stages[i] < 0) rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
+        Finish(context, rows);
+    }
+
+    /// <summary>Records the rows; a pass that factorized nothing says so (the defaults leave edge layers and unprofitable factorizations dense).</summary>
+    private static void Finish(CompressionContext context, SortedDictionary<int, LayerRecord> rows)
+    {
         foreach (var row in rows.Values) context.Record(row);
+        if (!rows.Values.Any(r => r.Rank is not null))
+            context.Warn(Diagnostics.DiagnosticCodes.NothingToCompress, "low-rank: no layer was factorized (the report's rows say why; k×k convolutions need ConvDecomposition)");
     }
 
     private static void Decompose(CompressionContext context, Plan plan, int[]? fixedRanks)

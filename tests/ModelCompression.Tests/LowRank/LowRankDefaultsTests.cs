@@ -46,6 +46,18 @@ public sealed class LowRankDefaultsTests
         finally { File.Delete(file); }
     }
 
+    [TestMethod]
+    public void ResNet_HalfRank_WithDefaults_FactorizesNothingAndWarns()
+    {
+        // k×k convolutions need ConvDecomposition, and the one Gemm is the classifier head.
+        using var model = OnnxModel.Load(Fixtures.ResNet);
+        var context = new ModelCompression.Passes.CompressionContext(model, Fixtures.Policy(("Rank", "0.5"), ("CalibrationData", "fmnist_calib.npz")));
+        ModelCompression.Passes.CompressionPipeline.Run(context);
+        var warning = context.Diagnostics.Single(d => d.Code == ModelCompression.Diagnostics.DiagnosticCodes.NothingToCompress);
+        StringAssert.Contains(warning.Message, "ConvDecomposition");
+        StringAssert.Contains(context.Records.Single(r => r.Layer == "/fc/Gemm").Note, "classifier head");
+    }
+
     /// <summary>
     /// The transformer's weights are random, so it has no accuracy: its fp32 top-1 is the label. Random logits are
     /// often near ties, and a tie flips on any change, so the 1-point bound applies where fp32 decides: a top-1

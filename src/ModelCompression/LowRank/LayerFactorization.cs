@@ -68,8 +68,26 @@ internal abstract class LayerFactorization
     /// <summary>Replaces the layer by its factors at <paramref name="ranks"/> (already clamped); returns W′ in the [out, in·K] layout of <see cref="Weight"/>.</summary>
     public abstract double[] Rewrite(OnnxGraph graph, int[] ranks);
 
+    /// <summary>
+    /// Multiply-adds per output position of the factors at these ranks (a step that runs at the input resolution of
+    /// a strided conv counts the extra positions); the dense layer's are <see cref="DenseParameters"/>.
+    /// </summary>
+    public virtual long MultiplyAdds(int[] ranks) => Parameters(ranks);
+
     public long DenseParameters => Layer.Parameters;
-    public bool Saves(int[] ranks) => Parameters(ranks) <= MaxParameterFraction * DenseParameters;
+    public bool Saves(int[] ranks) => WhyNotWorthIt(ranks) is null;
+
+    /// <summary>Why factors at these ranks do not pay (too many weights, or no multiply-adds saved), or null when they do.</summary>
+    public string? WhyNotWorthIt(int[] ranks)
+    {
+        if (Parameters(ranks) > MaxParameterFraction * DenseParameters)
+            return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"the factors hold {Parameters(ranks):N0} weights, more than {MaxParameterFraction:0.##} of the {DenseParameters:N0} they replace");
+        if (MultiplyAdds(ranks) >= DenseParameters)
+            return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"the factors take {MultiplyAdds(ranks):N0} multiply-adds per output position, no fewer than the {DenseParameters:N0} of the layer");
+        return null;
+    }
 
     /// <summary>Ranks for a ratio or absolute rank, mode by mode.</summary>
     public int[] RanksFor(Policy.RankSpec spec) => FullRanks.Select(spec.Resolve).ToArray();

@@ -4,7 +4,7 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.LowRank;
 
-public enum LowRankMethod { Svd, ActivationAware }
+public enum LowRankMethod { Auto, Svd, ActivationAware }
 public enum ConvDecomposition { None, Tucker2, Spatial }
 
 /// <summary>Low-rank factorization: the rank of each layer (fixed, by spectral energy or from a budget) and the method.</summary>
@@ -12,10 +12,13 @@ public sealed record LowRankOptions : IOptions<LowRankOptions>
 {
     public RankSpec? Rank { get; init; }
     public double? RankEnergy { get; init; }
-    public LowRankMethod LowRankMethod { get; init; } = LowRankMethod.Svd;
+    public LowRankMethod LowRankMethod { get; init; } = LowRankMethod.Auto;
     public double LowRankDamping { get; init; } = 0.01;
     public ConvDecomposition ConvDecomposition { get; init; } = ConvDecomposition.None;
     public double? ParameterBudget { get; init; }
+
+    /// <summary>The method that runs: auto is activation-aware when calibration data is given (the head keeps its accuracy), else svd.</summary>
+    public LowRankMethod MethodFor(bool calibrated) => LowRankMethod != LowRankMethod.Auto ? LowRankMethod : calibrated ? LowRankMethod.ActivationAware : LowRankMethod.Svd;
 
     public static OptionsGroup<LowRankOptions> Group { get; } = new OptionsGroup<LowRankOptions>("Low rank", 40,
         "Layers factorized into thinner ones.", isTechnique: true)
@@ -26,14 +29,15 @@ public sealed record LowRankOptions : IOptions<LowRankOptions>
     }
         .Add("Rank", Syntax.Custom<RankSpec?>("(0, 1] ratio or integer >= 1", ParseRank, v => v?.ToString() ?? "",
                 () => new JsonObject { ["type"] = "number", ["exclusiveMinimum"] = 0 }), SettingScope.PerLayer,
-            "Low-rank factorization of Gemm/MatMul weights (and of convolutions, see ConvDecomposition): a ratio of full rank or an absolute rank.",
+            "Low-rank factorization of Gemm/MatMul weights (and of convolutions, see ConvDecomposition): a ratio of full rank or an absolute rank. The first conv and the classifier head stay dense unless the policy file gives them their own Rank.",
             o => o.Rank, (o, v) => o with { Rank = v })
         .Add("RankEnergy", Syntax.Optional(Syntax.Number(0, 1, minOpen: true)), SettingScope.PerLayer,
             "Keep the smallest rank whose singular values hold this fraction of spectral energy.",
             o => o.RankEnergy, (o, v) => o with { RankEnergy = v })
-        .Add("LowRankMethod", Syntax.Enum(("svd", LowRankMethod.Svd), ("activation-aware", LowRankMethod.ActivationAware)), SettingScope.PerLayer,
-            "svd = plain truncated SVD; activation-aware = truncate in the metric of the layer inputs (needs CalibrationData).",
-            o => o.LowRankMethod, (o, v) => o with { LowRankMethod = v })
+        .Add("LowRankMethod", Syntax.Enum(("auto", LowRankMethod.Auto), ("svd", LowRankMethod.Svd), ("activation-aware", LowRankMethod.ActivationAware)), SettingScope.PerLayer,
+            "auto = activation-aware when CalibrationData is given, else svd; svd = plain truncated SVD; activation-aware = truncate in the metric of the layer inputs (needs CalibrationData).",
+            o => o.LowRankMethod, (o, v) => o with { LowRankMethod = v },
+            explain: (v, p) => v == LowRankMethod.Auto ? PolicySettings.FormatEnum(new LowRankOptions().MethodFor(p.Data.CalibrationData is not null)) : null)
         .Add("LowRankDamping", Syntax.Number(0, 100, minOpen: true), SettingScope.PerLayer,
             "Activation-aware low rank: dampening added to the diagonal of the inputs' XᵀX before whitening, as a fraction of its mean (raise it when calibration samples are fewer than a layer's input features).",
             o => o.LowRankDamping, (o, v) => o with { LowRankDamping = v })

@@ -11,7 +11,10 @@ namespace ModelCompression.LowRank;
 /// <see cref="RankAllocator"/>. LowRankMethod=activation-aware takes the spectra in the metric of each layer's
 /// inputs on the calibration data (running moments only), so the kept rank minimizes the output error; layers are
 /// then rewritten front to back, each one refitted to the uncompressed model's outputs from the inputs the layers
-/// before it now produce. A layer whose factors would not save enough parameters is left dense and the report says why.
+/// before it now produce; the default, auto, is that whenever CalibrationData is given. Left dense, with the reason in
+/// the report: the <see cref="EdgeLayers"/> (first conv, classifier head: a 10-class head at rank 0.125 keeps one
+/// direction for ten logits) unless a policy-file Rank or RankEnergy names them, and a layer whose factors would not
+/// save enough parameters or any multiply-adds.
 /// </summary>
 public sealed class LowRankPass : ICompressionPass
 {
@@ -23,12 +26,12 @@ public sealed class LowRankPass : ICompressionPass
     private enum RankSource { Rank, Energy, Budget }
 
     /// <summary>One layer on its way through the pass: its factorization, effective policy, rank source and input moments.</summary>
-    private sealed class Plan(LayerFactorization factorization, LowRankOptions options, RankSource source)
+    private sealed class Plan(LayerFactorization factorization, LowRankOptions options, RankSource source, bool activationAware)
     {
         public LayerFactorization Factorization { get; } = factorization;
         public LowRankOptions Policy { get; } = options;
         public RankSource Source { get; } = source;
-        public bool ActivationAware => Policy.LowRankMethod == LowRankMethod.ActivationAware;
+        public bool ActivationAware { get; } = activationAware;
         public InputMoments? Moments { get; set; }
         public string? FallbackNote { get; set; }
         /// <summary>Position among the layers the pass looked at (graph order), for the report.</summary>
@@ -46,6 +49,13 @@ public sealed class LowRankPass : ICompressionPass
             var policy = resolved.Options;
             if (context.IsExcluded(layer.Node) || SourceOf(resolved) is not { } source) continue;
             if (layer.OpType == "Conv" && policy.ConvDecomposition == ConvDecomposition.None) continue;
+            // Same rule as pruning; a Rank or RankEnergy set for the layer itself in the policy file opts it in.
+            if (EdgeLayers.RoleOf(context.Graph, layer) is { } role
+                && resolved.SourceOf("Rank").Origin != SettingOrigin.PolicyFile && resolved.SourceOf("RankEnergy").Origin != SettingOrigin.PolicyFile)
+            {
+                rows[rows.Count + plans.Count] = Skip(layer, $"kept dense: {role} (a Rank or RankEnergy for this layer in the policy file factorizes it)");
+                continue;
+            }
             var weight = Array.ConvertAll(layer.ReadMatrix(context.Model), v => (double)v);
             var (factorization, reason) = Create(layer, weight, policy);
             if (factorization is null)
@@ -53,11 +63,11 @@ public sealed class LowRankPass : ICompressionPass
                 rows[rows.Count + plans.Count] = Skip(layer, reason!);
                 continue;
             }
-            plans.Add(new Plan(factorization, policy, source) { Order = rows.Count + plans.Count });
+            plans.Add(new Plan(factorization, policy, source, policy.MethodFor(context.HasCalibration) == LowRankMethod.ActivationAware) { Order = rows.Count + plans.Count });
         }
         if (plans.Count == 0)
         {
-            foreach (var row in rows.Values) context.Record(row);
+            Finish(context, rows);
             return;
         }
 
@@ -92,7 +102,15 @@ public sealed class LowRankPass : ICompressionPass
         }
         for (var i = 0; i < plans.Count; i++)
             if (stages[i] < 0) rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
+        Finish(context, rows);
+    }
+
+    /// <summary>Records the rows; a pass that factorized nothing says so (the defaults leave edge layers and unprofitable factorizations dense).</summary>
+    private static void Finish(CompressionContext context, SortedDictionary<int, LayerRecord> rows)
+    {
         foreach (var row in rows.Values) context.Record(row);
+        if (!rows.Values.Any(r => r.Rank is not null))
+            context.Warn(Diagnostics.DiagnosticCodes.NothingToCompress, "low-rank: no layer was factorized (the report's rows say why; k×k convolutions need ConvDecomposition)");
     }
 
     private static void Decompose(CompressionContext context, Plan plan, int[]? fixedRanks)
@@ -243,11 +261,7 @@ public sealed class LowRankPass : ICompressionPass
         var bias = layer.BiasName is not null ? layer.OutFeatures : 0L;
         if (ranks is null) return Skip(layer, $"kept dense: {budgetNote}");
         var rankText = ranks.Length == 1 ? $"rank {ranks[0]}" : $"ranks (out, in) ({ranks[0]}, {ranks[1]})";
-        if (!f.Saves(ranks))
-        {
-            return Skip(layer, string.Create(CultureInfo.InvariantCulture,
-                $"kept dense: at {rankText} the factors hold {f.Parameters(ranks):N0} weights, more than {LayerFactorization.MaxParameterFraction:0.##} of the {f.DenseParameters:N0} they replace"));
-        }
+        if (f.WhyNotWorthIt(ranks) is { } reason) return Skip(layer, $"kept dense: at {rankText} {reason}");
         var reconstructed = f.Rewrite(context.Graph, ranks);
         var error = f.RelativeError(reconstructed, plan.Moments);
         var notes = new List<string>

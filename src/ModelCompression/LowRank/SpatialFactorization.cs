@@ -27,6 +27,8 @@ internal sealed class SpatialFactorization(WeightedLayer layer, double[] weight)
     public override FeatureAxis Axis => FeatureAxis.Channel;
     public override int InputFeatures => In;
     public override long Parameters(int[] ranks) => (long)ranks[0] * (Rows + Cols);
+    /// <summary>The vertical step keeps the input width: the horizontal stride multiplies its positions.</summary>
+    public override long MultiplyAdds(int[] ranks) => (long)ranks[0] * (Rows + Cols * IntsOf(Layer.Node, "strides", [1, 1])[1]);
 
     public override IReadOnlyList<double[]> ModeEnergies => [Normalized(_svd!.SingularValues.Select(s => s * s), _svd.TotalEnergy)];
 

@@ -32,6 +32,9 @@ internal sealed class Tucker2Factorization(WeightedLayer layer, double[] weight)
     public override FeatureAxis Axis => FeatureAxis.Channel;
     public override int InputFeatures => In;
     public override long Parameters(int[] ranks) => (long)ranks[1] * In + (long)ranks[0] * ranks[1] * Positions + (long)Out * ranks[0];
+    /// <summary>The reduce step runs before the core's strides, at every input position.</summary>
+    public override long MultiplyAdds(int[] ranks) =>
+        (long)ranks[1] * In * IntsOf(Layer.Node, "strides", []).Aggregate(1L, (a, b) => a * b) + (long)ranks[0] * ranks[1] * Positions + (long)Out * ranks[0];
 
     public override IReadOnlyList<double[]> ModeEnergies =>
     [

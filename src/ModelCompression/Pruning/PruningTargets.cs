@@ -13,10 +13,8 @@ internal sealed record PruningTarget(WeightedLayer Layer, PruningOptions Options
 
 /// <summary>
 /// Chooses the layers unstructured pruning touches and the sparsity of each. Prunable: Conv, Gemm and MatMul with a
-/// constant float weight of their own. Left dense by default (PruneEdgeLayers=true prunes them): the first conv,
-/// which reads the model input through very few input channels (every filter sees the raw pixels; a handful of
-/// weights each, a fraction of a percent of the model), and the classifier head, whose every weight feeds a logit
-/// directly. With PruneScope=global one magnitude threshold over the remaining layers sets the counts (layers with
+/// constant float weight of their own. Left dense by default (PruneEdgeLayers=true prunes them): the
+/// <see cref="EdgeLayers"/>, the first conv and the classifier head. With PruneScope=global one magnitude threshold over the remaining layers sets the counts (layers with
 /// their own Sparsity override, or an N:M pattern, keep theirs); with PruneScope=layer every layer gets the same.
 /// </summary>
 internal static class PruningTargets
@@ -33,7 +31,7 @@ internal static class PruningTargets
             var resolved = context.Resolve<PruningOptions>(layer.Node);
             var options = resolved.Options;
             if (context.IsExcluded(layer.Node) || !PruningOptions.Group.Active!(options)) continue;
-            if (!options.PruneEdgeLayers && EdgeRole(graph, layer) is { } role)
+            if (!options.PruneEdgeLayers && EdgeLayers.RoleOf(graph, layer) is { } role)
             {
                 skipped.Add(Skip(layer, technique, $"left dense: {role} (PruneEdgeLayers=true prunes it)"));
                 continue;
@@ -66,22 +64,6 @@ internal static class PruningTargets
         Layer = layer.Name, Op = layer.OpType, Technique = technique, Shape = layer.WeightShape,
         ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Note = note,
     };
-
-    /// <summary>Why a layer is an edge layer (first conv or classifier head), or null.</summary>
-    public static string? EdgeRole(OnnxGraph graph, WeightedLayer layer)
-    {
-        if (layer.OpType == "Conv" && graph.GraphInputNames.Contains(layer.InputName) && graph.Initializer(layer.InputName) is null)
-            return "first conv, reads the model input";
-        var value = layer.Node.Output[0];
-        for (var step = 0; step < 8; step++)
-        {
-            if (graph.IsGraphOutput(value)) return "classifier head, writes a model output";
-            var consumers = graph.Consumers(value);
-            if (consumers.Count != 1 || consumers[0].OpType is "Conv" or "Gemm" or "MatMul" || consumers[0].Output.Count == 0) return null;
-            value = consumers[0].Output[0];
-        }
-        return null;
-    }
 
     private static long NmCount(WeightedLayer layer, NmPattern pattern)
     {

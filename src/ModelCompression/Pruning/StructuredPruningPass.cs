@@ -51,7 +51,8 @@ public sealed class StructuredPruningPass : ICompressionPass
         var sinks = plans.SelectMany(p => p.Group.Sinks).Distinct().Select(n => Layer(graph, n)).ToList();
         var capture = dataAware ? GramCapture.Prepare(context, Name, sinks) : null;
         var targets = capture?.CaptureTargets(sinks);
-        var apoz = global.StructuredCriterion == StructuredCriterion.Apoz ? AveragePercentageOfZeros(context, plans.Select(p => p.Group).ToList()) : null;
+        var criterion = global.CriterionFor(context.HasCalibration);
+        var apoz = criterion == StructuredCriterion.Apoz ? AveragePercentageOfZeros(context, plans.Select(p => p.Group).ToList()) : null;
         foreach (var (group, keep, damping) in plans)
         {
             context.Cancellation.ThrowIfCancellationRequested();
@@ -83,7 +84,7 @@ public sealed class StructuredPruningPass : ICompressionPass
         var sources = group.Sources.Select(n => Layer(context.Graph, n)).ToList();
         var l1 = ChannelRanking.L1Scores(context.Model, sources, group.Channels);
         // Reconstruction falls back to L1 when a sink's statistics are singular or not finite.
-        var removed = context.Policy.Get<StructuredPruningOptions>().StructuredCriterion switch
+        var removed = context.Policy.Get<StructuredPruningOptions>().CriterionFor(context.HasCalibration) switch
         {
             StructuredCriterion.Apoz => ChannelRanking.MostZerosFirst(zeros!, l1).Take(remove),
             StructuredCriterion.Reconstruction => ChannelRanking.GreedyRemoval(
@@ -109,7 +110,7 @@ public sealed class StructuredPruningPass : ICompressionPass
                 graph.SetInitializer(SliceAxis(context.Model, tensor, tensor.Dims.Count - 1, kept));
             targets?.KeepChannels(node.Output[0], kept);
             context.Record(Record(Layer(graph, node), group.Sources.Count > 1,
-                $"kept {kept.Length} of {group.Channels} output channels ({PolicySettings.FormatEnum(context.Policy.Get<StructuredPruningOptions>().StructuredCriterion)})", layer.Parameters));
+                $"kept {kept.Length} of {group.Channels} output channels ({PolicySettings.FormatEnum(context.Policy.Get<StructuredPruningOptions>().CriterionFor(context.HasCalibration))})", layer.Parameters));
         }
         foreach (var constant in group.Constants)
             graph.SetInitializer(SliceAxis(context.Model, graph.Initializer(constant.Initializer)!, constant.Axis, kept));

@@ -77,6 +77,20 @@ public sealed class FactorizationExactnessTests
         AssertFullRankIsExact(Model(graph, [3, 5, 12]), (layer, weight) => new MatrixFactorization(layer, weight), activationAware: true, expectedOps: ["MatMul", "MatMul"]);
     }
 
+    [TestMethod]
+    public void Spatial_UnderAWideHorizontalStride_DoesNotPayInMultiplyAdds()
+    {
+        // 16→16 channels, 3×3, stride (1, 4): at rank 16 the factors hold 1,536 of 2,304 weights, but the vertical
+        // step runs at every input column, 16·(48 + 4·48) = 3,840 multiply-adds per output position against 2,304.
+        var test = ConvModel(inChannels: 16, outChannels: 16, kernel: [3, 3], input: [1, 16, 8, 16], Ints("strides", 1, 4));
+        using var model = OnnxModel.Parse(test.Proto.ToByteArray(), Path.GetTempPath());
+        var layer = WeightedLayer.Find(new OnnxGraph(model.Graph)).Single();
+        var spatial = new SpatialFactorization(layer, Array.ConvertAll(layer.ReadMatrix(model), v => (double)v));
+        Assert.AreEqual(1536, spatial.Parameters([16]));
+        StringAssert.Contains(spatial.WhyNotWorthIt([16]), "multiply-adds");
+        Assert.IsNull(spatial.WhyNotWorthIt([8]), "rank 8: 8·(48 + 4·48) = 1,920 multiply-adds do pay");
+    }
+
     private static void AssertFullRankIsExact(TestModel test, Func<WeightedLayer, double[], LayerFactorization> create, bool activationAware, string[] expectedOps)
     {
         using var original = OnnxModel.Parse(test.Proto.ToByteArray(), Path.GetTempPath());

@@ -78,6 +78,30 @@ public sealed class PolicySettingsTests
     }
 
     [TestMethod]
+    public void LowRankMethodAuto_IsActivationAwareWithCalibrationData_ElseSvd()
+    {
+        static LowRankMethod Runs(CompressionPolicy p) => p.Get<LowRankOptions>().MethodFor(p.Data.CalibrationData is not null);
+        Assert.AreEqual(LowRankMethod.Auto, new CompressionPolicy().Get<LowRankOptions>().LowRankMethod);
+        Assert.AreEqual(LowRankMethod.Svd, Runs(Fixtures.Policy(("Rank", "0.5"))));
+        Assert.AreEqual(LowRankMethod.ActivationAware, Runs(Fixtures.Policy(("Rank", "0.5"), ("CalibrationData", "fmnist_calib.npz"))));
+        Assert.AreEqual(LowRankMethod.Svd, Runs(Fixtures.Policy(("Rank", "0.5"), ("CalibrationData", "fmnist_calib.npz"), ("LowRankMethod", "svd"))));
+        Assert.AreEqual("auto (activation-aware)", CompressionEngine.Describe(Fixtures.Policy(("Rank", "0.5"), ("CalibrationData", "fmnist_calib.npz")))["LowRankMethod"]);
+        Assert.AreEqual("auto (svd)", CompressionEngine.Describe(Fixtures.Policy(("Rank", "0.5")))["LowRankMethod"]);
+    }
+
+    [TestMethod]
+    public void StructuredCriterionAuto_IsReconstructionWithCalibrationData_ElseL1()
+    {
+        static StructuredCriterion Runs(CompressionPolicy p) => p.Get<StructuredPruningOptions>().CriterionFor(p.Data.CalibrationData is not null);
+        Assert.AreEqual(StructuredCriterion.Auto, new CompressionPolicy().Get<StructuredPruningOptions>().StructuredCriterion);
+        Assert.AreEqual(StructuredCriterion.L1, Runs(Fixtures.Policy(("StructuredSparsity", "0.5"))));
+        Assert.AreEqual(StructuredCriterion.Reconstruction, Runs(Fixtures.Policy(("StructuredSparsity", "0.5"), ("CalibrationData", "fmnist_calib.npz"))));
+        Assert.AreEqual(StructuredCriterion.L1, Runs(Fixtures.Policy(("StructuredSparsity", "0.5"), ("CalibrationData", "fmnist_calib.npz"), ("StructuredCriterion", "l1"))));
+        Assert.AreEqual("auto (reconstruction)", CompressionEngine.Describe(Fixtures.Policy(("StructuredSparsity", "0.5"), ("CalibrationData", "fmnist_calib.npz")))["StructuredCriterion"]);
+        Assert.AreEqual("CM0124", Fails(("StructuredSparsity", "0.5"), ("StructuredCriterion", "apoz")).Code);
+    }
+
+    [TestMethod]
     public void RankText_IsARatioOrAnAbsoluteRank()
     {
         Assert.AreEqual(new RankSpec(64, IsRatio: false), Fixtures.Policy(("Rank", "64")).Get<LowRankOptions>().Rank);

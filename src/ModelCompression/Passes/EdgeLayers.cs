@@ -1,0 +1,28 @@
+using ModelCompression.Onnx;
+
+namespace ModelCompression.Passes;
+
+/// <summary>
+/// The edge layers pruning and low rank leave alone by default: the first conv, a <c>Conv</c> reading the model
+/// input (every filter sees the raw pixels through very few input channels: a handful of weights each, a fraction of
+/// a percent of the model), and the classifier head, whose output reaches a model output through single-consumer
+/// ops (every weight feeds a logit directly; a 10-class head has rank 10, nothing to cut).
+/// </summary>
+internal static class EdgeLayers
+{
+    /// <summary>Why a layer is an edge layer ("first conv, …" or "classifier head, …"), or null.</summary>
+    public static string? RoleOf(OnnxGraph graph, WeightedLayer layer)
+    {
+        if (layer.OpType == "Conv" && graph.GraphInputNames.Contains(layer.InputName) && graph.Initializer(layer.InputName) is null)
+            return "first conv, reads the model input";
+        var value = layer.Node.Output[0];
+        for (var step = 0; step < 8; step++)
+        {
+            if (graph.IsGraphOutput(value)) return "classifier head, writes a model output";
+            var consumers = graph.Consumers(value);
+            if (consumers.Count != 1 || consumers[0].OpType is "Conv" or "Gemm" or "MatMul" || consumers[0].Output.Count == 0) return null;
+            value = consumers[0].Output[0];
+        }
+        return null;
+    }
+}

@@ -183,11 +183,18 @@ public static class PolicySettings
             yield return new Diagnostic(DiagnosticCodes.InvalidSettingValue, Severity.Error, $"OnnxRuntimeLibrary '{p.OnnxRuntimeLibrary}' does not exist", origin);
     }
 
-    private static string Suggest(string name)
+    private static string Suggest(string name) =>
+        ClosestMatch(name, All.Where(s => s.Name != "Excluded").Select(s => s.Name)) is { } best ? $" (did you mean '{best}'?)" : "";
+
+    /// <summary>
+    /// The candidate closest to a mistyped <paramref name="name"/> (case, dashes and underscores ignored, so it matches
+    /// setting names and CLI options alike), or null when none is close enough to suggest.
+    /// </summary>
+    public static string? ClosestMatch(string name, IEnumerable<string> candidates)
     {
         var key = Key(name);
-        var best = All.Where(s => s.Name != "Excluded").Select(s => (s.Name, d: Distance(Key(s.Name), key))).MinBy(t => t.d);
-        return best.d <= Math.Max(2, key.Length / 4) ? $" (did you mean '{best.Name}'?)" : "";
+        var best = candidates.Select(c => (Candidate: c, d: Distance(Key(c), key))).MinBy(t => t.d);
+        return best.Candidate is not null && best.d <= Math.Max(2, key.Length / 4) ? best.Candidate : null;
     }
 
     private static int Distance(string a, string b)

@@ -20,6 +20,14 @@ internal static class CliRunner
         return new CliResult(code, output.ToString(), error.ToString());
     }
 
+    /// <summary>The checkout these tests were built from (the folder holding BuildTasks.sln).</summary>
+    public static string RepositoryRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "BuildTasks.sln"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("BuildTasks.sln not found above the test binaries");
+    }
+
     public static string TempDirectory()
     {
         var dir = Path.Combine(Path.GetTempPath(), "mc-cli-tests", Guid.NewGuid().ToString("N"));

@@ -60,7 +60,7 @@ public sealed class CompressCommandTests
     [DataRow(new[] { "--quantize", "int8" }, "CM0124", "needs CalibrationData")]
     [DataRow(new[] { "--min-accuracy", "0.9" }, "CM0104", "need ValidationData")]
     [DataRow(new[] { "--execution-provider", "tpu" }, "CM0102", "expected cpu, cuda or cuda:N")]
-    [DataRow(new[] { "--no-such-option", "1" }, "CM0002", "no-such-option")]
+    [DataRow(new[] { "--no-such-option", "1" }, "CM0101", "unknown option '--no-such-option' for 'compress'")]
     public void BadOptions_ExitTwo_WithACode(string[] extra, string code, string message)
     {
         var dir = TempDirectory();
@@ -69,6 +69,29 @@ public sealed class CompressCommandTests
         StringAssert.Contains(result.Error, code);
         StringAssert.Contains(result.Error, message);
         Assert.DoesNotContain("   at ", result.Error, "no stack trace");
+        Assert.IsFalse(File.Exists(Path.Combine(dir, "o.onnx")));
+    }
+
+    [TestMethod]
+    [DataRow(new[] { "compress", "MODEL", "-o", "OUT", "--sparsty", "0.5" }, "unknown option '--sparsty' for 'compress' (did you mean '--sparsity'?)")]
+    [DataRow(new[] { "compress", "--sparsty", "0.5", "MODEL", "-o", "OUT" }, "unknown option '--sparsty' for 'compress' (did you mean '--sparsity'?)")]
+    [DataRow(new[] { "compress", "MODEL", "-o", "OUT", "--Max-Acuracy-Drop=0.01" }, "unknown option '--Max-Acuracy-Drop' for 'compress' (did you mean '--max-accuracy-drop'?)")]
+    [DataRow(new[] { "compress", "MODEL", "-o", "OUT", "--reprot-dir", "r" }, "unknown option '--reprot-dir' for 'compress' (did you mean '--report-dir'?)")]
+    [DataRow(new[] { "evaluate", "MODEL", "MODEL", "--validation-data", "VAL", "--min-agrement", "0.9" }, "unknown option '--min-agrement' for 'evaluate' (did you mean '--min-agreement'?)")]
+    [DataRow(new[] { "evaluate", "MODEL", "MODEL", "--validation-data", "VAL", "--sparsity", "0.5" }, "unknown option '--sparsity' for 'evaluate'")]
+    [DataRow(new[] { "batch", "--requets", "r.json" }, "unknown option '--requets' for 'batch' (did you mean '--request'?)")]
+    public void UnknownOption_IsCM0101_WithTheClosestOptionOfTheVerb(string[] args, string message)
+    {
+        var dir = TempDirectory();
+        var result = Run(args.Select(a => a switch
+        {
+            "MODEL" => Fixture("fmnist_mlp.onnx"), "VAL" => Fixture("fmnist_val.npz"), "OUT" => Path.Combine(dir, "o.onnx"), _ => a,
+        }).ToArray());
+        Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
+        StringAssert.Contains(result.Error, "error CM0101: " + message, result.ToString());
+        // The typo is the one error: not also its value or the model path it pushed out of place.
+        Assert.DoesNotContain("Unrecognized", result.Error, result.ToString());
+        if (!message.Contains("did you mean", StringComparison.Ordinal)) Assert.DoesNotContain("did you mean", result.Error);
         Assert.IsFalse(File.Exists(Path.Combine(dir, "o.onnx")));
     }
 

@@ -54,6 +54,26 @@ public sealed class OtherVerbTests
     }
 
     [TestMethod]
+    [DataRow("--onnx-runtime-library")]
+    [DataRow("--onnxruntime-library")] // the spelling before it matched the OnnxRuntimeLibrary setting; still accepted
+    public void Doctor_ChecksTheLibraryItIsGiven(string option)
+    {
+        var missing = Path.Combine(TempDirectory(), "libonnxruntime.so");
+        var result = Run("doctor", option, missing);
+        Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
+        StringAssert.Contains(result.Error, $"error CM0102: OnnxRuntimeLibrary '{missing}' does not exist");
+    }
+
+    [TestMethod]
+    public void Doctor_Help_ShowsTheSettingsSpellingOnly()
+    {
+        var result = Run("doctor", "--help");
+        Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
+        StringAssert.Contains(result.Output, "--onnx-runtime-library <path>");
+        Assert.DoesNotContain("--onnxruntime-library", result.Output);
+    }
+
+    [TestMethod]
     public void Evaluate_GatesAPair_AndFailsOnAgreement()
     {
         var pass = Run("evaluate", Fixture("fmnist_mlp.onnx"), Fixture("fmnist_mlp.onnx"), "--validation-data", Fixture("fmnist_val.npz"), "--min-agreement", "1.0", "--latency-rounds", "1");

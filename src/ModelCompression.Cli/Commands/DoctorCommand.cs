@@ -10,11 +10,13 @@ public static class DoctorCommand
 {
     public static Command Create(TextWriter output, TextWriter error)
     {
-        var library = new Option<string>("--onnxruntime-library") { Description = "Check this native ONNX Runtime library instead of the bundled one (e.g. the CUDA build)." };
-        var command = new Command("doctor", "Show the ONNX Runtime version, native library, available execution providers and CPU features.") { library };
+        // Spelled as the OnnxRuntimeLibrary setting of the other verbs; the old spelling still works but is not shown.
+        var library = new Option<string>("--onnx-runtime-library") { Description = "Check this native ONNX Runtime library instead of the bundled one (e.g. the CUDA build).", HelpName = "path" };
+        var oldSpelling = new Option<string>("--onnxruntime-library") { Hidden = true };
+        var command = new Command("doctor", "Show the ONNX Runtime version, native library, available execution providers and CPU features.") { library, oldSpelling };
         command.SetAction(parse => CompressModelApp.Guard(error, () =>
         {
-            if (parse.GetValue(library) is { } path)
+            if ((parse.GetValue(library) ?? parse.GetValue(oldSpelling)) is { } path)
             {
                 if (!File.Exists(path)) throw new Diagnostics.CompressionException(Diagnostics.DiagnosticCodes.InvalidSettingValue, $"OnnxRuntimeLibrary '{path}' does not exist");
                 OnnxRuntimeLoader.UseLibrary(Path.GetFullPath(path));

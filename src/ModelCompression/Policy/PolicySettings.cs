@@ -61,11 +61,18 @@ public static class PolicySettings
     }
 
     /// <summary>" (did you mean 'Sparsity'?)" for a near miss of a setting name, else empty.</summary>
-    public static string Suggest(string name)
+    public static string Suggest(string name) =>
+        ClosestMatch(name, Options.Select(s => s.Name)) is { } best ? $" (did you mean '{best}'?)" : "";
+
+    /// <summary>
+    /// The candidate closest to a mistyped <paramref name="name"/> (case, dashes and underscores ignored, so it matches
+    /// setting names and CLI options alike), or null when none is close enough to suggest.
+    /// </summary>
+    public static string? ClosestMatch(string name, IEnumerable<string> candidates)
     {
         var key = SettingsCatalog.Key(name);
-        var best = Options.Select(s => (s.Name, d: Distance(SettingsCatalog.Key(s.Name), key))).MinBy(t => t.d);
-        return best.Name is not null && best.d <= Math.Max(2, key.Length / 4) ? $" (did you mean '{best.Name}'?)" : "";
+        var best = candidates.Select(c => (Candidate: c, d: Distance(SettingsCatalog.Key(c), key))).MinBy(t => t.d);
+        return best.Candidate is not null && best.d <= Math.Max(2, key.Length / 4) ? best.Candidate : null;
     }
 
     private static IEnumerable<Diagnostic> CheckConsistency(CompressionPolicy policy, string? origin)

@@ -127,12 +127,10 @@ public sealed class OtherVerbTests
         var dir = TempDirectory();
         var request = Path.Combine(dir, "request.json");
         var outputs = new[] { Path.Combine(dir, "a", "net.onnx"), Path.Combine(dir, "b", "net.onnx"), Path.Combine(dir, "b", "net.onnx") };
-        var items = outputs.Select(output => new
-        {
-            model = Fixture("fmnist_mlp.onnx"), output, reportDirectory = Path.Combine(dir, "reports"), baseDirectory = dir,
-            settings = new Dictionary<string, string> { ["Sparsity"] = "0.5" },
-        }).ToArray();
-        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var items = outputs.Select(output => new EngineRequestItem(
+            Fixture("fmnist_mlp.onnx"), output, Path.Combine(dir, "reports"), dir, null, null,
+            new Dictionary<string, string> { ["Sparsity"] = "0.5" })).ToArray();
+        new EngineRequest(EngineRequest.CurrentVersion, false, items).Write(request);
         var result = Run("batch", "--request", request);
         Assert.AreEqual(ReturnCode.BadInput, result.Code, result.ToString());
         StringAssert.Contains(result.Error, $"error CM0104: '{Fixture("fmnist_mlp.onnx")}' and '{Fixture("fmnist_mlp.onnx")}' write the same output '{outputs[1]}'");

@@ -77,7 +77,7 @@ public sealed class ReadmeCommandsTests
         var ratio = (double)new FileInfo(model).Length / new FileInfo(Path.Combine(clone, "samples", "data", "fmnist_resnet.onnx")).Length;
         Assert.IsTrue(ratio < 0.3, $"an int8 model is about a quarter of the float one; this one is {ratio:P1}");
         foreach (var extension in new[] { "json", "md", "html" })
-            Assert.IsTrue(File.Exists(Path.Combine(clone, "artifacts", "compress-model-reports", $"fmnist_resnet.report.{extension}")), extension);
+            Assert.IsTrue(File.Exists(Path.Combine(clone, "artifacts", "compress-model-reports", $"fmnist_resnet.int8.report.{extension}")), extension);
 
         // Install: the packages land in packages/, the tool in the private home, and it runs there.
         Assert.IsTrue(outputs.Keys.Any(l => l.StartsWith("dotnet tool install --global ModelCompression.Tool", StringComparison.Ordinal)), "the README installs the tool globally");

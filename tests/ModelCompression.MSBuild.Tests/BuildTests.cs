@@ -97,7 +97,7 @@ public sealed class BuildTests
 
     // (e)
     [TestMethod]
-    public void Build_UnknownMetadataName_FailsWithCM0101()
+    public void Build_UnknownMetadataName_FailsWithCM0101_AtTheProjectFile()
     {
         var project = MlpProject("""Quantize="int8-dynamic" Sparsty="0.5" """);
 
@@ -107,7 +107,43 @@ public sealed class BuildTests
         var errors = build.ErrorLines("CM0101");
         Assert.IsNotEmpty(errors, $"no CM0101 error line\n{build}");
         StringAssert.Contains(errors[0], "Sparsty");
-        StringAssert.Contains(errors[0], project.PathOf(Model));
+        StringAssert.Contains(errors[0], "did you mean 'Sparsity'?");
+        StringAssert.StartsWith(errors[0].Trim().TrimStart('1', '>'), project.ProjectFile + " : error CM0101:", "a metadata mistake is in the project file that defines the item");
+    }
+
+    [TestMethod]
+    public void Build_AtMinimalVerbosity_SaysWhatCompressionDid()
+    {
+        var project = MlpProject(Passing);
+
+        var build = project.Run("build", "-v:m");
+
+        Assert.AreEqual(0, build.ExitCode, build.ToString());
+        var summary = build.Output.Split('\n').Where(l => l.Contains("compress-model: ", StringComparison.Ordinal)).ToList();
+        Assert.HasCount(1, summary, build.Output);
+        StringAssert.Contains(summary[0], ": pass");
+    }
+
+    [TestMethod]
+    public void Build_OnlyAThresholdChanged_ReGatesWithoutRerunningThePasses()
+    {
+        var project = MlpProject("""Sparsity="0.5" Quantize="int8-dynamic" ValidationData="data/val.npz" MaxAccuracyDrop="$(Drop)" """);
+        var first = project.Run("build", "-p:Drop=0.05");
+        Assert.AreEqual(0, first.ExitCode, first.ToString());
+        var output = Path.Combine(project.OutputDirectory, "models", "net.onnx");
+        var firstBytes = File.ReadAllBytes(output);
+
+        var changed = project.Run("build", "-p:Drop=0.04");
+
+        Assert.AreEqual(0, changed.ExitCode, changed.ToString());
+        Assert.IsTrue(changed.RanEngine, "a changed threshold must re-run the gate");
+        var report = Directory.EnumerateFiles(Path.Combine(project.IntermediateDirectory, "reports", "models", "net"), "*.report.json").Single();
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(report));
+        var passes = json.RootElement.GetProperty("timings").EnumerateArray()
+            .Where(t => t.GetProperty("step").GetString() is "prune" or "quantize-int8-dynamic").ToList();
+        Assert.HasCount(2, passes, json.RootElement.GetProperty("timings").ToString());
+        Assert.IsTrue(passes.All(t => t.TryGetProperty("cached", out var cached) && cached.GetBoolean()), "the passes ran again: " + json.RootElement.GetProperty("timings"));
+        CollectionAssert.AreEqual(firstBytes, File.ReadAllBytes(output), "the re-gated model is the same model");
     }
 
     // (f)

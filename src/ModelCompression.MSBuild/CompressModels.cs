@@ -128,7 +128,7 @@ public sealed class CompressModels : ToolTask
             ReportDirectory: Path.GetFullPath(model.GetMetadata(ModelItems.ReportDirectory)),
             BaseDirectory: baseDirectory,
             // Setting mistakes point at the project file that defines the item.
-            ProjectFile: model.GetMetadata("DefiningProjectFullPath") is { Length: > 0 } project ? project : null,
+            ProjectFile: model.GetMetadata(ModelItems.DefiningProject) is { Length: > 0 } project ? project : null,
             CacheDirectory: model.GetMetadata(ModelItems.CacheDirectory) is { Length: > 0 } cache ? Path.GetFullPath(cache) : null,
             Settings: ModelItems.Settings(model, owned))).ToList();
         try

@@ -15,6 +15,8 @@ internal static class ModelItems
     public const string OutputFile = "_OutputFile";
     /// <summary>Absolute folder the engine writes the reports (and a failed candidate) to.</summary>
     public const string ReportDirectory = "_ReportDirectory";
+    /// <summary>The project file that defines the item (set by the targets from its DefiningProjectFullPath).</summary>
+    public const string DefiningProject = "_DefiningProject";
     /// <summary>Absolute folder of the item's cached intermediate models (incremental builds).</summary>
     public const string CacheDirectory = "_CacheDirectory";
     /// <summary>Absolute path of the item's stamp file (settings + engine version).</summary>

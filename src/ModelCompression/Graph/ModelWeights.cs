@@ -14,9 +14,10 @@ public sealed record ModelWeight(string Value, NodeProto Consumer, long[]? Dims,
 
 /// <summary>
 /// The learned tensors of a model, whatever form compression left them in. Constant subgraphs (DequantizeLinear of
-/// int8 weights, Casts of float16, compact-storage decoders, codebook lookups) are followed back to what they store, and quantization
-/// parameters (scales, zero points) and int64 tensors (shapes, axes, indices) are not weights. So a model has as many
-/// parameters after int8 quantization or compact storage as before, and fewer only when a pass removed some.
+/// int8 weights, Casts of float16, compact-storage decoders, codebook lookups) are followed back to what they store,
+/// and quantization parameters (scales, zero points) and int64 tensors (shapes, axes, indices) are not weights. So a
+/// model has as many parameters after int8 quantization, compact storage or weight sharing as before, and fewer only
+/// when a pass removed some.
 /// </summary>
 public static class ModelWeights
 {

@@ -35,6 +35,31 @@ public sealed class CodebookCliTests
     }
 
     [TestMethod]
+    public void CodebookMetadata_InTheMSBuildTasksRequest_IsASettingLikeAnyOther()
+    {
+        // The MSBuild task hands its items' metadata verbatim to the batch verb: the same names, the same parser.
+        var dir = TempDirectory();
+        var request = Path.Combine(dir, "request.json");
+        var items = new[]
+        {
+            new
+            {
+                model = Fixture("fmnist_resnet.onnx"), output = Path.Combine(dir, "out", "resnet.onnx"), reportDirectory = Path.Combine(dir, "reports"), baseDirectory = AppContext.BaseDirectory,
+                settings = new Dictionary<string, string> { ["Codebook"] = "32", ["CodebookIterations"] = "500", ["ValidationData"] = "data/fmnist_val.npz", ["MaxAccuracyDrop"] = "0.01", ["LatencyRounds"] = "1" },
+            },
+        };
+        File.WriteAllText(request, JsonSerializer.Serialize(new { version = 1, gateFailureAsWarning = false, items }));
+        var result = Run("batch", "--request", request);
+        Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
+        Assert.IsTrue(new FileInfo(Path.Combine(dir, "out", "resnet.onnx")).Length < 0.27 * new FileInfo(Fixture("fmnist_resnet.onnx")).Length);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "reports", "fmnist_resnet.report.json")));
+        var layers = report.RootElement.GetProperty("layers").EnumerateArray().Where(l => l.GetProperty("technique").GetString() == "codebook").ToList();
+        Assert.AreEqual(10, layers.Count, "nine convolutions and the head");
+        Assert.IsTrue(layers.All(l => l.GetProperty("bits").GetInt32() == 5));
+        Assert.AreEqual("500", report.RootElement.GetProperty("policy").GetProperty("CodebookIterations").GetString());
+    }
+
+    [TestMethod]
     [DataRow("1")]
     [DataRow("257")]
     [DataRow("sixteen")]

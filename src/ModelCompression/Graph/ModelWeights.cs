@@ -14,9 +14,10 @@ public sealed record ModelWeight(string Value, NodeProto Consumer, long[]? Dims,
 
 /// <summary>
 /// The learned tensors of a model, whatever form compression left them in. Constant subgraphs (DequantizeLinear of
-/// int8 weights, Casts of float16, compact-storage decoders) are followed back to what they store, and quantization
-/// parameters (scales, zero points) and int64 tensors (shapes, axes, indices) are not weights. So a model has as many
-/// parameters after int8 quantization or compact storage as before, and fewer only when a pass removed some.
+/// int8 weights, Casts of float16, compact-storage decoders, codebook lookups) are followed back to what they store,
+/// and quantization parameters (scales, zero points) and int64 tensors (shapes, axes, indices) are not weights. So a
+/// model has as many parameters after int8 quantization, compact storage or weight sharing as before, and fewer only
+/// when a pass removed some.
 /// </summary>
 public static class ModelWeights
 {
@@ -64,7 +65,7 @@ public static class ModelWeights
             var inputs = node.Input.Where(i => i.Length > 0).ToList();
             if (inputs.Count > 0 && node.Input[0].Length > 0 && inputs.All(origins.ContainsKey))
             {
-                origins[node.Output[0]] = Follow(node, origins);
+                origins[node.Output[0]] = Follow(model, node, origins);
                 continue;
             }
             if (node.OpType == "DynamicQuantizeLinear" && node.Output.Count > 1) dynamicScales.Add(node.Output[1]);
@@ -88,7 +89,7 @@ public static class ModelWeights
     };
 
     /// <summary>What a constant node's output stores; unknown elements when it is an intermediate no weight is read from.</summary>
-    private static Origin Follow(NodeProto node, Dictionary<string, Origin> origins)
+    private static Origin Follow(OnnxModel model, NodeProto node, Dictionary<string, Origin> origins)
     {
         Origin? Input(int i) => i < node.Input.Count && origins.TryGetValue(node.Input[i], out var o) ? o : null;
         var first = Input(0)! with { Tensor = null };
@@ -111,6 +112,12 @@ public static class ModelWeights
             case "ScatterND" when Input(2) is { } updates:
                 // Compact storage: the data is a zero tensor of the full shape, the updates the stored values.
                 return first with { NonZeros = updates.NonZeros, StoredName = updates.StoredName, StoredType = updates.StoredType };
+            case "Gather" when Input(0) is { Dims.Length: 1 } table && Input(1) is { Dims: { } dims, Elements: { } elements } indices:
+                // A lookup in a 1-D table (a codebook): the indices' shape, stored as the indices. Its zeros are the
+                // indices of the table's zero entries, which the indices' own zeros tell when entry 0 is the only one.
+                var nonZeros = table.NonZeros == table.Elements ? elements
+                    : table.NonZeros == table.Elements - 1 && table.Tensor is { } values && FirstIsZero(model, values) ? indices.NonZeros : null;
+                return new Origin(dims, elements, nonZeros, indices.StoredName, indices.StoredType, null);
             case "Gather":
                 // A decoder reading its stored values: no shape of interest, but where the values live.
                 return first with { Dims = null, Elements = null };
@@ -131,6 +138,13 @@ public static class ModelWeights
         (DataType)tensor.DataType == DataType.Int64 && tensor.Dims.Count <= 1 && tensor.RawData.Length > 0
             ? System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(tensor.RawData.Span).ToArray()
             : (DataType)tensor.DataType == DataType.Int64 && tensor.Int64Data.Count > 0 ? tensor.Int64Data.ToArray() : null;
+
+    private static bool FirstIsZero(OnnxModel model, TensorProto tensor)
+    {
+        var size = ElementTypes.SizeInBytes((DataType)tensor.DataType);
+        var data = model.GetTensor(tensor);
+        return size > 0 && data.HasRawBytes && data.RawBytes.Length >= size && data.RawBytes[..size].IndexOfAnyExcept((byte)0) < 0;
+    }
 
     private static long? NonZeros(OnnxModel model, TensorProto tensor)
     {

@@ -1,7 +1,7 @@
 using ModelCompression.Numerics;
 using ModelCompression.Runtime;
 
-namespace ModelCompression.LowRank;
+namespace ModelCompression.Calibration;
 
 /// <summary>Which axis of a layer input holds the features a weight multiplies.</summary>
 internal enum FeatureAxis

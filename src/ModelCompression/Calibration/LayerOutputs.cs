@@ -2,8 +2,8 @@ namespace ModelCompression.Calibration;
 
 /// <summary>
 /// Layers' outputs captured batch by batch (rows × channels each) at the rows their input statistics use: the
-/// reconstruction targets of a pass that refits layers after the ones before them changed. Held for the whole
-/// data set (rows × output channels per layer, already subsampled), so only a layer's outputs, never its patches.
+/// reconstruction targets of a pass that refits layers after the ones before them changed. The only capture kept
+/// for the whole data set: rows (already on the sub-grid) × output channels per layer, far less than the patches.
 /// </summary>
 internal sealed class LayerOutputs(IReadOnlyList<int> channels)
 {

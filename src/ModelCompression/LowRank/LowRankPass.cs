@@ -1,5 +1,5 @@
-using ModelCompression.Calibration;
 using System.Globalization;
+using ModelCompression.Calibration;
 using ModelCompression.Passes;
 using ModelCompression.Policy;
 

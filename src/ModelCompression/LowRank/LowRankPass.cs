@@ -1,4 +1,5 @@
 using System.Globalization;
+using ModelCompression.Calibration;
 using ModelCompression.Passes;
 using ModelCompression.Policy;
 
@@ -73,7 +74,8 @@ public sealed class LowRankPass : ICompressionPass
 
         // Taken before any rewrite: the outputs every refitted layer aims at.
         var reference = plans.Any(p => p.ActivationAware) ? context.Model.Clone() : null;
-        CaptureMoments(context, plans.Where(p => p.ActivationAware).ToList(), reference: null);
+        var capture = new LayerCapture(context, Name);
+        CaptureMoments(capture, plans.Where(p => p.ActivationAware).ToList(), reference: null);
         // Ranks from RankEnergy or the budget need the spectra now; a fixed Rank waits for its final metric.
         for (var i = 0; i < plans.Count; i++)
         {
@@ -90,7 +92,7 @@ public sealed class LowRankPass : ICompressionPass
             var members = Enumerable.Range(0, plans.Count).Where(i => stages[i] == stage).ToList();
             // Stage 0 reads inputs no rewrite has touched; later stages refit to what the earlier ones left them.
             var refit = stage == 0 ? [] : members.Where(i => plans[i].Moments is not null).ToList();
-            CaptureMoments(context, refit.Select(i => plans[i]).ToList(), reference);
+            CaptureMoments(capture, refit.Select(i => plans[i]).ToList(), reference);
             foreach (var i in members)
                 if (refit.Contains(i) || plans[i].Source == RankSource.Rank) Decompose(context, plans[i], ranks[i]);
             foreach (var i in members)
@@ -121,34 +123,15 @@ public sealed class LowRankPass : ICompressionPass
     }
 
     /// <summary>
-    /// For each plan that will be rewritten, 1 + the largest stage among rewritten plans upstream of its input (0
-    /// when none); −1 for a layer that stays dense. Plans of one stage never feed each other, so one calibration
-    /// pass serves them all.
+    /// For each plan that will be rewritten, its <see cref="LayerCapture.Stages"/> stage among the rewritten plans;
+    /// −1 for a layer that stays dense. Plans of one stage never feed each other, so one calibration pass serves them all.
     /// </summary>
     private static int[] Stages(Onnx.OnnxGraph graph, List<Plan> plans, IReadOnlyList<int[]?> ranks)
     {
-        var stageOf = new Dictionary<Onnx.Protobuf.NodeProto, int>(ReferenceEqualityComparer.Instance);
-        var stages = new int[plans.Count];
-        for (var i = 0; i < plans.Count; i++)
-        {
-            var f = plans[i].Factorization;
-            if (ranks[i] is not { } r || !f.Saves(r))
-            {
-                stages[i] = -1;
-                continue;
-            }
-            var stage = 0;
-            var visited = new HashSet<string>(StringComparer.Ordinal);
-            var pending = new Stack<string>([f.Layer.InputName]);
-            while (pending.TryPop(out var value))
-            {
-                if (!visited.Add(value) || graph.Producer(value) is not { } producer) continue;
-                if (stageOf.TryGetValue(producer, out var upstream)) stage = Math.Max(stage, upstream + 1);
-                else foreach (var input in Onnx.OnnxGraph.NodeInputs(producer)) pending.Push(input);
-            }
-            stages[i] = stage;
-            stageOf[f.Layer.Node] = stage;
-        }
+        var rewritten = Enumerable.Range(0, plans.Count).Where(i => ranks[i] is { } r && plans[i].Factorization.Saves(r)).ToList();
+        var stageOfRewritten = LayerCapture.Stages(graph, rewritten.Select(i => plans[i].Factorization.Layer).ToList());
+        var stages = Enumerable.Repeat(-1, plans.Count).ToArray();
+        for (var k = 0; k < rewritten.Count; k++) stages[rewritten[k]] = stageOfRewritten[k];
         return stages;
     }
 
@@ -182,47 +165,24 @@ public sealed class LowRankPass : ICompressionPass
     /// One pass over the calibration data accumulates the moments of every distinct input these layers read — of
     /// the current model alone, or paired with the same values in <paramref name="reference"/>.
     /// </summary>
-    private void CaptureMoments(CompressionContext context, List<Plan> plans, Onnx.OnnxModel? reference)
+    private static void CaptureMoments(LayerCapture capture, List<Plan> plans, Onnx.OnnxModel? reference)
     {
         if (plans.Count == 0) return;
-        var moments = new Dictionary<(string Value, FeatureAxis Axis), InputMoments>();
-        var chosen = new Dictionary<Plan, InputMoments>(ReferenceEqualityComparer.Instance);
-        foreach (var plan in plans)
+        var inputs = plans.Select(p => new InputFeatures(p.Factorization.Layer.InputName, p.Factorization.Axis, p.Factorization.InputFeatures)).ToList();
+        var captured = reference is null
+            ? capture.InputFeatureMoments(inputs)
+            : capture.InputFeatureMoments(inputs, reference, plans.Select(p => p.Moments!).ToList());
+        for (var i = 0; i < plans.Count; i++)
         {
-            var key = (plan.Factorization.Layer.InputName, plan.Factorization.Axis);
-            if (!moments.TryGetValue(key, out var m)) moments[key] = m = new InputMoments(plan.Factorization.InputFeatures, key.Axis, reference is null ? null : plan.Moments);
-            chosen[plan] = m;
-        }
-        var mismatched = new HashSet<(string, FeatureAxis)>();
-        var names = moments.Keys.Select(k => k.Value).Distinct().ToList();
-        if (reference is null)
-        {
-            context.CaptureActivations(Name, names, batch =>
+            if (captured[i] is { } moments)
             {
-                foreach (var (key, m) in moments)
-                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value])) mismatched.Add(key);
-            });
-        }
-        else
-        {
-            context.CapturePairedActivations(Name, reference, names, (batch, referenceBatch) =>
-            {
-                foreach (var (key, m) in moments)
-                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value], referenceBatch[key.Value])) mismatched.Add(key);
-            });
-        }
-        foreach (var plan in plans)
-        {
-            var key = (plan.Factorization.Layer.InputName, plan.Factorization.Axis);
-            if (!mismatched.Contains(key) && chosen[plan].Samples > 0)
-            {
-                plan.Moments = chosen[plan];
+                plans[i].Moments = moments;
                 continue;
             }
             // A refit that cannot be captured keeps the moments it had; a first capture that fails falls back to plain SVD.
             if (reference is not null) continue;
-            plan.Moments = null;
-            plan.FallbackNote = $"input '{key.InputName}' could not be captured as [.., {plan.Factorization.InputFeatures}] features: plain SVD used";
+            plans[i].Moments = null;
+            plans[i].FallbackNote = $"input '{inputs[i].Value}' could not be captured as [.., {inputs[i].Count}] features: plain SVD used";
         }
     }
 

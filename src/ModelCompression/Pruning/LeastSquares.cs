@@ -1,3 +1,4 @@
+using ModelCompression.Calibration;
 using ModelCompression.Numerics;
 namespace ModelCompression.Pruning;
 

@@ -1,3 +1,4 @@
+using ModelCompression.Calibration;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
@@ -49,15 +50,15 @@ public sealed class StructuredPruningPass : ICompressionPass
 
         var dataAware = context.HasCalibration;
         var sinks = plans.SelectMany(p => p.Group.Sinks).Distinct().Select(n => Layer(graph, n)).ToList();
-        var capture = dataAware ? GramCapture.Prepare(context, Name, sinks) : null;
-        var targets = capture?.CaptureTargets(sinks);
+        var capture = dataAware ? new LayerCapture(context, Name) : null;
+        var targets = capture?.Outputs(sinks);
         var criterion = global.CriterionFor(context.HasCalibration);
         var apoz = criterion == StructuredCriterion.Apoz ? AveragePercentageOfZeros(context, plans.Select(p => p.Group).ToList()) : null;
         foreach (var (group, keep, damping) in plans)
         {
             context.Cancellation.ThrowIfCancellationRequested();
             var groupSinks = group.Sinks.Select(n => Layer(graph, n)).ToList();
-            var stats = capture?.Run(groupSinks, targets);
+            var stats = capture?.InputGrams(groupSinks, targets);
             var kept = Select(context, group, keep, damping, groupSinks, stats, apoz?[group]);
             Cut(context, group, kept, targets);
             for (var k = 0; k < groupSinks.Count; k++) Refit(context, groupSinks[k].Node, group.Channels, kept, stats?[k], damping);
@@ -96,7 +97,7 @@ public sealed class StructuredPruningPass : ICompressionPass
     }
 
     /// <summary>Drops the removed channels from every source (rows, bias), per-channel constant and value shape of the group.</summary>
-    private void Cut(CompressionContext context, ChannelGroup group, int[] kept, LayerTargets? targets)
+    private void Cut(CompressionContext context, ChannelGroup group, int[] kept, LayerOutputs? targets)
     {
         var graph = context.Graph;
         foreach (var node in group.Sources)

@@ -1,3 +1,4 @@
+using ModelCompression.Calibration;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
@@ -32,8 +33,8 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var grouped = targets.Where(t => t.Method == PruneMethod.SparseGpt && t.Layer.OpType == "Conv" && t.Layer.Group != 1).ToList();
         var dataAware = targets.Where(t => t.Method == PruneMethod.SparseGpt).Except(grouped).ToList();
         // The data-aware layers reconstruct their outputs in the model as it was before this pass.
-        var capture = dataAware.Count > 0 ? GramCapture.Prepare(context, Name, dataAware.Select(t => t.Layer).ToList()) : null;
-        var reference = capture?.CaptureTargets(dataAware.Select(t => t.Layer).ToList());
+        var capture = dataAware.Count > 0 ? new LayerCapture(context, Name) : null;
+        var reference = capture?.Outputs(dataAware.Select(t => t.Layer).ToList());
         foreach (var target in targets.Where(t => t.Method == PruneMethod.Magnitude)) PruneByMagnitude(context, target);
         foreach (var target in grouped) PruneByMagnitude(context, target, "grouped conv: pruned by magnitude (the data-aware method needs group=1)");
         if (capture is not null) PruneDataAware(context, dataAware, capture, reference!);
@@ -51,26 +52,21 @@ public sealed class UnstructuredPruningPass : ICompressionPass
     }
 
     /// <summary>
-    /// SparseGPT over the targets in dependency order: all layers whose inputs no unpruned target still feeds share
-    /// one calibration run, are pruned, and the next run sees the result. Each layer first gets the weights (and
+    /// SparseGPT over the targets in dependency order: the layers of one <see cref="LayerCapture.Stages"/> stage
+    /// share one calibration run, are pruned, and the next run sees the result. Each layer first gets the weights (and
     /// bias) that best reproduce its output in the unpruned model from the inputs the pruned model now feeds it
     /// (the error of the layers before is corrected, not compounded), then is pruned against its input Hessian with
     /// the bias as an extra never-pruned column that absorbs the mean of what pruning removes.
     /// </summary>
-    private void PruneDataAware(CompressionContext context, List<PruningTarget> targets, GramCapture capture, LayerTargets reference)
+    private void PruneDataAware(CompressionContext context, List<PruningTarget> targets, LayerCapture capture, LayerOutputs reference)
     {
-        var upstream = targets.ToDictionary(t => t, t => UpstreamTargets(context.Graph, t, targets));
-        var remaining = new List<PruningTarget>(targets);
-        while (remaining.Count > 0)
+        var stages = LayerCapture.Stages(context.Graph, targets.Select(t => t.Layer).ToList());
+        foreach (var stage in stages.Distinct().Order())
         {
             context.Cancellation.ThrowIfCancellationRequested();
-            var ready = remaining.Where(t => !upstream[t].Any(remaining.Contains)).ToList();
-            var stats = capture.Run(ready.Select(t => t.Layer).ToList(), reference);
-            for (var k = 0; k < ready.Count; k++)
-            {
-                PruneLayer(context, ready[k], stats[k]);
-                remaining.Remove(ready[k]);
-            }
+            var ready = targets.Where((_, k) => stages[k] == stage).ToList();
+            var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList(), reference);
+            for (var k = 0; k < ready.Count; k++) PruneLayer(context, ready[k], stats[k]);
         }
     }
 
@@ -123,25 +119,6 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var result = new float[rows];
         for (var r = 0; r < rows; r++) result[r] = matrix[r * cols + c];
         return result;
-    }
-
-    /// <summary>The targets whose output reaches this target's input.</summary>
-    private static HashSet<PruningTarget> UpstreamTargets(OnnxGraph graph, PruningTarget target, List<PruningTarget> all)
-    {
-        var byNode = new Dictionary<NodeProto, PruningTarget>(ReferenceEqualityComparer.Instance);
-        foreach (var t in all) byNode[t.Layer.Node] = t;
-        var found = new HashSet<PruningTarget>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
-        var pending = new Stack<string>();
-        pending.Push(target.Layer.InputName);
-        while (pending.Count > 0)
-        {
-            var value = pending.Pop();
-            if (!seen.Add(value) || graph.Producer(value) is not { } producer) continue;
-            if (byNode.TryGetValue(producer, out var upstream)) found.Add(upstream);
-            foreach (var input in OnnxGraph.NodeInputs(producer)) pending.Push(input);
-        }
-        return found;
     }
 
     private static LayerRecord Record(PruningTarget target, string method, float[] pruned, double error, string? note)

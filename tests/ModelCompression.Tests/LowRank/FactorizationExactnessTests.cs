@@ -1,3 +1,4 @@
+using ModelCompression.Calibration;
 using Google.Protobuf;
 using ModelCompression.Data;
 using ModelCompression.LowRank;

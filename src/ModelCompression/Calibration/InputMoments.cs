@@ -1,7 +1,7 @@
 using ModelCompression.Numerics;
 using ModelCompression.Runtime;
 
-namespace ModelCompression.LowRank;
+namespace ModelCompression.Calibration;
 
 /// <summary>Which axis of a layer input holds the features a weight multiplies.</summary>
 internal enum FeatureAxis
@@ -13,7 +13,8 @@ internal enum FeatureAxis
 }
 
 /// <summary>
-/// Running second moments of one layer input X̂ over calibration data — all activation-aware factorization needs:
+/// Running second moments of one layer input X̂ over calibration data, features on one axis (captured by
+/// <see cref="LayerCapture"/>) — all activation-aware factorization needs:
 /// for y = W·x the output error of a change ΔW is tr(ΔW·X̂ᵀX̂·ΔWᵀ). Paired with the input X the same layer sees in
 /// the uncompressed model (whose XᵀX an earlier capture measured), it also keeps X̂ᵀX, so a layer can be fitted to
 /// the original outputs X·Wᵀ from the inputs upstream compression really leaves it. Batches are folded in and dropped.

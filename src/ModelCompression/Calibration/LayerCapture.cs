@@ -1,160 +1,105 @@
-using ModelCompression.Calibration;
 using ModelCompression.Data;
 using ModelCompression.Diagnostics;
-using ModelCompression.Numerics;
-using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
 using ModelCompression.Runtime;
 using static ModelCompression.Pruning.NodeBuilder;
 
-namespace ModelCompression.Pruning;
+namespace ModelCompression.Calibration;
 
-/// <summary>Layers' outputs captured batch by batch (rows × channels each) at the rows their statistics use.</summary>
-internal sealed class LayerTargets(IReadOnlyList<int> channels)
-{
-    private readonly int[] _channels = channels.ToArray();
-    public IReadOnlyList<int> Channels => _channels;
-    public List<float[]>[] Batches { get; } = channels.Select(_ => new List<float[]>()).ToArray();
-    /// <summary>Position in <see cref="Channels"/>/<see cref="Batches"/> by layer output name.</summary>
-    public Dictionary<string, int> Index { get; } = new(StringComparer.Ordinal);
-
-    /// <summary>Drops the channels of a layer's target that structured pruning removed from its output.</summary>
-    public void KeepChannels(string layerOutput, int[] kept)
-    {
-        if (!Index.TryGetValue(layerOutput, out var k)) return;
-        var channels = Channels[k];
-        for (var b = 0; b < Batches[k].Count; b++)
-        {
-            var old = Batches[k][b];
-            var rows = old.Length / channels;
-            var narrowed = new float[rows * kept.Length];
-            for (var r = 0; r < rows; r++)
-                for (var j = 0; j < kept.Length; j++) narrowed[r * kept.Length + j] = old[r * channels + kept[j]];
-            Batches[k][b] = narrowed;
-        }
-        _channels[k] = kept.Length;
-    }
-}
+/// <summary>Which layer input a <see cref="InputMoments"/> capture reads: the value, where its features are, how many.</summary>
+internal readonly record struct InputFeatures(string Value, FeatureAxis Axis, int Count);
 
 /// <summary>
-/// Second moments of a layer's input X (one row per output position: im2col patches for Conv, rows for Gemm/MatMul)
-/// over the calibration data, accumulated in double, with a column of ones appended: <see cref="Moments"/> is
-/// [[XᵀX, Xᵀ1], [1ᵀX, n]]. Feature j of a Conv input is (channel, ky, kx) in the order of the weight's flattened
-/// [in] axis, so the XᵀX block is the layer's Hessian H in its own layout.
+/// The one way data-aware passes measure layers on the calibration data: every capture streams the data through
+/// ONNX Runtime one batch at a time and keeps only running statistics (plus, when asked, layer outputs at the rows
+/// the statistics use), always on the model as it is now, so a pass that rewrites layers stage by stage
+/// (<see cref="Stages"/>) measures each stage on what the stages before left. Two kinds of statistics:
+/// <list type="bullet">
+/// <item><see cref="InputGrams"/>: per layer, [U | Y]ᵀ[U | Y] with U the layer's input in the weight's own [in]
+/// layout (im2col patches for Conv, on a sub-grid of output positions when they far outnumber the features) plus a
+/// ones column, and Y an optional target (<see cref="Outputs"/>), formed inside the runtime: a copy of the model
+/// gets an unfolding node per layer (a depthwise Conv with one-hot kernels and the layer's own pads/dilations, so
+/// the patches are exactly the ones the layer sees, never materialized for the whole data set) and a Gemm. Only
+/// these small matrices leave the runtime, and only the part of the graph the layers need runs.</item>
+/// <item><see cref="InputFeatureMoments(IReadOnlyList{InputFeatures})"/>: XᵀX over the input channels (or last
+/// axis) of a value, every position a sample, accumulated here in double; paired with a reference model it also
+/// keeps X̂ᵀX of the same value in both.</item>
+/// </list>
 /// </summary>
-internal sealed class GramStatistics(int features, int outputs)
+internal sealed class LayerCapture(CompressionContext context, string passName)
 {
-    /// <summary>Columns of X (without the ones column).</summary>
-    public int Features { get; } = features;
-    public int Outputs { get; } = outputs;
-    /// <summary>(Features + 1)², row-major; the last row and column hold the sums of X and the row count.</summary>
-    public double[] Moments { get; } = new double[(features + 1) * (features + 1)];
-    /// <summary>[XᵀY; 1ᵀY] with the target Y, (Features + 1) × Outputs, row-major (empty without a target).</summary>
-    public double[] Cross { get; } = new double[(features + 1) * outputs];
-    /// <summary>‖Y‖² summed over rows and outputs.</summary>
-    public double TargetSquaredNorm { get; set; }
-    public long Rows => (long)Math.Round(Moments[^1]);
-
-    /// <summary>‖Y − (A·x + c)‖ / ‖Y‖ over the calibration rows for A|c as [Outputs, Features + 1] (c last), from the moments alone.</summary>
-    public double RelativeError(float[] affine)
-    {
-        var u = Features + 1;
-        double cross = 0, quadratic = 0;
-        var row = new double[u];
-        for (var o = 0; o < Outputs; o++)
-        {
-            for (var j = 0; j < u; j++) row[j] = affine[o * u + j];
-            for (var i = 0; i < u; i++)
-            {
-                if (row[i] == 0) continue;
-                cross += row[i] * Cross[i * Outputs + o];
-                quadratic += row[i] * DenseMath.Dot(Moments.AsSpan(i * u, u), row);
-            }
-        }
-        return TargetSquaredNorm > 0 ? Math.Sqrt(Math.Max(0, TargetSquaredNorm - 2 * cross + quadratic) / TargetSquaredNorm) : 0;
-    }
-
-    /// <summary>The statistics of the columns <paramref name="features"/> of X only (the ones column stays last).</summary>
-    public GramStatistics Select(IReadOnlyList<int> features)
-    {
-        var sub = new GramStatistics(features.Count, Outputs) { TargetSquaredNorm = TargetSquaredNorm };
-        var index = features.Append(Features).ToArray();
-        var n = index.Length;
-        for (var i = 0; i < n; i++)
-        {
-            for (var j = 0; j < n; j++) sub.Moments[i * n + j] = Moments[index[i] * (Features + 1) + index[j]];
-            Array.Copy(Cross, index[i] * Outputs, sub.Cross, i * Outputs, Outputs);
-        }
-        return sub;
-    }
-
-    /// <summary>The XᵀX block as a Features × Features row-major copy.</summary>
-    public double[] Hessian()
-    {
-        var h = new double[Features * Features];
-        for (var i = 0; i < Features; i++) Moments.AsSpan(i * (Features + 1), Features).CopyTo(h.AsSpan(i * Features, Features));
-        return h;
-    }
-}
-
-/// <summary>
-/// Computes <see cref="GramStatistics"/> inside ONNX Runtime: a copy of the model gets, per layer, an unfolding
-/// node (a depthwise Conv with one-hot kernels and the layer's own pads/dilations, so the patches are exactly the
-/// ones the layer sees, never materialized for the whole data set) and a Gemm that forms [U | Y]ᵀ[U | Y] per batch,
-/// where U carries an extra column of ones for the sums and the row count and Y is the layer's reconstruction
-/// target. Only these small matrices leave the runtime, and only the part of the graph the layers need runs.
-/// </summary>
-internal sealed class GramCapture
-{
-    private readonly CompressionContext _context;
-    private readonly string _passName;
-    private readonly Dataset _data;
+    private Dataset? _data;
     /// <summary>Per layer (by output name): every how many output positions a row is taken, in each spatial axis.</summary>
-    private readonly Dictionary<string, int> _steps;
+    private readonly Dictionary<string, int> _steps = new(StringComparer.Ordinal);
 
-    private GramCapture(CompressionContext context, string passName, Dataset data, Dictionary<string, int> steps)
-    {
-        _context = context;
-        _passName = passName;
-        _data = data;
-        _steps = steps;
-    }
+    /// <summary>The calibration samples, bound to the model's inputs (which no pass changes).</summary>
+    private Dataset Data => _data ??= context.RequireCalibration(passName).BindTo(ModelInput.FromGraph(context.Model.Graph));
 
     /// <summary>
-    /// Fixes, for every layer the pass will ask about, which rows its statistics use: every output position, or for
-    /// convs with far more positions than features a regular sub-grid (see <see cref="RowsPerFeature"/>).
+    /// The dependency stage of each layer: 0 when no other listed layer feeds its input, else 1 + the largest stage
+    /// of the nearest listed layers upstream. Layers of one stage never feed each other, so after the stages before
+    /// are rewritten one capture serves a whole stage.
     /// </summary>
-    public static GramCapture Prepare(CompressionContext context, string passName, IReadOnlyList<WeightedLayer> layers)
+    public static int[] Stages(OnnxGraph graph, IReadOnlyList<WeightedLayer> layers)
     {
-        var data = context.RequireCalibration(passName).BindTo(ModelInput.FromGraph(context.Model.Graph));
-        var convs = layers.Where(l => l.OpType == "Conv").ToList();
-        var steps = layers.ToDictionary(l => l.Node.Output[0], _ => 1, StringComparer.Ordinal);
-        if (convs.Count > 0)
+        var index = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
+        for (var i = 0; i < layers.Count; i++) index[layers[i].Node] = i;
+        var stages = Enumerable.Repeat(-1, layers.Count).ToArray();
+        for (var i = 0; i < layers.Count; i++) StageOf(i);
+        return stages;
+
+        int StageOf(int i)
         {
-            var names = convs.Select(l => l.Node.Output[0]).ToList();
-            var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
-            ActivationCapture.Run(context.Model, names, data.Take(1), context.Runtime, 1, batch =>
+            if (stages[i] >= 0) return stages[i];
+            stages[i] = 0; // A graph is acyclic; this only keeps a malformed one from recursing forever.
+            var stage = 0;
+            var visited = new HashSet<string>(StringComparer.Ordinal);
+            var pending = new Stack<string>([layers[i].InputName]);
+            while (pending.TryPop(out var value))
             {
-                foreach (var name in names) shapes[name] = batch[name].Shape[2..];
-            }, context.Cancellation);
-            foreach (var conv in convs)
-            {
-                // Under auto_pad=SAME the padding depends on the stride, so a coarser stride would move the grid.
-                var autoPad = conv.Node.Attribute.FirstOrDefault(a => a.Name == "auto_pad")?.S.ToStringUtf8() ?? "NOTSET";
-                if (autoPad is "NOTSET" or "VALID") steps[conv.Node.Output[0]] = PositionStep(shapes[conv.Node.Output[0]], data.Count, conv.InFeatures);
+                if (!visited.Add(value) || graph.Producer(value) is not { } producer) continue;
+                if (index.TryGetValue(producer, out var upstream)) stage = Math.Max(stage, StageOf(upstream) + 1);
+                else foreach (var input in OnnxGraph.NodeInputs(producer)) pending.Push(input);
             }
+            return stages[i] = stage;
         }
-        return new GramCapture(context, passName, data, steps);
     }
 
     /// <summary>
-    /// Each layer's output on the current model, at exactly the rows its statistics will use, batch by batch: the
-    /// targets later runs reconstruct after the layers before have changed.
+    /// Fixes, for layers not seen before, which rows their statistics use: every output position, or for convs with
+    /// far more positions than features a regular sub-grid (see <see cref="RowsPerFeature"/>). Fixed once, on the
+    /// model as it is then, so a layer's outputs and its later statistics always use the same rows.
     /// </summary>
-    public LayerTargets CaptureTargets(IReadOnlyList<WeightedLayer> layers)
+    private void PlanRows(IReadOnlyList<WeightedLayer> layers)
     {
-        var probe = _context.Model.Clone();
+        var fresh = layers.Where(l => !_steps.ContainsKey(l.Node.Output[0])).ToList();
+        foreach (var layer in fresh) _steps[layer.Node.Output[0]] = 1;
+        var convs = fresh.Where(l => l.OpType == "Conv").ToList();
+        if (convs.Count == 0) return;
+        var names = convs.Select(l => l.Node.Output[0]).ToList();
+        var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        ActivationCapture.Run(context.Model, names, Data.Take(1), context.Runtime, 1, batch =>
+        {
+            foreach (var name in names) shapes[name] = batch[name].Shape[2..];
+        }, context.Cancellation);
+        foreach (var conv in convs)
+        {
+            // Under auto_pad=SAME the padding depends on the stride, so a coarser stride would move the grid.
+            var autoPad = conv.Node.Attribute.FirstOrDefault(a => a.Name == "auto_pad")?.S.ToStringUtf8() ?? "NOTSET";
+            if (autoPad is "NOTSET" or "VALID") _steps[conv.Node.Output[0]] = PositionStep(shapes[conv.Node.Output[0]], Data.Count, conv.InFeatures);
+        }
+    }
+
+    /// <summary>
+    /// Each layer's output on the current model, at exactly the rows its <see cref="InputGrams"/> use, batch by
+    /// batch: the targets later captures reconstruct after the layers before have changed.
+    /// </summary>
+    public LayerOutputs Outputs(IReadOnlyList<WeightedLayer> layers)
+    {
+        PlanRows(layers);
+        var probe = context.Model.Clone();
         var graph = new OnnxGraph(probe.Graph);
         var outputs = new List<string>();
         foreach (var layer in layers)
@@ -167,19 +112,20 @@ internal sealed class GramCapture
             outputs.Add(Rows(graph, value, conv ? layer.WeightShape.Length : 0, layer.OutFeatures, prefix + "/rows"));
         }
         KeepOnly(probe, graph, outputs);
-        var targets = new LayerTargets(layers.Select(l => l.OutFeatures).ToList());
-        ActivationCapture.Run(probe, outputs, _data, _context.Runtime, _context.Policy.Execution.BatchSize, batch =>
+        var targets = new LayerOutputs(layers.Select(l => l.OutFeatures).ToList());
+        ActivationCapture.Run(probe, outputs, Data, context.Runtime, context.Policy.Execution.BatchSize, batch =>
         {
             for (var k = 0; k < outputs.Count; k++) targets.Batches[k].Add(batch[outputs[k]].Data);
-        }, _context.Cancellation);
+        }, context.Cancellation);
         for (var k = 0; k < layers.Count; k++) targets.Index[layers[k].Node.Output[0]] = k;
         return targets;
     }
 
-    /// <summary>Statistics of each layer's input on the current model, with its cached target when <paramref name="targets"/> has one.</summary>
-    public IReadOnlyList<GramStatistics> Run(IReadOnlyList<WeightedLayer> layers, LayerTargets? targets = null)
+    /// <summary>Statistics of each layer's input on the current model, with its captured output as the target when <paramref name="targets"/> has one.</summary>
+    public IReadOnlyList<GramStatistics> InputGrams(IReadOnlyList<WeightedLayer> layers, LayerOutputs? targets = null)
     {
-        var probe = _context.Model.Clone();
+        PlanRows(layers);
+        var probe = context.Model.Clone();
         var graph = new OnnxGraph(probe.Graph);
         var zero = graph.FreshName("gram_zero");
         graph.SetInitializer(Tensors.Scalar(zero, 0f));
@@ -208,12 +154,12 @@ internal sealed class GramCapture
         }
         KeepOnly(probe, graph, outputs);
 
-        using var session = OnnxRuntimeSession.Create(probe.ToBytes(), _context.Runtime);
+        using var session = OnnxRuntimeSession.Create(probe.ToBytes(), context.Runtime);
         var done = 0;
         var batchIndex = 0;
-        foreach (var batch in _data.Batches(_context.Policy.Execution.BatchSize))
+        foreach (var batch in Data.Batches(context.Policy.Execution.BatchSize))
         {
-            _context.Cancellation.ThrowIfCancellationRequested();
+            context.Cancellation.ThrowIfCancellationRequested();
             var inputs = batch.ToList();
             foreach (var (name, t, channels) in feeds)
             {
@@ -227,14 +173,60 @@ internal sealed class GramCapture
                 var m = result[outputs[k]].Data;
                 var width = s.Features + 1 + s.Outputs;
                 if (m.Length != width * width)
-                    throw new CompressionException(DiagnosticCodes.InternalError, $"{_passName}: statistics of '{layers[k].Name}' have {m.Length} values, expected {width * width}");
+                    throw new CompressionException(DiagnosticCodes.InternalError, $"{passName}: statistics of '{layers[k].Name}' have {m.Length} values, expected {width * width}");
                 Accumulate(s, m, width);
             }
             done += batch[0].Count;
             batchIndex++;
-            _context.Progress?.Report((_passName, (double)done / _data.Count));
+            context.Progress?.Report((passName, (double)done / Data.Count));
         }
         return stats;
+    }
+
+    /// <summary>
+    /// XᵀX of each input on the current model, in one pass over the data (inputs that share a value and axis share
+    /// one result); null for an input whose captured shape does not carry its features where expected.
+    /// </summary>
+    public IReadOnlyList<InputMoments?> InputFeatureMoments(IReadOnlyList<InputFeatures> inputs) => CaptureMoments(inputs, null, null);
+
+    /// <summary>
+    /// Like <see cref="InputFeatureMoments(IReadOnlyList{InputFeatures})"/>, each input paired with the same value in
+    /// <paramref name="reference"/> (e.g. the model before the pass changed anything), whose moments a plain capture
+    /// measured: the results also hold X̂ᵀX.
+    /// </summary>
+    public IReadOnlyList<InputMoments?> InputFeatureMoments(IReadOnlyList<InputFeatures> inputs, OnnxModel reference, IReadOnlyList<InputMoments> referenceMoments) =>
+        CaptureMoments(inputs, reference, referenceMoments);
+
+    private IReadOnlyList<InputMoments?> CaptureMoments(IReadOnlyList<InputFeatures> inputs, OnnxModel? reference, IReadOnlyList<InputMoments>? referenceMoments)
+    {
+        if (inputs.Count == 0) return [];
+        var moments = new Dictionary<(string Value, FeatureAxis Axis), InputMoments>();
+        var chosen = new InputMoments[inputs.Count];
+        for (var i = 0; i < inputs.Count; i++)
+        {
+            var key = (inputs[i].Value, inputs[i].Axis);
+            if (!moments.TryGetValue(key, out var m)) moments[key] = m = new InputMoments(inputs[i].Count, key.Axis, referenceMoments?[i]);
+            chosen[i] = m;
+        }
+        var mismatched = new HashSet<(string, FeatureAxis)>();
+        var names = moments.Keys.Select(k => k.Value).Distinct().ToList();
+        if (reference is null)
+        {
+            context.CaptureActivations(passName, names, batch =>
+            {
+                foreach (var (key, m) in moments)
+                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value])) mismatched.Add(key);
+            });
+        }
+        else
+        {
+            context.CapturePairedActivations(passName, reference, names, (batch, referenceBatch) =>
+            {
+                foreach (var (key, m) in moments)
+                    if (!mismatched.Contains(key) && !m.Add(batch[key.Value], referenceBatch[key.Value])) mismatched.Add(key);
+            });
+        }
+        return inputs.Select((input, i) => mismatched.Contains((input.Value, input.Axis)) || chosen[i].Samples == 0 ? null : chosen[i]).ToList();
     }
 
     /// <summary>Makes <paramref name="outputs"/> the probe's only outputs and drops every node they do not need.</summary>
@@ -268,12 +260,15 @@ internal sealed class GramCapture
     /// <summary>
     /// The spatial subsampling step k (in every spatial axis) for a conv's output positions: the largest k that still
     /// leaves RowsPerFeature rows per feature. Neighbouring patches overlap and carry nearly the same second moments,
-    /// so a coarser grid estimates H as well at a fraction of the cost (XᵀX costs rows · features²).
+    /// so a coarser grid estimates H as well at a fraction of the cost (XᵀX costs rows · features²). A step past the
+    /// largest spatial extent removes no further row (a 1×1 output, as after global pooling, always has one), so the
+    /// search stops there.
     /// </summary>
     private static int PositionStep(long[] spatialShape, int samples, int features)
     {
+        var largest = spatialShape.DefaultIfEmpty(1).Max();
         var step = 1;
-        while (Rows(spatialShape, step + 1) * samples >= (long)RowsPerFeature * features) step++;
+        while (step < largest && Rows(spatialShape, step + 1) * samples >= (long)RowsPerFeature * features) step++;
         return step;
 
         static long Rows(long[] shape, int k) => shape.Aggregate(1L, (a, d) => a * ((d + k - 1) / k));

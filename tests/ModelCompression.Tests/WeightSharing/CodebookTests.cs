@@ -143,7 +143,7 @@ public sealed class CodebookTests
         (string, string)[] settings = [("Sparsity", "0.8"), ("PruneMethod", "magnitude"), ("Codebook", "16")];
         var (stored, context) = Compress(Fixtures.Mlp, settings);
         var (dense, _) = Compress(Fixtures.Mlp, [.. settings, ("SparseStorage", "false")]);
-        Assert.IsTrue(context.Records.Any(r => r.Technique == "sparse-storage" && r.Layer.Contains("codebook_indices", StringComparison.Ordinal)),
+        Assert.IsTrue(context.Records.Any(r => r.Technique == "sparse-storage" && r.Note?.Contains("codebook_indices", StringComparison.Ordinal) == true),
             string.Join("\n", context.Records.Select(r => $"{r.Technique} {r.Layer}")));
         CollectionAssert.AreEqual(Fixtures.Outputs(dense, 512).Data, Fixtures.Outputs(stored, 512).Data);
         var fp32 = new FileInfo(Fixtures.Mlp).Length;

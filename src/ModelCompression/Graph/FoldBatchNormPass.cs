@@ -24,7 +24,7 @@ public sealed class FoldBatchNormPass : ICompressionPass
             if (bn.Output.Count > 1 && bn.Output.Skip(1).Any(o => o.Length > 0)) continue; // training outputs in use
             if (bn.Attribute.Any(a => a.Name == "training_mode" && a.I != 0)) continue;
             var producer = graph.Producer(bn.Input[0]);
-            if (producer is null || producer.OpType is not ("Conv" or "Gemm") || graph.Consumers(producer.Output[0]).Count != 1 || graph.IsGraphOutput(producer.Output[0])) continue;
+            if (producer is null || !OpRegistry.Handles(producer, OpTechnique.FoldBatchNorm) || graph.Consumers(producer.Output[0]).Count != 1 || graph.IsGraphOutput(producer.Output[0])) continue;
             if (context.IsExcluded(producer)) continue;
             var layer = WeightedLayer.Find(graph, producer.OpType).FirstOrDefault(l => ReferenceEquals(l.Node, producer));
             var parameters = bn.Input.Skip(1).Select(graph.Initializer).ToList();

@@ -50,7 +50,7 @@ internal abstract class LayerFactorization
     public const int ChannelBlock = 16;
 
     /// <summary>How far apart the ranks of a mode are: 1, or <see cref="ChannelBlock"/> for a convolution channel mode with room for two blocks.</summary>
-    public int RankStep(int mode) => Layer.OpType == "Conv" && FullRanks[mode] >= 2 * ChannelBlock ? ChannelBlock : 1;
+    public int RankStep(int mode) => Layer.Layout == WeightLayout.Convolution && FullRanks[mode] >= 2 * ChannelBlock ? ChannelBlock : 1;
 
     /// <summary>Ranks brought into the range each mode supports and onto its <see cref="RankStep"/> (nearest step, ties up; the full rank always allowed).</summary>
     public virtual int[] Clamp(int[] ranks) => ranks.Select((r, mode) => Aligned(r, mode)).ToArray();

@@ -49,7 +49,12 @@ public sealed class LowRankPass : ICompressionPass
             var resolved = context.Resolve<LowRankOptions>(layer.Node);
             var policy = resolved.Options;
             if (context.IsExcluded(layer.Node) || SourceOf(resolved) is not { } source) continue;
-            if (layer.OpType == "Conv" && policy.ConvDecomposition == ConvDecomposition.None) continue;
+            if (layer.Layout == WeightLayout.Convolution && policy.ConvDecomposition == ConvDecomposition.None) continue;
+            if (OpRegistry.WhyNot(layer.Node, OpTechnique.Factorize) is { } unsupported)
+            {
+                rows[rows.Count + plans.Count] = Skip(layer, "kept dense: " + unsupported);
+                continue;
+            }
             // Same rule as pruning; a Rank or RankEnergy set for the layer itself in the policy file opts it in.
             if (EdgeLayers.RoleOf(context.Graph, layer) is { } role
                 && resolved.SourceOf("Rank").Origin != SettingOrigin.PolicyFile && resolved.SourceOf("RankEnergy").Origin != SettingOrigin.PolicyFile)
@@ -151,7 +156,7 @@ public sealed class LowRankPass : ICompressionPass
     private static (LayerFactorization? Factorization, string? Reason) Create(WeightedLayer layer, double[] weight, LowRankOptions policy)
     {
         if (weight.Any(v => !double.IsFinite(v))) return (null, "weight has NaN or infinite values");
-        if (layer.OpType != "Conv") return (new MatrixFactorization(layer, weight), null);
+        if (layer.Layout != WeightLayout.Convolution) return (new MatrixFactorization(layer, weight), null);
         if (layer.Group != 1) return (null, $"grouped convolution (group={layer.Group}): only group=1 is decomposed");
         var kernel = layer.WeightShape[2..];
         if (kernel.All(k => k == 1)) return (new MatrixFactorization(layer, weight), null);

@@ -22,7 +22,7 @@ internal sealed class MatrixFactorization(WeightedLayer layer, double[] weight) 
 
     public override string Technique => "svd";
     public override int[] FullRanks => [Math.Min(Layer.OutFeatures, Layer.InFeatures)];
-    public override FeatureAxis Axis => Layer.OpType == "Conv" ? FeatureAxis.Channel : FeatureAxis.Last;
+    public override FeatureAxis Axis => Layer.Layout == WeightLayout.Convolution ? FeatureAxis.Channel : FeatureAxis.Last;
     public override int InputFeatures => Layer.InFeatures;
     public override long Parameters(int[] ranks) => (long)ranks[0] * (Layer.OutFeatures + Layer.InFeatures);
 
@@ -51,7 +51,7 @@ internal sealed class MatrixFactorization(WeightedLayer layer, double[] weight) 
         var weightName = Layer.Weight.Name;
         var hidden = graph.FreshName(CompressionContext.LayerName(node) + "_lowrank");
         NodeProto reduceNode, expandNode;
-        if (Layer.OpType == "Conv")
+        if (Layer.Layout == WeightLayout.Convolution)
         {
             var spatial = Layer.WeightShape.Length - 2;
             var ones = Enumerable.Repeat(1L, spatial).ToArray();

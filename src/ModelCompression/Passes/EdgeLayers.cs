@@ -13,14 +13,14 @@ internal static class EdgeLayers
     /// <summary>Why a layer is an edge layer ("first conv, …" or "classifier head, …"), or null.</summary>
     public static string? RoleOf(OnnxGraph graph, WeightedLayer layer)
     {
-        if (layer.OpType == "Conv" && graph.GraphInputNames.Contains(layer.InputName) && graph.Initializer(layer.InputName) is null)
+        if (layer.Layout == WeightLayout.Convolution && graph.GraphInputNames.Contains(layer.InputName) && graph.Initializer(layer.InputName) is null)
             return "first conv, reads the model input";
         var value = layer.Node.Output[0];
         for (var step = 0; step < 8; step++)
         {
             if (graph.IsGraphOutput(value)) return "classifier head, writes a model output";
             var consumers = graph.Consumers(value);
-            if (consumers.Count != 1 || consumers[0].OpType is "Conv" or "Gemm" or "MatMul" || consumers[0].Output.Count == 0) return null;
+            if (consumers.Count != 1 || OpRegistry.For(consumers[0].OpType) is { WeightInput: not null } || consumers[0].Output.Count == 0) return null;
             value = consumers[0].Output[0];
         }
         return null;

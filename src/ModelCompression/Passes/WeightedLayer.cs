@@ -4,19 +4,20 @@ using ModelCompression.Onnx.Protobuf;
 namespace ModelCompression.Passes;
 
 /// <summary>
-/// A Conv, Gemm or MatMul whose weight is a constant initializer, seen as a matrix W of shape [out, in]
+/// A weighted op of the <see cref="OpRegistry"/> (Conv, Gemm, MatMul) whose weight is a constant initializer, seen as a matrix W of shape [out, in]
 /// (Gemm/MatMul: y = x·Wᵀ; Conv: in = in_channels/group·kh·kw, the im2col layout). Pruning, low-rank and
 /// quantization all read and write weights through this one view, whatever the node's own layout.
 /// </summary>
 public sealed class WeightedLayer
 {
-    private WeightedLayer(NodeProto node, TensorProto weight, bool storedOutIn)
+    private WeightedLayer(NodeProto node, OpEntry entry, TensorProto weight, bool storedOutIn)
     {
         Node = node;
+        Entry = entry;
         Weight = weight;
         StoredOutIn = storedOutIn;
         var dims = weight.Dims.ToArray();
-        if (node.OpType == "Conv")
+        if (entry.Layout == WeightLayout.Convolution)
         {
             OutFeatures = checked((int)dims[0]);
             InFeatures = checked((int)(dims.Skip(1).Aggregate(1L, (a, b) => a * b)));
@@ -26,12 +27,15 @@ public sealed class WeightedLayer
     }
 
     public NodeProto Node { get; }
+    /// <summary>What the <see cref="OpRegistry"/> knows of the op.</summary>
+    public OpEntry Entry { get; }
+    public WeightLayout Layout => Entry.Layout!.Value;
     public TensorProto Weight { get; }
     public string Name => CompressionContext.LayerName(Node);
     public string OpType => Node.OpType;
     /// <summary>The activation the layer multiplies (its first input).</summary>
     public string InputName => Node.Input[0];
-    public string? BiasName => Node.OpType is "Conv" or "Gemm" && Node.Input.Count > 2 && Node.Input[2].Length > 0 ? Node.Input[2] : null;
+    public string? BiasName => Entry.BiasInput is { } b && Node.Input.Count > b && Node.Input[b].Length > 0 ? Node.Input[b] : null;
     public int OutFeatures { get; }
     public int InFeatures { get; }
     public long Parameters => (long)OutFeatures * InFeatures;
@@ -68,29 +72,29 @@ public sealed class WeightedLayer
     }
 
     /// <summary>
-    /// The layers of a graph with a float constant weight used by that node alone (shared weights are left out: a
-    /// change would hit every user). MatMul weights must be 2-D; Gemm with transA is skipped.
+    /// The layers of a graph (of the <see cref="OpRegistry"/>'s weighted ops, or of <paramref name="opTypes"/> among
+    /// them) with a float constant weight used by that node alone (shared weights are left out: a change would hit
+    /// every user). MatMul weights must be 2-D; Gemm with transA is skipped.
     /// </summary>
     public static IReadOnlyList<WeightedLayer> Find(OnnxGraph graph, params string[] opTypes)
     {
-        var ops = opTypes.Length == 0 ? ["Conv", "Gemm", "MatMul"] : opTypes;
         var layers = new List<WeightedLayer>();
         foreach (var node in graph.Nodes)
         {
-            if (!ops.Contains(node.OpType) || node.Domain is not ("" or "ai.onnx") || node.Input.Count < 2) continue;
-            var weight = graph.Initializer(node.Input[1]);
+            if (OpRegistry.For(node) is not { WeightInput: { } w, Layout: { } layout } entry || (opTypes.Length > 0 && !opTypes.Contains(node.OpType)) || node.Input.Count <= w) continue;
+            var weight = graph.Initializer(node.Input[w]);
             if (weight is null || weight.DataType != (int)TensorProto.Types.DataType.Float) continue;
             if (graph.Consumers(weight.Name).Count != 1) continue;
-            switch (node.OpType)
+            switch (layout)
             {
-                case "Conv" when weight.Dims.Count >= 3:
-                    layers.Add(new WeightedLayer(node, weight, storedOutIn: true));
+                case WeightLayout.Convolution when weight.Dims.Count >= 3:
+                    layers.Add(new WeightedLayer(node, entry, weight, storedOutIn: true));
                     break;
-                case "Gemm" when weight.Dims.Count == 2 && Attr(node, "transA") == 0:
-                    layers.Add(new WeightedLayer(node, weight, storedOutIn: Attr(node, "transB") == 1));
+                case WeightLayout.Gemm when weight.Dims.Count == 2 && Attr(node, "transA") == 0:
+                    layers.Add(new WeightedLayer(node, entry, weight, storedOutIn: Attr(node, "transB") == 1));
                     break;
-                case "MatMul" when weight.Dims.Count == 2:
-                    layers.Add(new WeightedLayer(node, weight, storedOutIn: false));
+                case WeightLayout.MatMul when weight.Dims.Count == 2:
+                    layers.Add(new WeightedLayer(node, entry, weight, storedOutIn: false));
                     break;
             }
         }

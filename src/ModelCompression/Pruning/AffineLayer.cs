@@ -24,8 +24,8 @@ internal sealed class AffineLayer
     /// <summary>The layer's affine view, or null when it cannot carry a per-output bias (MatMul, a Gemm C that is not per output).</summary>
     public static AffineLayer? From(OnnxGraph graph, WeightedLayer layer)
     {
-        if (layer.OpType == "Conv") return new AffineLayer(layer, 1, 1);
-        if (layer.OpType != "Gemm") return null;
+        if (layer.Layout == WeightLayout.Convolution) return new AffineLayer(layer, 1, 1);
+        if (layer.Layout != WeightLayout.Gemm) return null;
         var alpha = layer.Node.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 1f;
         var beta = layer.Node.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 1f;
         if (alpha == 0) return null;

@@ -49,7 +49,7 @@ internal static class ChannelGroups
     {
         var graph = context.Graph;
         var layers = new Dictionary<NodeProto, WeightedLayer>(ReferenceEqualityComparer.Instance);
-        foreach (var l in WeightedLayer.Find(graph)) layers[l.Node] = l;
+        foreach (var l in WeightedLayer.Find(graph).Where(l => OpRegistry.Handles(l.Node, OpTechnique.StructuredPrune))) layers[l.Node] = l;
         var parent = new List<int>();
         var groups = new List<ChannelGroup>();
         var values = new Dictionary<string, (int Group, ChannelValue Value, bool SpatialOne)>(StringComparer.Ordinal);
@@ -83,21 +83,21 @@ internal static class ChannelGroups
             {
                 if (values.TryGetValue(node.Input[0], out var input))
                 {
-                    var fits = layer.OpType == "Conv"
+                    var fits = layer.Layout == WeightLayout.Convolution
                         ? layer.Group == 1 && input.Value.Axis == 1 && layer.WeightShape[1] == Of(input.Group).Channels
-                        : input.Value.Axis == input.Value.Rank - 1 && layer.InFeatures == Of(input.Group).Channels && (layer.OpType == "MatMul" || input.Value.Rank == 2);
+                        : input.Value.Axis == input.Value.Rank - 1 && layer.InFeatures == Of(input.Group).Channels && (layer.Layout == WeightLayout.MatMul || input.Value.Rank == 2);
                     if (fits) Of(input.Group).Sinks.Add(node);
                     else Block(input.Group, $"'{OnnxGraph.Describe(node)}' reads the channels in another layout");
                 }
                 foreach (var other in node.Input.Skip(1).Where(values.ContainsKey)) Block(values[other].Group, $"'{OnnxGraph.Describe(node)}' uses the channels as a weight");
-                if (layer.OpType == "Conv" && layer.Group != 1 || node.Output.Count != 1) continue;
+                if (layer.Layout == WeightLayout.Convolution && layer.Group != 1 || node.Output.Count != 1) continue;
                 var g = groups.Count;
                 parent.Add(g);
                 groups.Add(new ChannelGroup { Channels = layer.OutFeatures });
                 groups[g].Sources.Add(node);
                 var rank = ranks.GetValueOrDefault(node.Output[0]);
                 if (rank == 0) { Block(g, $"the rank of '{OnnxGraph.Describe(node)}''s output is unknown"); continue; }
-                Set(node.Output[0], g, rank, layer.OpType == "Conv" ? 1 : rank - 1, spatialOne: false);
+                Set(node.Output[0], g, rank, layer.Layout == WeightLayout.Convolution ? 1 : rank - 1, spatialOne: false);
                 continue;
             }
             if (inputs.Count == 0) continue;

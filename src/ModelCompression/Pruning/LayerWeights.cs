@@ -12,7 +12,7 @@ internal static class LayerWeights
         var old = layer.WeightShape;
         long[] dims;
         float[] stored;
-        if (layer.OpType == "Conv")
+        if (layer.Layout == WeightLayout.Convolution)
         {
             var kernel = old.Skip(2).Aggregate(1L, (a, b) => a * b);
             dims = [outFeatures, inFeatures / kernel, .. old.Skip(2)];

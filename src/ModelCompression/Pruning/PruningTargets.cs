@@ -31,6 +31,11 @@ internal static class PruningTargets
             var resolved = context.Resolve<PruningOptions>(layer.Node);
             var options = resolved.Options;
             if (context.IsExcluded(layer.Node) || !PruningOptions.Group.Active!(options)) continue;
+            if (OpRegistry.WhyNot(layer.Node, OpTechnique.Prune) is { } unsupported)
+            {
+                skipped.Add(Skip(layer, technique, "left dense: " + unsupported));
+                continue;
+            }
             if (!options.PruneEdgeLayers && EdgeLayers.RoleOf(graph, layer) is { } role)
             {
                 skipped.Add(Skip(layer, technique, $"left dense: {role} (PruneEdgeLayers=true prunes it)"));

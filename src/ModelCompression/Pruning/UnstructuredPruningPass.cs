@@ -30,7 +30,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
             context.Warn(DiagnosticCodes.NothingToCompress, "prune: no prunable layer (Conv/Gemm/MatMul with a constant weight) is left to prune");
             return;
         }
-        var grouped = targets.Where(t => t.Method == PruneMethod.SparseGpt && t.Layer.OpType == "Conv" && t.Layer.Group != 1).ToList();
+        var grouped = targets.Where(t => t.Method == PruneMethod.SparseGpt && t.Layer.Layout == WeightLayout.Convolution && t.Layer.Group != 1).ToList();
         var dataAware = targets.Where(t => t.Method == PruneMethod.SparseGpt).Except(grouped).ToList();
         // The data-aware layers reconstruct their outputs in the model as it was before this pass.
         var capture = dataAware.Count > 0 ? new LayerCapture(context, Name) : null;

@@ -37,9 +37,8 @@ public sealed class DynamicQuantizationPass : ICompressionPass
 
     private static string? Unsupported(WeightedLayer layer)
     {
-        if (layer.OpType == "Conv")
-            return "dynamic int8 covers Gemm/MatMul only; ConvInteger runs slower than a float Conv in ONNX Runtime (Quantize=int8 quantizes convolutions statically)";
-        if (layer.OpType != "Gemm") return null;
+        if (OpRegistry.WhyNot(layer.Node, OpTechnique.DynamicInt8) is { } reason) return reason;
+        if (layer.Layout != WeightLayout.Gemm) return null;
         var alpha = layer.Node.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 1f;
         var beta = layer.Node.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 1f;
         // A bias of any broadcastable shape stays correct as an Add; ORT folds the Add in when it is a constant [N].

@@ -50,8 +50,7 @@ public sealed record FloatLayer(WeightedLayer Layer, string Reason, bool ByPolic
 public sealed class QdqPlan
 {
     /// <summary>Ops that move or select values without computing new ones: DQ → op → Q with the same parameters runs on uint8.</summary>
-    public static readonly IReadOnlySet<string> PassThroughOps = new HashSet<string>(StringComparer.Ordinal)
-        { "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "MaxPool" };
+    public static readonly IReadOnlySet<string> PassThroughOps = OpRegistry.OpsFor(OpTechnique.Int8PassThrough);
 
     private QdqPlan(IReadOnlyList<QuantizedOp> ops, IReadOnlyList<FloatLayer> floatLayers, IReadOnlyList<string> tensors)
     {
@@ -87,8 +86,8 @@ public sealed class QdqPlan
             if (quantize == QuantizeMode.Int8Dynamic && !excluded) continue; // the dynamic pass owns it
             if (excluded) { floatLayers.Add(new FloatLayer(layer, "excluded by policy", ByPolicy: true)); continue; }
             if (quantize != QuantizeMode.Int8) { floatLayers.Add(new FloatLayer(layer, $"Quantize={PolicySettings.FormatEnum(quantize)} for this layer", ByPolicy: true)); continue; }
-            if (Unsupported(graph, layer) is { } reason) { floatLayers.Add(new FloatLayer(layer, reason, ByPolicy: false)); continue; }
-            var kind = layer.OpType switch { "Conv" => QuantizedOpKind.Conv, "Gemm" => QuantizedOpKind.Gemm, _ => QuantizedOpKind.MatMul };
+            if ((OpRegistry.WhyNot(layer.Node, OpTechnique.StaticInt8) ?? Unsupported(graph, layer)) is { } reason) { floatLayers.Add(new FloatLayer(layer, reason, ByPolicy: false)); continue; }
+            var kind = layer.Layout switch { WeightLayout.Convolution => QuantizedOpKind.Conv, WeightLayout.Gemm => QuantizedOpKind.Gemm, _ => QuantizedOpKind.MatMul };
             ops[layer.Node] = new QuantizedOp(layer.Node, kind, layer);
         }
 
@@ -136,7 +135,7 @@ public sealed class QdqPlan
             if (tensor is null || tensor.DataType != (int)TensorProto.Types.DataType.Float) return "its bias is not a constant float tensor (an int32 bias is needed for the int8 kernel)";
             if (tensor.Dims.Count != 1 || tensor.Dims[0] != layer.OutFeatures) return $"its bias has shape [{string.Join(",", tensor.Dims)}], not [{layer.OutFeatures}]";
         }
-        if (node.OpType == "Gemm")
+        if (layer.Layout == WeightLayout.Gemm)
         {
             var alpha = node.Attribute.FirstOrDefault(a => a.Name == "alpha")?.F ?? 1f;
             var beta = node.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 1f;
@@ -148,7 +147,7 @@ public sealed class QdqPlan
     /// <summary>What a non-weighted node becomes in int8, or null when it stays float.</summary>
     private static QuantizedOpKind? ActivationOpKind(OnnxGraph graph, NodeProto node, IReadOnlyDictionary<string, int>? ranks)
     {
-        if (node.Domain is not ("" or "ai.onnx") || node.Input.Count == 0 || node.Output.Count == 0) return null;
+        if (!OpRegistry.Handles(node, OpTechnique.StaticInt8) || node.Input.Count == 0 || node.Output.Count == 0) return null;
         switch (node.OpType)
         {
             case "Add" when node.Input.Count == 2 && node.Input.All(i => graph.Initializer(i) is null):

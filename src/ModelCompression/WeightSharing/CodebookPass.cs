@@ -37,6 +37,7 @@ public sealed class CodebookPass : ICompressionPass
             var options = context.Options<CodebookOptions>(layer.Node);
             if (options.Codebook is not { } k) continue; // a policy-file entry asks for other layers only
             if (context.IsExcluded(layer.Node)) LeaveFloat(context, layer, "excluded by policy");
+            else if (OpRegistry.WhyNot(layer.Node, OpTechnique.Codebook) is { } reason) LeaveFloat(context, layer, reason);
             else if (graphInputs.Contains(layer.Weight.Name)) LeaveFloat(context, layer, "the weight is also a graph input (it can be fed at run time)");
             else if (Share(context, layer, k, options.CodebookIterations)) shared++;
         }
@@ -106,8 +107,9 @@ public sealed class CodebookPass : ICompressionPass
         var graph = context.Graph;
         foreach (var node in graph.Nodes.ToList())
         {
-            if (node.OpType is not ("Conv" or "Gemm" or "MatMul") || node.Input.Count < 2) continue;
-            if (graph.Producer(node.Input[1]) is not { OpType: "DequantizeLinear" }) continue;
+            // By op type alone (any domain), as the quantization passes leave the node's op as it was.
+            if (OpRegistry.For(node.OpType) is not { WeightInput: { } w } entry || !entry.Techniques.HasFlag(OpTechnique.Codebook) || node.Input.Count <= w) continue;
+            if (graph.Producer(node.Input[w]) is not { OpType: "DequantizeLinear" }) continue;
             if (context.Options<CodebookOptions>(node).Codebook is null) continue;
             context.Record(new LayerRecord
             {

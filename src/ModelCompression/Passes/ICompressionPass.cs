@@ -2,8 +2,8 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.Passes;
 
-/// <summary>Where a pass runs in the pipeline: fold → structural → factorize → prune → quantize → clean-up → storage.</summary>
-public enum PassStage { Fold = 0, Structural = 10, Factorize = 20, Prune = 30, Quantize = 40, Cleanup = 50, Storage = 60 }
+/// <summary>Where a pass runs in the pipeline: normalize (lossless form changes) → fold → structural → factorize → prune → quantize → clean-up → storage.</summary>
+public enum PassStage { Normalize = -10, Fold = 0, Structural = 10, Factorize = 20, Prune = 30, Quantize = 40, Cleanup = 50, Storage = 60 }
 
 /// <summary>
 /// One technique. <see cref="Apply"/> edits <see cref="CompressionContext.Model"/> in place and records per layer

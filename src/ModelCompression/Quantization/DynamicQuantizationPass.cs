@@ -22,6 +22,12 @@ public sealed class DynamicQuantizationPass : ICompressionPass
 
     public void Apply(CompressionContext context)
     {
+        // DynamicQuantizeLinear exists from opset 11; the model's opset is not ours to change.
+        if (context.Model.OpsetVersion() < 11)
+        {
+            context.Warn(DiagnosticCodes.LayerSkipped, $"int8-dynamic quantization needs opset >= 11 (DynamicQuantizeLinear); the model has opset {context.Model.OpsetVersion()}: nothing quantized");
+            return;
+        }
         var graph = context.Graph;
         var quantized = 0;
         foreach (var layer in WeightedLayer.Find(graph))

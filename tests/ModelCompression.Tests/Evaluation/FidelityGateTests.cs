@@ -154,3 +154,33 @@ public sealed class FidelityGateTests
         StringAssert.Contains(error.Message, "'prob' is not an output");
     }
 }
+
+[TestClass]
+public sealed class FidelityMetricsTests
+{
+    [TestMethod]
+    public void ProbabilityMap_HasNoClassAxis_AndGetsDecisionAgreement_EvenWithSigmoidsUlpAboveOne()
+    {
+        // [N, 1, H, W]: the argmax along a one-entry axis is always 0, so it is not reported.
+        var original = new Runtime.FloatTensor([0.1f, 0.9f, 1.0000001f, 0.4f, 0.2f, 0.7f, 0.6f, 0.3f], [2, 1, 2, 2]);
+        var compressed = new Runtime.FloatTensor([0.2f, 0.8f, 0.9f, 0.6f, 0.1f, 0.7f, 0.4f, 0.3f], [2, 1, 2, 2]);
+        var f = Fidelity.Compare("map", original, compressed);
+        Assert.IsNull(f.ClassAxis);
+        Assert.IsNull(f.Agreement);
+        Assert.AreEqual(6 / 8.0, f.DecisionAgreement!.Value, 1e-12);
+        Assert.AreEqual(0.2, f.MaxAbsError, 1e-6);
+    }
+
+    [TestMethod]
+    public void Sequence_AgreesPerTimeStep_AlongTheLastAxis()
+    {
+        // [N=1, T=3, C=3]: steps 0 and 2 keep their class, step 1 does not.
+        var original = new Runtime.FloatTensor([3, 1, 0, 0, 2, 1, 0, 0, 5], [1, 3, 3]);
+        var compressed = new Runtime.FloatTensor([2, 1, 0, 0, 1, 2, 0, 1, 4], [1, 3, 3]);
+        var f = Fidelity.Compare("seq", original, compressed);
+        Assert.AreEqual(2, f.ClassAxis);
+        Assert.AreEqual(2 / 3.0, f.Agreement!.Value, 1e-12);
+        Assert.IsNull(f.DecisionAgreement, "values above 1 are no probabilities");
+        Assert.AreEqual(10 * Math.Log10(40.0 / 5), f.SnrDb, 1e-9);
+    }
+}

@@ -22,7 +22,9 @@ public static class ConsoleOutput
         var m = report.Measurements;
         var parts = new List<string>();
         if (m.Original?.Top1 is { } a && m.Compressed?.Top1 is { } b) parts.Add($"accuracy {MetricFormat.Percent(a)} -> {MetricFormat.Percent(b)} ({MetricFormat.PointChange(a, b)})");
-        else if (m.Comparison is { } c) parts.Add($"agreement {MetricFormat.Percent(c.Agreement)}");
+        else if (m.Outputs.FirstOrDefault()?.Agreement is { } agreement) parts.Add($"agreement {MetricFormat.Percent(agreement)}");
+        // Without labels or a class axis (a probability, a detection map): the least faithful output's cosine.
+        else if (m.Outputs.Count > 0) parts.Add($"cosine {MetricFormat.Cosine(m.Outputs.Min(o => o.Cosine))}");
         if (m.LatencyRatio is { } l) parts.Add($"latency {MetricFormat.Ratio(l)}");
         parts.Add($"size {MetricFormat.Ratio(m.SizeRatio)}");
         if (m.Original is null) parts.Add("no validation data: accuracy and latency not measured");

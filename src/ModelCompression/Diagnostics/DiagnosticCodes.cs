@@ -36,6 +36,9 @@ public static class DiagnosticCodes
     public const string LatencyExceeded = "CM0204";
     public const string SizeRatioExceeded = "CM0205";
     public const string CosineBelowMinimum = "CM0206";
+    public const string NonFiniteOutput = "CM0207";
+    public const string SnrBelowMinimum = "CM0208";
+    public const string AbsErrorExceeded = "CM0209";
 
     public const string LayerLeftInFloat = "CM0301";
     public const string LayerSkipped = "CM0302";

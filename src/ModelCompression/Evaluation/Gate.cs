@@ -8,7 +8,6 @@ using static ModelCompression.Evaluation.MetricFormat;
 namespace ModelCompression.Evaluation;
 
 public sealed record ModelMetrics(double? Top1, double? TopK, int K, int Samples);
-public sealed record OutputComparison(double Agreement, double MeanCosine, double MeanSquaredError);
 
 /// <summary>The smallest and largest of a per-round value.</summary>
 public sealed record Spread(double Min, double Max)
@@ -28,7 +27,8 @@ public sealed record GateMeasurements
     public double SizeRatio => OriginalBytes == 0 ? double.NaN : (double)CompressedBytes / OriginalBytes;
     public ModelMetrics? Original { get; init; }
     public ModelMetrics? Compressed { get; init; }
-    public OutputComparison? Comparison { get; init; }
+    /// <summary>Each gated output's fidelity to the original's, in the order gated (the labelled one first).</summary>
+    public IReadOnlyList<OutputFidelity> Outputs { get; init; } = [];
     public LatencyStats? OriginalLatency { get; init; }
     public LatencyStats? CompressedLatency { get; init; }
     public double? LatencyRatio => OriginalLatency is null || CompressedLatency is null ? null : CompressedLatency.P50Ms / OriginalLatency.P50Ms;
@@ -79,22 +79,30 @@ public static class Gate
 
         using var original = OnnxRuntimeSession.Create(originalPath, runtime);
         using var compressed = OnnxRuntimeSession.Create(compressedPath, runtime);
-        var originalOutputs = Predictions.Run(original, data, policy.Execution.BatchSize, cancellation, Report(progress, "evaluate original"));
-        var compressedOutputs = Predictions.Run(compressed, data, policy.Execution.BatchSize, cancellation, Report(progress, "evaluate compressed"));
-        if (originalOutputs.Data.Length != compressedOutputs.Data.Length)
-            throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"the compressed model's output has shape [{string.Join(",", compressedOutputs.Shape)}], the original's [{string.Join(",", originalOutputs.Shape)}]", compressedPath);
+        var gate = policy.Get<GateOptions>();
+        var names = gate.Outputs.Count == 0 ? original.OutputNames : gate.Outputs;
+        foreach (var name in names)
+            if (!original.OutputNames.Contains(name) || !compressed.OutputNames.Contains(name))
+                throw new CompressionException(DiagnosticCodes.InvalidSettingValue,
+                    $"Outputs: '{name}' is not an output of {(original.OutputNames.Contains(name) ? "the compressed" : "the")} model; its outputs are {string.Join(", ", original.OutputNames)}", originalPath);
+        var originalOutputs = Predictions.RunAll(original, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate original"));
+        var compressedOutputs = Predictions.RunAll(compressed, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate compressed"));
+        foreach (var name in names)
+            if (originalOutputs[name].Data.Length != compressedOutputs[name].Data.Length)
+                throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"the compressed model's output '{name}' has shape [{string.Join(",", compressedOutputs[name].Shape)}], the original's [{string.Join(",", originalOutputs[name].Shape)}]", compressedPath);
 
+        // Accuracy is scored on the first gated output: the labels say nothing about the others.
         ModelMetrics Score(FloatTensor outputs) => data.Labels is null
-            ? new ModelMetrics(null, null, policy.Get<GateOptions>().TopK, data.Count)
-            : new ModelMetrics(Metrics.TopK(outputs, data.Labels, 1), Metrics.TopK(outputs, data.Labels, policy.Get<GateOptions>().TopK), policy.Get<GateOptions>().TopK, data.Count);
+            ? new ModelMetrics(null, null, gate.TopK, data.Count)
+            : new ModelMetrics(Metrics.TopK(outputs, data.Labels, 1), Metrics.TopK(outputs, data.Labels, gate.TopK), gate.TopK, data.Count);
 
         var batch = data.Take(policy.Execution.BatchSize).Inputs;
         var (originalLatency, compressedLatency) = LatencyComparison.Measure(original, compressed, batch, policy.Get<GateOptions>().LatencyRounds, cancellation, Report(progress, "latency"));
         return measurements with
         {
-            Original = Score(originalOutputs),
-            Compressed = Score(compressedOutputs),
-            Comparison = new OutputComparison(Metrics.Agreement(originalOutputs, compressedOutputs), Metrics.MeanCosine(originalOutputs, compressedOutputs), Metrics.MeanSquaredError(originalOutputs, compressedOutputs)),
+            Original = Score(originalOutputs[names[0]]),
+            Compressed = Score(compressedOutputs[names[0]]),
+            Outputs = names.Select(n => Fidelity.Compare(n, originalOutputs[n], compressedOutputs[n])).ToList(),
             OriginalLatency = originalLatency,
             CompressedLatency = compressedLatency,
             BatchSize = batch[0].Count,
@@ -117,9 +125,29 @@ public static class Gate
                 Fail(DiagnosticCodes.AccuracyBelowMinimum, "accuracy-drop", baseline - accuracy, drop,
                     $"accuracy {Percent(accuracy)} < {Percent(baseline - drop)} (original {Percent(baseline)}: drop {Points(baseline - accuracy)}, allowed {Points(drop)})");
         }
-        if (gate.MinAgreement is { } agreement && m.Comparison is { } c && c.Agreement < agreement)
-            Fail(DiagnosticCodes.AgreementBelowMinimum, "agreement", c.Agreement, agreement,
-                $"top-1 agreement with the original {Percent(c.Agreement)} < MinAgreement {Percent(agreement)}");
+        foreach (var o in m.Outputs)
+        {
+            var output = $"output '{o.Name}'";
+            // A NaN compares false with every threshold: non-finite values fail on their own, whatever is set.
+            if (o.NonFinite > 0)
+                Fail(DiagnosticCodes.NonFiniteOutput, $"non-finite:{o.Name}", o.NonFinite, 0,
+                    $"{output}: {Count(o.NonFinite)} of {Count(o.Shape.Aggregate(1L, (p, d) => p * d))} values are NaN or infinite where the original's are finite");
+            if (gate.MinCosine is { } cosine && cosine > -1 && !(o.Cosine >= cosine))
+                Fail(DiagnosticCodes.CosineBelowMinimum, $"cosine:{o.Name}", o.Cosine, cosine,
+                    $"{output}: cosine similarity with the original {Cosine(o.Cosine)} < MinCosine {Cosine(cosine)} (SNR {Decibels(o.SnrDb)}, max abs error {Magnitude(o.MaxAbsError)})");
+            if (gate.MinSnrDb is { } snr && !(o.SnrDb >= snr))
+                Fail(DiagnosticCodes.SnrBelowMinimum, $"snr:{o.Name}", o.SnrDb, snr,
+                    $"{output}: SNR {Decibels(o.SnrDb)} < MinSnrDb {Decibels(snr)} (cosine {Cosine(o.Cosine)})");
+            if (gate.MaxAbsError is { } maxError && !(o.MaxAbsError <= maxError))
+                Fail(DiagnosticCodes.AbsErrorExceeded, $"max-abs-error:{o.Name}", o.MaxAbsError, maxError,
+                    $"{output}: max abs error {Magnitude(o.MaxAbsError)} > MaxAbsError {Magnitude(maxError)}");
+            if (gate.MinAgreement is { } agreement && o.Agreement is { } argmaxAgreement && argmaxAgreement < agreement)
+                Fail(DiagnosticCodes.AgreementBelowMinimum, $"agreement:{o.Name}", argmaxAgreement, agreement,
+                    $"{output}: top-1 agreement with the original {Percent(argmaxAgreement)} < MinAgreement {Percent(agreement)}");
+            if (gate.MinDecisionAgreement is { } decisions && o.DecisionAgreement is { } same && same < decisions)
+                Fail(DiagnosticCodes.AgreementBelowMinimum, $"decision-agreement:{o.Name}", same, decisions,
+                    $"{output}: decision agreement (p > 0.5) with the original {Percent(same)} < MinDecisionAgreement {Percent(decisions)}");
+        }
         if (gate.MaxLatencyRatio is { } ratio && m.LatencyRatio is { } measured && measured > ratio)
             Fail(DiagnosticCodes.LatencyRatioExceeded, "latency-ratio", measured, ratio,
                 $"latency ratio {Ratio(measured)} > MaxLatencyRatio {Ratio(ratio)} (p50 {Milliseconds(m.CompressedLatency!.P50Ms)} vs {Milliseconds(m.OriginalLatency!.P50Ms)} at batch {m.BatchSize}" +

@@ -11,6 +11,17 @@ public sealed record GateOptions : IOptions<GateOptions>
     public double? MaxLatencyRatio { get; init; }
     public double? MaxLatencyMs { get; init; }
     public double? MaxSizeRatio { get; init; }
+    /// <summary>
+    /// The fidelity floor that holds by default: a model whose outputs collapsed (zeros, a constant, noise) scores
+    /// well below it, while the shipped int8 and 50 % pruned samples score above 0.99.
+    /// </summary>
+    public double? MinCosine { get; init; } = DefaultMinCosine;
+    public const double DefaultMinCosine = 0.9;
+    public double? MinSnrDb { get; init; }
+    public double? MaxAbsError { get; init; }
+    public double? MinDecisionAgreement { get; init; }
+    /// <summary>The outputs to compare (empty: all); the first is the one scored against the labels.</summary>
+    public IReadOnlyList<string> Outputs { get; init; } = [];
     public int TopK { get; init; } = 5;
     public int LatencyRounds { get; init; } = 9;
 
@@ -28,7 +39,7 @@ public sealed record GateOptions : IOptions<GateOptions>
             "Fail when top-1 accuracy drops by more than this (0.01 = 1 point).",
             o => o.MaxAccuracyDrop, (o, v) => o with { MaxAccuracyDrop = v })
         .Add("MinAgreement", Syntax.Optional(Syntax.Number(0, 1)), SettingScope.Model,
-            "Fail when the compressed model agrees with the original's top-1 on less than this fraction.",
+            "Fail when, on a gated output with a class axis, the compressed model's argmax agrees with the original's at less than this fraction of positions (samples, time steps, pixels).",
             o => o.MinAgreement, (o, v) => o with { MinAgreement = v })
         .Add("MaxLatencyRatio", Syntax.Optional(Syntax.Number(0, 100, minOpen: true)), SettingScope.Model,
             "Fail when compressed p50 latency / original p50 latency exceeds this.",
@@ -39,6 +50,23 @@ public sealed record GateOptions : IOptions<GateOptions>
         .Add("MaxSizeRatio", Syntax.Optional(Syntax.Number(0, 10, minOpen: true)), SettingScope.Model,
             "Fail when compressed bytes / original bytes exceeds this.",
             o => o.MaxSizeRatio, (o, v) => o with { MaxSizeRatio = v })
+        .Add("MinCosine", Syntax.Optional(Syntax.Number(-1, 1)), SettingScope.Model,
+            "Fail when a gated output's mean cosine similarity with the original's (per sample) is below this. On by default (0.9) so a model whose outputs collapsed never passes; -1 turns it off.",
+            o => o.MinCosine, (o, v) => o with { MinCosine = v })
+        .Add("MinSnrDb", Syntax.Optional(Syntax.Number(-1000, 1000)), SettingScope.Model,
+            "Fail when a gated output's signal-to-noise ratio, 10·log10(Σ original² / Σ error²), is below this many dB.",
+            o => o.MinSnrDb, (o, v) => o with { MinSnrDb = v })
+        .Add("MaxAbsError", Syntax.Optional(Syntax.Number(0, 1e30)), SettingScope.Model,
+            "Fail when any value of a gated output differs from the original's by more than this.",
+            o => o.MaxAbsError, (o, v) => o with { MaxAbsError = v })
+        .Add("MinDecisionAgreement", Syntax.Optional(Syntax.Number(0, 1)), SettingScope.Model,
+            "Fail when, on a gated output whose values lie in [0, 1], fewer than this fraction of values fall on the same side of 0.5 as the original's.",
+            o => o.MinDecisionAgreement, (o, v) => o with { MinDecisionAgreement = v })
+        .Add("Outputs", Syntax.Custom<IReadOnlyList<string>>("name;name",
+                raw => raw.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                v => string.Join(";", v), () => new() { ["type"] = "string" }), SettingScope.Model,
+            "The model outputs the gate compares (';'-separated; empty: all). The first is scored against the labels.",
+            o => o.Outputs, (o, v) => o with { Outputs = v })
         .Add("TopK", Syntax.Integer(1, 1000), SettingScope.Model,
             "k of the top-k accuracy reported next to top-1.",
             o => o.TopK, (o, v) => o with { TopK = v })
@@ -48,7 +76,8 @@ public sealed record GateOptions : IOptions<GateOptions>
 
     private static IEnumerable<string> Conflicts(GateOptions o, CompressionPolicy policy)
     {
-        var thresholds = new[] { ("MinAccuracy", o.MinAccuracy), ("MaxAccuracyDrop", o.MaxAccuracyDrop), ("MinAgreement", o.MinAgreement), ("MaxLatencyRatio", o.MaxLatencyRatio), ("MaxLatencyMs", o.MaxLatencyMs) }
+        var thresholds = new[] { ("MinAccuracy", o.MinAccuracy), ("MaxAccuracyDrop", o.MaxAccuracyDrop), ("MinAgreement", o.MinAgreement), ("MaxLatencyRatio", o.MaxLatencyRatio), ("MaxLatencyMs", o.MaxLatencyMs),
+                ("MinCosine", o.MinCosine == DefaultMinCosine ? null : o.MinCosine), ("MinSnrDb", o.MinSnrDb), ("MaxAbsError", o.MaxAbsError), ("MinDecisionAgreement", o.MinDecisionAgreement) }
             .Where(t => t.Item2 is not null).Select(t => t.Item1).ToList();
         if (thresholds.Count > 0 && policy.Data.ValidationData is null)
             yield return $"{string.Join(", ", thresholds)} need ValidationData to measure against";

@@ -41,4 +41,19 @@ public static class MetricFormat
 
     /// <summary>A relative error or similarity in (0, 1]: 4 significant decimals.</summary>
     public static string Error(double? value) => value is { } v && double.IsFinite(v) ? v.ToString("0.0000", Invariant) : "–";
+
+    /// <summary>A cosine similarity: 5 decimals, so 0.99995 and a 0.9999 floor read apart.</summary>
+    public static string Cosine(double? value) => value is { } v && double.IsFinite(v) ? v.ToString("0.00000", Invariant) : "–";
+
+    /// <summary>A signal-to-noise ratio: <c>38.21 dB</c>; identical outputs read <c>∞ dB</c>.</summary>
+    public static string Decibels(double? value) => value switch
+    {
+        double.PositiveInfinity => "∞ dB",
+        double.NegativeInfinity => "-∞ dB",
+        { } v when double.IsFinite(v) => v.ToString("0.00", Invariant) + " dB",
+        _ => "–",
+    };
+
+    /// <summary>An absolute error or value in the output's own units: 4 significant digits (<c>0.01234</c>, <c>1.235E+03</c>).</summary>
+    public static string Magnitude(double? value) => value is { } v && double.IsFinite(v) ? v.ToString("G4", Invariant) : "–";
 }

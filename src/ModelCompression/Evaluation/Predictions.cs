@@ -4,39 +4,51 @@ using ModelCompression.Runtime;
 
 namespace ModelCompression.Evaluation;
 
-/// <summary>Runs a model over a whole dataset and returns its first output for every sample, stacked as [N, …].</summary>
+/// <summary>Runs a model over a whole dataset and returns its outputs for every sample, batches stacked along the first axis.</summary>
 public static class Predictions
 {
+    /// <summary>The first output, stacked as [N, …].</summary>
     public static FloatTensor Run(OnnxModel model, Dataset data, RuntimeOptions runtime, int batchSize, CancellationToken cancellation = default, IProgress<double>? progress = null)
     {
         using var session = OnnxRuntimeSession.Create(model.ToBytes(), runtime);
         return Run(session, data.BindTo(ModelInput.FromGraph(model.Graph)), batchSize, cancellation, progress);
     }
 
-    public static FloatTensor Run(OnnxRuntimeSession session, Dataset bound, int batchSize, CancellationToken cancellation = default, IProgress<double>? progress = null)
+    public static FloatTensor Run(OnnxRuntimeSession session, Dataset bound, int batchSize, CancellationToken cancellation = default, IProgress<double>? progress = null) =>
+        RunAll(session, bound, batchSize, [session.OutputNames[0]], cancellation, progress)[session.OutputNames[0]];
+
+    /// <summary>
+    /// The named outputs (all when null), each batch's result appended along the first axis. An output whose first axis
+    /// is not the batch (a recurrent state [layers, batch, …]) is stacked as blocks the same way for both models, so the
+    /// two stay comparable element by element.
+    /// </summary>
+    public static IReadOnlyDictionary<string, FloatTensor> RunAll(OnnxRuntimeSession session, Dataset bound, int batchSize, IReadOnlyList<string>? outputs = null,
+        CancellationToken cancellation = default, IProgress<double>? progress = null)
     {
-        var output = session.OutputNames[0];
-        float[]? all = null;
-        long[]? shape = null;
-        var offset = 0;
+        var names = outputs ?? session.OutputNames;
+        var parts = names.ToDictionary(n => n, _ => new List<FloatTensor>(), StringComparer.Ordinal);
         var done = 0;
         foreach (var batch in bound.Batches(batchSize))
         {
             cancellation.ThrowIfCancellationRequested();
-            var result = session.Run(batch, [output])[output];
-            if (all is null)
-            {
-                var perSample = result.Data.Length / Math.Max(1, batch[0].Count);
-                all = new float[(long)perSample * bound.Count];
-                shape = (long[])result.Shape.Clone();
-                shape[0] = bound.Count;
-            }
-            result.Data.CopyTo(all, offset);
-            offset += result.Data.Length;
+            foreach (var (name, value) in session.Run(batch, names)) parts[name].Add(value);
             done += batch[0].Count;
             progress?.Report((double)done / bound.Count);
         }
-        return new FloatTensor(all ?? [], shape ?? [0]);
+        var result = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
+        foreach (var name in names)
+        {
+            var list = parts[name];
+            if (list.Count == 0) { result[name] = new FloatTensor([], [0]); continue; }
+            var all = new float[list.Sum(t => (long)t.Data.Length)];
+            var offset = 0;
+            foreach (var t in list) { t.Data.CopyTo(all, offset); offset += t.Data.Length; }
+            var shape = (long[])list[0].Shape.Clone();
+            if (shape.Length == 0) shape = [all.Length];
+            else shape[0] = list.Sum(t => t.Shape.Length == 0 ? 1 : t.Shape[0]);
+            result[name] = new FloatTensor(all, shape);
+        }
+        return result;
     }
 }
 
@@ -55,6 +67,9 @@ public static class Metrics
             var label = labels[i];
             if (label < 0 || label >= c) continue;
             var target = row[(int)label];
+            // A row with a NaN or an infinity ranks nothing: every comparison with NaN is false, so without this a
+            // model that outputs NaN would score every sample as a hit.
+            if (!AllFinite(row)) continue;
             var greater = 0;
             for (var j = 0; j < c; j++)
                 if (row[j] > target || row[j] == target && j < label) greater++;
@@ -72,9 +87,16 @@ public static class Metrics
             var row = outputs.Data.AsSpan(i * c, c);
             var best = 0;
             for (var j = 1; j < c; j++) if (row[j] > row[best]) best = j;
-            result[i] = best;
+            // -1: no class (a NaN row agrees with no finite one).
+            result[i] = AllFinite(row) ? best : -1;
         }
         return result;
+    }
+
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        foreach (var v in values) if (!float.IsFinite(v)) return false;
+        return true;
     }
 
     /// <summary>Fraction of samples on which both models pick the same top-1 class.</summary>

@@ -39,6 +39,21 @@ public static class HtmlReport
             html.Append("<tr><td>").Append(E(row.Name)).Append("</td><td class=\"n\">").Append(E(row.Original)).Append("</td><td class=\"n\">").Append(E(row.Compressed)).Append("</td><td class=\"n\">").Append(E(row.Change)).Append("</td></tr>");
         html.Append("</table>");
 
+        if (m.Outputs.Count > 0)
+        {
+            html.Append("<h2>Output fidelity</h2><table><tr>");
+            foreach (var c in FidelityColumns) html.Append("<th>").Append(E(c)).Append("</th>");
+            html.Append("</tr>");
+            foreach (var output in m.Outputs)
+            {
+                html.Append("<tr>");
+                var cells = FidelityCells(output);
+                for (var i = 0; i < cells.Length; i++) html.Append(IsNumericFidelityColumn(i) ? "<td class=\"n\">" : "<td>").Append(E(cells[i])).Append("</td>");
+                html.Append("</tr>");
+            }
+            html.Append("</table>");
+        }
+
         html.Append("<h2>Charts</h2><div class=\"legend\"><span style=\"background:").Append(OriginalColor).Append("\"></span>original<span style=\"background:").Append(CompressedColor).Append("\"></span>compressed</div><div class=\"charts\">");
         html.Append(PairChart("Size (MiB)", [new("file", m.OriginalBytes / 1048576.0, m.CompressedBytes / 1048576.0)], "0.00"));
         if (m.Original?.Top1 is { } a1 && m.Compressed?.Top1 is { } b1)

@@ -20,6 +20,14 @@ public static class MarkdownReport
         foreach (var row in SummaryRows(report)) md.AppendLine($"| {row.Name} | {row.Original} | {row.Compressed} | {row.Change} |");
         md.AppendLine();
 
+        if (report.Measurements.Outputs.Count > 0)
+        {
+            md.AppendLine("Output fidelity (compressed vs original, on the validation data):").AppendLine();
+            md.AppendLine("| " + string.Join(" | ", FidelityColumns) + " |").AppendLine("|" + string.Concat(FidelityColumns.Select((_, i) => IsNumericFidelityColumn(i) ? "---:|" : "---|")));
+            foreach (var output in report.Measurements.Outputs) md.AppendLine("| " + string.Join(" | ", FidelityCells(output).Select(Escape)) + " |");
+            md.AppendLine();
+        }
+
         if (report.Layers.Count > 0)
         {
             md.AppendLine("<details><summary>Per-layer changes (" + report.Layers.Count + ")</summary>").AppendLine();

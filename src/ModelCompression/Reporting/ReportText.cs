@@ -31,6 +31,18 @@ internal static class ReportText
         LayerTable.Errors(r), LayerTable.Notes(r),
     ];
 
+    /// <summary>The output-fidelity table's columns: one row per gated output.</summary>
+    public static readonly string[] FidelityColumns = ["Output", "Shape", "Cosine", "SNR", "Max abs error", "MSE", "Top-1 agreement", "Decision agreement (p > 0.5)", "Non-finite"];
+
+    /// <summary>Columns rendered right-aligned (numbers).</summary>
+    public static bool IsNumericFidelityColumn(int column) => column >= 2;
+
+    public static string[] FidelityCells(OutputFidelity o) =>
+    [
+        o.Name, Shape(o.Shape), MetricFormat.Cosine(o.Cosine), MetricFormat.Decibels(o.SnrDb), MetricFormat.Magnitude(o.MaxAbsError), MetricFormat.Magnitude(o.MeanSquaredError),
+        o.Agreement is { } a ? $"{Percent(a)} (axis {o.ClassAxis})" : "", o.DecisionAgreement is { } d ? Percent(d) : "", Count(o.NonFinite),
+    ];
+
     /// <summary>"1.23 ms (1.20–1.31 ms)": the pooled value and the smallest and largest per-round value.</summary>
     private static string MsWithSpread(double value, IReadOnlyList<double> rounds) =>
         rounds.Count > 1 ? $"{Ms(value)} ({MetricFormat.MillisecondsRange(rounds.Min(), rounds.Max())})" : Ms(value);
@@ -48,12 +60,6 @@ internal static class ReportText
         {
             yield return ("Top-1 accuracy", Percent(m.Original.Top1), Percent(m.Compressed?.Top1), Delta(m.Original.Top1, m.Compressed?.Top1));
             yield return ($"Top-{m.Original.K} accuracy", Percent(m.Original.TopK), Percent(m.Compressed?.TopK), Delta(m.Original.TopK, m.Compressed?.TopK));
-        }
-        if (m.Comparison is { } c)
-        {
-            yield return ("Top-1 agreement with original", "", Percent(c.Agreement), "");
-            yield return ("Mean cosine similarity of outputs", "", Number(c.MeanCosine, "0.00000"), "");
-            yield return ("MSE of outputs", "", Number(c.MeanSquaredError, "0.000000"), "");
         }
         if (m.OriginalLatency is { } lo && m.CompressedLatency is { } lc)
         {

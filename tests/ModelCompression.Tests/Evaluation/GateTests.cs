@@ -10,7 +10,7 @@ public sealed class GateTests
     {
         OriginalBytes = 1000, CompressedBytes = 300, BatchSize = 64, LatencyRounds = 9,
         Original = new ModelMetrics(before, 0.99, 5, 2000), Compressed = new ModelMetrics(after, 0.98, 5, 2000),
-        Comparison = new OutputComparison(0.95, 0.999, 0.01),
+        Outputs = [new OutputFidelity { Name = "logits", Shape = [2000, 10], Cosine = 0.999, SnrDb = 30, MaxAbsError = 0.5, MeanSquaredError = 0.01, ClassAxis = 1, Agreement = 0.95 }],
         OriginalLatency = new LatencyStats(latencyBefore, latencyBefore * 1.1, 45), CompressedLatency = new LatencyStats(latencyAfter, latencyAfter * 1.1, 45),
     };
 
@@ -26,7 +26,7 @@ public sealed class GateTests
         {
             "CM0201: accuracy 87.10 % < MinAccuracy 88.00 % (original 90.20 %)",
             "CM0201: accuracy 87.10 % < 89.20 % (original 90.20 %: drop 3.10 pt, allowed 1.00 pt)",
-            "CM0202: top-1 agreement with the original 95.00 % < MinAgreement 97.00 %",
+            "CM0202: output 'logits': top-1 agreement with the original 95.00 % < MinAgreement 97.00 %",
             "CM0203: latency ratio 1.200x > MaxLatencyRatio 1.000x (p50 12.00 ms vs 10.00 ms at batch 64)",
             "CM0204: latency p50 12.00 ms > MaxLatencyMs 10.00 ms at batch 64",
             "CM0205: size ratio 0.300x > MaxSizeRatio 0.250x (300 vs 1,000 bytes)",
@@ -56,7 +56,10 @@ public sealed class GateTests
         var result = CompressionEngine.Compress(new(Fixtures.Mlp, Path.Combine(dir, "out.onnx"), dir,
             Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("MinAgreement", "1.0"), ("LatencyRounds", "2"))));
         Assert.IsTrue(result.Report.Verdict.Passed);
-        Assert.AreEqual(1.0, result.Report.Measurements.Comparison!.Agreement);
+        var logits = result.Report.Measurements.Outputs.Single();
+        Assert.AreEqual(1.0, logits.Agreement);
+        Assert.AreEqual(1.0, logits.Cosine, 1e-12);
+        Assert.AreEqual(double.PositiveInfinity, logits.SnrDb, "nothing was compressed: the outputs are identical");
         Assert.IsNotNull(result.Report.Measurements.Environment);
         StringAssert.StartsWith(result.Report.Measurements.Environment.OnnxRuntimeVersion, "1.31");
 

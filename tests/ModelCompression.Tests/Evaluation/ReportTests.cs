@@ -50,7 +50,7 @@ public sealed class ReportTests
         // (Up to a sample whose top-1 is a near tie: here batches are 256, there 64.)
         using (var candidate = Onnx.OnnxModel.Load(kept))
         using (var original = Onnx.OnnxModel.Load(Fixtures.Mlp))
-            Assert.AreEqual(failed.Report.Measurements.Comparison!.Agreement, Metrics.Agreement(Fixtures.Outputs(original, 2000), Fixtures.Outputs(candidate, 2000)), 0.0011);
+            Assert.AreEqual(failed.Report.Measurements.Outputs[0].Agreement!.Value, Metrics.Agreement(Fixtures.Outputs(original, 2000), Fixtures.Outputs(candidate, 2000)), 0.0011);
         Assert.IsFalse(File.Exists(output));
 
         var passed = CompressionEngine.Compress(new(Fixtures.Mlp, output, dir,
@@ -89,7 +89,7 @@ public sealed class ReportTests
         Assert.AreEqual(report.ParametersBefore, layers.Sum(l => l.ParametersBefore));
 
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "mlp.report.json")));
-        Assert.AreEqual(2, json.RootElement.GetProperty("schemaVersion").GetInt32());
+        Assert.AreEqual(3, json.RootElement.GetProperty("schemaVersion").GetInt32());
         var first = json.RootElement.GetProperty("layers")[0];
         Assert.AreEqual("/hidden.0/Gemm", first.GetProperty("layer").GetString());
         CollectionAssert.AreEqual(new[] { "prune", "int8", "sparse-storage" },
@@ -132,7 +132,7 @@ public sealed class ReportTests
         {
             OriginalBytes = 1000, CompressedBytes = 300, BatchSize = 64, LatencyRounds = 3,
             Original = new ModelMetrics(before, 0.999, 5, 2000), Compressed = new ModelMetrics(after, 0.998, 5, 2000),
-            Comparison = new OutputComparison(0.9645, 0.99, 0.1),
+            Outputs = [new OutputFidelity { Name = "logits", Shape = [2000, 10], Cosine = 0.99, SnrDb = 20, MaxAbsError = 1.5, MeanSquaredError = 0.1, ClassAxis = 1, Agreement = 0.9645 }],
             OriginalLatency = new LatencyStats(10, 12, 30) { RoundP50Ms = [9.5, 10, 11], RoundP95Ms = [11, 12, 14] },
             CompressedLatency = new LatencyStats(4, 5, 30) { RoundP50Ms = [3.5, 4, 4.6], RoundP95Ms = [4.5, 5, 7] },
         },

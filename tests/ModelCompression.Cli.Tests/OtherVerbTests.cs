@@ -22,7 +22,7 @@ public sealed class OtherVerbTests
     {
         var dir = TempDirectory();
         var output = Path.Combine(dir, "mlp.onnx");
-        var compress = Run("compress", Fixture("fmnist_mlp.onnx"), "-o", output, "--sparsity", "0.8", "--quantize", "int8",
+        var compress = Run("compress", Fixture("fmnist_mlp.onnx"), "-o", output, "--sparsity", "0.8", "--prune-scope", "layer", "--quantize", "int8",
             "--calibration-data", Fixture("fmnist_calib.npz"));
         Assert.AreEqual(ReturnCode.Success, compress.Code, compress.ToString());
 

@@ -15,7 +15,7 @@ namespace ModelCompression.LowRank;
 /// before it now produce; the default, auto, is that whenever CalibrationData is given. Left dense, with the reason in
 /// the report: the <see cref="EdgeLayers"/> (first conv, classifier head: a 10-class head at rank 0.125 keeps one
 /// direction for ten logits) unless a policy-file Rank or RankEnergy names them, and a layer whose factors would not
-/// save enough parameters or any multiply-adds.
+/// save enough parameters or any multiply-adds, and every convolution while ConvDecomposition=none.
 /// </summary>
 public sealed class LowRankPass : ICompressionPass
 {
@@ -49,7 +49,11 @@ public sealed class LowRankPass : ICompressionPass
             var resolved = context.Resolve<LowRankOptions>(layer.Node);
             var policy = resolved.Options;
             if (context.IsExcluded(layer.Node) || SourceOf(resolved) is not { } source) continue;
-            if (layer.Layout == WeightLayout.Convolution && policy.ConvDecomposition == ConvDecomposition.None) continue;
+            if (layer.Layout == WeightLayout.Convolution && policy.ConvDecomposition == ConvDecomposition.None)
+            {
+                rows[rows.Count + plans.Count] = Skip(layer, "kept dense: ConvDecomposition=none (tucker2 or spatial factorizes convolutions)");
+                continue;
+            }
             if (OpRegistry.WhyNot(layer.Node, OpTechnique.Factorize) is { } unsupported)
             {
                 rows[rows.Count + plans.Count] = Skip(layer, "kept dense: " + unsupported);

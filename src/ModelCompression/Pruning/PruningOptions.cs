@@ -41,7 +41,7 @@ public sealed record PruningOptions : IOptions<PruningOptions>
             o => o.PruneMethod, (o, v) => o with { PruneMethod = v },
             explain: (v, p) => v == PruneMethod.Auto ? PolicySettings.FormatEnum(new PruningOptions().MethodFor(p.Data.CalibrationData is not null)) : null)
         .Add("PruneScope", Syntax.Enum(("global", PruneScope.Global), ("layer", PruneScope.Layer)), SettingScope.Model,
-            "global = one threshold over all prunable layers; layer = the same sparsity in every layer.",
+            "global = one threshold over all prunable layers, on scale-free (LAMP) weight scores, at most 98 % of any layer; layer = the same sparsity in every layer.",
             o => o.PruneScope, (o, v) => o with { PruneScope = v })
         .Add("SparsityPattern", Syntax.Custom<NmPattern?>("unstructured|N:M", ParsePattern, v => v?.ToString() ?? "unstructured",
                 () => new JsonObject { ["type"] = "string", ["pattern"] = "^(unstructured|[0-9]+:[0-9]+)$" }), SettingScope.PerLayer,

@@ -14,7 +14,7 @@ internal sealed record PruningTarget(WeightedLayer Layer, PruningOptions Options
 /// <summary>
 /// Chooses the layers unstructured pruning touches and the sparsity of each. Prunable: Conv, Gemm and MatMul with a
 /// constant float weight of their own. Left dense by default (PruneEdgeLayers=true prunes them): the
-/// <see cref="EdgeLayers"/>, the first conv and the classifier head. With PruneScope=global one magnitude threshold over the remaining layers sets the counts (layers with
+/// <see cref="EdgeLayers"/>, the first conv and the classifier head. With PruneScope=global one threshold over the weights' scale-free LAMP scores sets the counts, at most 98 % per layer (layers with
 /// their own Sparsity override, or an N:M pattern, keep theirs); with PruneScope=layer every layer gets the same.
 /// </summary>
 internal static class PruningTargets
@@ -77,41 +77,70 @@ internal static class PruningTargets
         return (long)layer.OutFeatures * (full * pattern.N + pattern.N * tail / pattern.M);
     }
 
+    /// <summary>The most a layer sharing the global allocation loses (unless the global Sparsity itself is higher): a layer is never emptied by the allocation.</summary>
+    public const double MaxLayerSparsity = 0.98;
+
     /// <summary>
-    /// Per-layer prune counts from one magnitude threshold over all the layers: exactly round(sparsity · total)
-    /// weights, the smallest |w| overall; ties at the threshold go to earlier layers first.
+    /// Per-layer prune counts for PruneScope=global: one threshold over the weights' LAMP scores
+    /// (<see cref="Lamp"/>), which are relative to the layer's own weights, so a layer whose weights are orders of
+    /// magnitude smaller (BN folding, a downstream rescale) is not emptied for it; and each layer loses at most
+    /// max(<see cref="MaxLayerSparsity"/>, sparsity) of its weights, never all. Exactly round(sparsity · total)
+    /// weights in all; ties at the threshold go to earlier layers first.
     /// </summary>
-    public static long[] GlobalMagnitudeCounts(OnnxModel model, IReadOnlyList<WeightedLayer> layers, double sparsity)
+    public static long[] GlobalMagnitudeCounts(OnnxModel model, IReadOnlyList<WeightedLayer> layers, double sparsity) =>
+        ThresholdCounts(layers.Select(l => Lamp(model.ReadFloats(l.Weight))).ToList(), sparsity, Math.Max(MaxLayerSparsity, sparsity));
+
+    /// <summary>
+    /// Counts from one threshold over the given per-layer scores (smallest first), each layer capped at
+    /// <paramref name="maxLayerSparsity"/> of its size (and at size − 1 when the cap is below 1): the smallest t with
+    /// Σ min(cap, #scores ≤ t) ≥ round(sparsity · total), then ties at t to earlier layers that still have room.
+    /// </summary>
+    public static long[] ThresholdCounts(IReadOnlyList<float[]> scores, double sparsity, double maxLayerSparsity)
     {
-        var sorted = layers.Select(l =>
-        {
-            var magnitudes = Array.ConvertAll(model.ReadFloats(l.Weight), MathF.Abs);
-            Array.Sort(magnitudes);
-            return magnitudes;
-        }).ToList();
+        var sorted = scores.Select(s => { var c = (float[])s.Clone(); Array.Sort(c); return c; }).ToList();
+        var caps = sorted.Select(s => maxLayerSparsity >= 1 ? s.Length : Math.Min(s.Length - 1L, Math.Max((long)Math.Floor(maxLayerSparsity * s.Length), (long)Math.Ceiling(sparsity * s.Length)))).Select(c => Math.Max(0L, c)).ToArray();
         var total = sorted.Sum(s => (long)s.Length);
-        var k = (long)Math.Round(sparsity * total);
+        var k = Math.Min((long)Math.Round(sparsity * total), caps.Sum());
         // Smallest threshold t (over float bit patterns of non-negative values, which sort like the values) with
-        // at least k magnitudes <= t.
+        // at least k capped scores <= t.
         uint lo = 0, hi = 0x7F800000;
         while (lo < hi)
         {
             var mid = lo + (hi - lo) / 2;
             var t = BitConverter.UInt32BitsToSingle(mid);
-            var atMost = sorted.Sum(s => (long)UpperBound(s, t));
+            var atMost = sorted.Select((s, i) => Math.Min(caps[i], UpperBound(s, t))).Sum();
             if (atMost >= k) hi = mid; else lo = mid + 1;
         }
         var threshold = BitConverter.UInt32BitsToSingle(lo);
-        var counts = sorted.Select(s => (long)LowerBound(s, threshold)).ToArray();
+        var counts = sorted.Select((s, i) => Math.Min(caps[i], LowerBound(s, threshold))).ToArray();
         var remaining = k - counts.Sum();
         for (var i = 0; i < counts.Length && remaining > 0; i++)
         {
-            var ties = UpperBound(sorted[i], threshold) - counts[i];
+            var ties = Math.Min(caps[i], UpperBound(sorted[i], threshold)) - counts[i];
             var take = Math.Min(ties, remaining);
             counts[i] += take;
             remaining -= take;
         }
         return counts;
+    }
+
+    /// <summary>
+    /// LAMP scores (Lee et al., "Layer-adaptive sparsity for the magnitude-based pruning", 2021), in weight order: w²
+    /// over the sum of the squares of the layer's weights at least as large. They grow with |w| within a layer, do not
+    /// change when the layer is rescaled, and the largest weight of every layer scores 1.
+    /// </summary>
+    public static float[] Lamp(float[] weights)
+    {
+        var order = Enumerable.Range(0, weights.Length).OrderBy(i => MathF.Abs(weights[i])).ThenBy(i => i).ToArray();
+        var scores = new float[weights.Length];
+        var suffix = 0.0;
+        for (var j = order.Length - 1; j >= 0; j--)
+        {
+            var w2 = (double)weights[order[j]] * weights[order[j]];
+            suffix += w2;
+            scores[order[j]] = suffix > 0 ? (float)(w2 / suffix) : 0;
+        }
+        return scores;
     }
 
     private static int LowerBound(float[] sorted, float value)

@@ -50,7 +50,7 @@ public sealed class ModelWeightsTests
     [TestMethod]
     public void CompactStorage_ReportsTheDenseTensorsItDecodesTo()
     {
-        var (dense, _) = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("Quantize", "int8"), ("SparseStorage", "false"));
+        var (dense, _) = Compress(Fixtures.Mlp, ("Sparsity", "0.8"), ("PruneMethod", "sparsegpt"), ("PruneScope", "layer"), ("Quantize", "int8"), ("SparseStorage", "false"));
         var stored = dense.Clone();
         var storage = new CompressionContext(stored, Fixtures.Policy());
         new SparseStoragePass().Apply(storage);

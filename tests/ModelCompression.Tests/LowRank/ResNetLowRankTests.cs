@@ -100,6 +100,23 @@ public sealed class ResNetLowRankTests
     private static long ConvWeights(OnnxModel model) =>
         model.Graph.Initializer.Where(t => t.Dims.Count == 4).Sum(t => t.Dims.Aggregate(1L, (a, b) => a * b));
 
+    [TestMethod]
+    public void WithoutConvDecomposition_EveryConvGetsARowSayingWhyItStayedDense()
+    {
+        var plain = LowRankTesting.Compress(_original, Fixtures.Policy(("Rank", "0.5")));
+        try
+        {
+            var rows = plain.Records.Where(r => r.Technique == "low-rank").ToList();
+            var convs = rows.Where(r => r.Op == "Conv").ToList();
+            Assert.AreEqual(9, convs.Count);
+            Assert.IsTrue(convs.All(r => r.Note!.Contains("ConvDecomposition=none") && r.ParametersAfter == r.ParametersBefore), string.Join("\n", convs.Select(r => r.Layer + ": " + r.Note)));
+            StringAssert.StartsWith(plain.Record("/fc/Gemm").Note, "kept dense: classifier head");
+            Assert.AreEqual(10, rows.Count);
+            Assert.IsTrue(plain.Records.All(r => r.Rank is null));
+        }
+        finally { plain.Model.Dispose(); }
+    }
+
     private static long[] Attribute(Onnx.Protobuf.NodeProto node, string name) =>
         node.Attribute.FirstOrDefault(a => a.Name == name)?.Ints.ToArray() ?? [];
 }

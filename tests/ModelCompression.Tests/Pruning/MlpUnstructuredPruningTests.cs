@@ -26,17 +26,33 @@ public sealed class MlpUnstructuredPruningTests
     }
 
     [TestMethod]
-    public void GlobalMagnitude_PrunesExactlyTheRequestedFractionWithOneThreshold()
+    public void GlobalMagnitude_PrunesExactlyTheRequestedFractionWithOneThresholdOnLampScores()
     {
         var layers = Hidden.Select(n => Layer(_magnitude80, n)).ToList();
         var total = layers.Sum(l => l.Parameters);
         Assert.AreEqual((long)Math.Round(0.8 * total), layers.Sum(l => Zeros(_magnitude80, l)));
-        // One threshold: every kept weight is at least as large as every pruned one, across layers.
+        // One threshold on the LAMP score w² / Σ_{|v|≥|w|} v² (per layer): every kept weight scores at least as high as
+        // every pruned one, across layers.
         var originals = Hidden.Select(n => Layer(_original, n).ReadMatrix(_original)).ToList();
+        var scores = originals.Select(LampScores).ToList();
         var pruned = layers.Select(l => l.ReadMatrix(_magnitude80)).ToList();
-        var largestPruned = originals.SelectMany((w, k) => w.Where((_, i) => pruned[k][i] == 0)).Max(MathF.Abs);
-        var smallestKept = originals.SelectMany((w, k) => w.Where((_, i) => pruned[k][i] != 0)).Min(MathF.Abs);
-        Assert.IsTrue(largestPruned <= smallestKept, $"pruned |w| up to {largestPruned}, kept from {smallestKept}");
+        var largestPruned = scores.SelectMany((w, k) => w.Where((_, i) => pruned[k][i] == 0)).Max();
+        var smallestKept = scores.SelectMany((w, k) => w.Where((_, i) => pruned[k][i] != 0)).Min();
+        Assert.IsTrue(largestPruned <= smallestKept * (1 + 1e-6), $"pruned scores up to {largestPruned}, kept from {smallestKept}");
+    }
+
+    /// <summary>Per weight: w² over the sum of the squares of the layer's weights with |u| ≥ |w| (equal ones included).</summary>
+    private static double[] LampScores(float[] w)
+    {
+        var squares = w.Select(v => (double)v * v).OrderByDescending(v => v).ToArray();
+        var atLeast = new Dictionary<double, double>();
+        var sum = 0.0;
+        for (var i = 0; i < squares.Length; i++)
+        {
+            sum += squares[i];
+            if (i + 1 == squares.Length || squares[i + 1] != squares[i]) atLeast[squares[i]] = sum;
+        }
+        return w.Select(v => (double)v * v / atLeast[(double)v * v]).ToArray();
     }
 
     [TestMethod]

@@ -121,7 +121,7 @@ public sealed class CodebookTests
     [TestMethod]
     public void WithPruning_ExactZerosStayZero_AndNoOtherWeightBecomesZero()
     {
-        (string, string)[] prune = [("Sparsity", "0.8"), ("PruneMethod", "magnitude"), ("SparseStorage", "false")];
+        (string, string)[] prune = [("Sparsity", "0.8"), ("PruneMethod", "magnitude"), ("PruneScope", "layer"), ("SparseStorage", "false")];
         var pruned = Compress(Fixtures.Mlp, prune).Model;
         var (shared, context) = Compress(Fixtures.Mlp, [.. prune, ("Codebook", "16")]);
         foreach (var layer in new[] { "hidden.0.weight", "hidden.1.weight" })
@@ -140,7 +140,7 @@ public sealed class CodebookTests
     [TestMethod]
     public void WithPruningAndStorage_TheIndicesAreStoredSparse_AndTheCountsStillSeeThrough()
     {
-        (string, string)[] settings = [("Sparsity", "0.8"), ("PruneMethod", "magnitude"), ("Codebook", "16")];
+        (string, string)[] settings = [("Sparsity", "0.8"), ("PruneMethod", "magnitude"), ("PruneScope", "layer"), ("Codebook", "16")];
         var (stored, context) = Compress(Fixtures.Mlp, settings);
         var (dense, _) = Compress(Fixtures.Mlp, [.. settings, ("SparseStorage", "false")]);
         Assert.IsTrue(context.Records.Any(r => r.Technique == "sparse-storage" && r.Note?.Contains("codebook_indices", StringComparison.Ordinal) == true),

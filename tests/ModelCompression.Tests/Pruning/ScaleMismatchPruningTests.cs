@@ -1,0 +1,93 @@
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+using ModelCompression.Passes;
+using ModelCompression.Pruning;
+using static ModelCompression.Tests.Pruning.PruningHelpers;
+
+namespace ModelCompression.Tests.Pruning;
+
+/// <summary>
+/// PruneScope=global on layers of very different weight scale (as BN folding produces): the MLP with
+/// /hidden.1/Gemm's weights and bias scaled by 1e-4 and a Mul by 1e4 after it, so the model computes the same function.
+/// </summary>
+[TestClass]
+public sealed class ScaleMismatchPruningTests
+{
+    private const string Scaled = "/hidden.1/Gemm";
+    private static readonly string[] Hidden = ["/hidden.0/Gemm", Scaled];
+
+    private static OnnxModel Rescaled()
+    {
+        var model = OnnxModel.Load(Fixtures.Mlp);
+        var graph = new OnnxGraph(model.Graph);
+        var node = graph.Nodes.Single(n => n.Name == Scaled);
+        foreach (var input in node.Input.Skip(1))
+        {
+            var tensor = graph.Initializer(input)!;
+            graph.SetInitializer(Tensors.FromFloats(input, tensor.Dims.ToArray(), Array.ConvertAll(model.ReadFloats(tensor), v => v * 1e-4f)));
+        }
+        var output = node.Output[0];
+        var small = graph.FreshName(output + "_small");
+        var factor = graph.FreshName(output + "_factor");
+        graph.SetInitializer(Tensors.FromFloats(factor, [], [1e4f]));
+        node.Output[0] = small; // consumers keep reading `output`, which the Mul now produces
+        graph.InsertAfter(node, new NodeProto { OpType = "Mul", Name = graph.FreshName(Scaled + "_rescale"), Input = { small, factor }, Output = { output } });
+        return model;
+    }
+
+    private static OnnxModel Prune(OnnxModel model, params (string Name, string Value)[] settings)
+    {
+        var context = new CompressionContext(model, Fixtures.Policy([.. settings, ("SparseStorage", "false"), ("CalibrationData", "fmnist_calib.npz")]));
+        CompressionPipeline.Run(context);
+        return model;
+    }
+
+    [TestMethod]
+    public void TheRescaledFixtureComputesTheSameFunction()
+    {
+        Assert.AreEqual(Fixtures.Accuracy(OnnxModel.Load(Fixtures.Mlp)), Fixtures.Accuracy(Rescaled()), 0.001);
+    }
+
+    [TestMethod]
+    public void OneRawMagnitudeThresholdWouldEmptyTheSmallScaleLayer()
+    {
+        var model = Rescaled();
+        var magnitudes = Hidden.Select(n => Array.ConvertAll(Layer(model, n).ReadMatrix(model), MathF.Abs)).ToList();
+        var old = PruningTargets.ThresholdCounts(magnitudes, 0.7, maxLayerSparsity: 1);
+        Assert.AreEqual(Layer(model, Scaled).Parameters, old[1]);
+    }
+
+    [TestMethod]
+    public void GlobalAllocation_IsScaleAware_NoLayerIsEmptiedAndAccuracyHolds()
+    {
+        var reference = Fixtures.Accuracy(OnnxModel.Load(Fixtures.Mlp));
+        foreach (var method in new[] { "magnitude", "sparsegpt" })
+        {
+            var unscaled = Prune(OnnxModel.Load(Fixtures.Mlp), ("Sparsity", "0.7"), ("PruneMethod", method));
+            var scaled = Prune(Rescaled(), ("Sparsity", "0.7"), ("PruneMethod", method));
+            foreach (var name in Hidden)
+            {
+                var layer = Layer(scaled, name);
+                var zeros = Zeros(scaled, layer);
+                Assert.IsLessThan(layer.Parameters, zeros, $"{method} {name}");
+                // Relative magnitudes decide, so a uniform rescale of one layer changes no layer's share.
+                Assert.AreEqual(Zeros(unscaled, Layer(unscaled, name)), zeros, 0.001 * layer.Parameters, $"{method} {name}");
+            }
+            var accuracy = Fixtures.Accuracy(scaled);
+            Assert.IsGreaterThanOrEqualTo(reference - 0.03, accuracy, $"{method}: {accuracy:P2} (fp32 {reference:P2})");
+            Assert.AreEqual(Fixtures.Accuracy(unscaled), accuracy, 0.005, method);
+        }
+    }
+
+    [TestMethod]
+    public void NoLayerSharingTheGlobalAllocationLosesMoreThanTheCap()
+    {
+        // A layer 1e-6 the scale of the rest, with no compensation: even raw-magnitude scores stop at the cap.
+        var random = new Random(3);
+        var big = Enumerable.Range(0, 1000).Select(_ => (float)random.NextDouble()).ToArray();
+        var tiny = Enumerable.Range(0, 100).Select(_ => 1e-6f * (float)random.NextDouble()).ToArray();
+        var counts = PruningTargets.ThresholdCounts([big, tiny], 0.5, PruningTargets.MaxLayerSparsity);
+        Assert.AreEqual(98, counts[1]);
+        Assert.AreEqual(550L, counts.Sum());
+    }
+}

@@ -238,20 +238,22 @@ public sealed class OnnxModel : IDisposable
     }
 
     /// <summary>Bytes on disk of a saved model: the .onnx file plus every external-data file it names.</summary>
-    public static long FileSizeWithExternalData(string path) =>
-        new FileInfo(path).Length + ExternalDataFiles(path).Sum(f => new FileInfo(f).Length);
-
-    /// <summary>The external-data files a saved model names, as full paths, each once.</summary>
-    public static IReadOnlyList<string> ExternalDataFiles(string path)
+    public static long FileSizeWithExternalData(string path)
     {
         using var model = Load(path);
+        return new FileInfo(path).Length + model.ExternalDataFiles().Sum(f => new FileInfo(f).Length);
+    }
+
+    /// <summary>The external-data files this model names, as full paths, each once.</summary>
+    public IReadOnlyList<string> ExternalDataFiles()
+    {
         var files = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var t in AllTensors(model.Proto))
+        foreach (var t in AllTensors(Proto))
         {
             if (!(t.HasDataLocation && t.DataLocation == DataLocation.External)) continue;
             var info = ExternalDataInfo.Parse(t);
-            if (seen.Add(info.Location)) files.Add(ExternalDataStore.ResolveLocation(model.BaseDirectory, t.Name, info.Location));
+            if (seen.Add(info.Location)) files.Add(ExternalDataStore.ResolveLocation(BaseDirectory, t.Name, info.Location));
         }
         return files;
     }

@@ -57,7 +57,7 @@ public static class CompressionEngine
         var (calibration, validation) = DataCheck.All(source.Graph, request.Policy);
         timings.Add(new StepTiming(DataStep, step.Elapsed.TotalMilliseconds));
 
-        var context = CompressionPipeline.Run(source, request.Policy, modelPath, PassCache.Open(request.CacheDirectory, modelPath), timings, cancellation, progress, calibration);
+        var context = CompressionPipeline.Run(source, request.Policy, modelPath, PassCache.Open(request.CacheDirectory, source, modelPath), timings, cancellation, progress, calibration);
         using var working = context.Model;
         if (!request.Policy.HasTechnique)
             context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");

@@ -36,7 +36,7 @@ public static class CompressionPipeline
         CancellationToken cancellation, IProgress<(string Stage, double Fraction)>? progress, Data.Dataset? calibration = null)
     {
         var passes = For(policy);
-        var keys = cache is null ? [] : PassCache.Keys(modelPath, policy, passes);
+        var keys = cache is null ? [] : PassCache.Keys(source, modelPath, policy, passes);
         var cached = cache?.LongestCachedPrefix(keys) ?? -1;
         CompressionContext context;
         if (cached >= 0)

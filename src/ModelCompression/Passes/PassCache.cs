@@ -24,18 +24,20 @@ public sealed class PassCache
 
     private PassCache(string directory) => _directory = directory;
 
-    /// <summary>The cache for one output in <paramref name="directory"/>, or null when the model is too big to cache.</summary>
-    public static PassCache? Open(string? directory, string modelPath)
+    /// <summary>The cache for one output in <paramref name="directory"/>, or null when <paramref name="source"/> (loaded from <paramref name="modelPath"/>) is too big to cache.</summary>
+    public static PassCache? Open(string? directory, OnnxModel source, string modelPath)
     {
-        if (directory is null || OnnxModel.FileSizeWithExternalData(modelPath) > MaxModelBytes) return null;
+        if (directory is null || new FileInfo(modelPath).Length + source.ExternalDataFiles().Sum(f => new FileInfo(f).Length) > MaxModelBytes) return null;
         Directory.CreateDirectory(directory);
         return new PassCache(Path.GetFullPath(directory));
     }
 
     /// <summary>The key of every pass's result: each one chains the key before it.</summary>
-    public static IReadOnlyList<string> Keys(string modelPath, CompressionPolicy policy, IReadOnlyList<ICompressionPass> passes)
+    public static IReadOnlyList<string> Keys(OnnxModel source, string modelPath, CompressionPolicy policy, IReadOnlyList<ICompressionPass> passes)
     {
-        var key = Hash($"engine {typeof(PassCache).Assembly.ManifestModule.ModuleVersionId}\nmodel {HashFile(modelPath)}");
+        // External data lives next to the model; its bytes are part of the model.
+        var model = string.Concat(source.ExternalDataFiles().Order(StringComparer.Ordinal).Prepend(modelPath).Select(HashBytes));
+        var key = Hash($"engine {typeof(PassCache).Assembly.ManifestModule.ModuleVersionId}\nmodel {model}");
         var calibration = policy.Data.CalibrationData is { } data ? HashData(data) : "none";
         // Passes read the data and runtime settings too; not the gate's, nor the validation data.
         var shared = new OptionsGroup[] { DataOptions.Group, ExecutionOptions.Group, LayerSelectionOptions.Group };
@@ -107,10 +109,6 @@ public sealed class PassCache
     private string StepFile(string key) => Path.Combine(_directory, key + ".steps.json");
 
     private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..32];
-
-    // External data lives next to the model; its bytes are part of the model.
-    private static string HashFile(string path) =>
-        string.Concat(OnnxModel.ExternalDataFiles(path).Order(StringComparer.Ordinal).Prepend(path).Select(HashBytes));
 
     private static string HashBytes(string path)
     {

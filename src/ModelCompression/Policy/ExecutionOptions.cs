@@ -13,14 +13,11 @@ public sealed record ExecutionOptions : IOptions<ExecutionOptions>
 
     public static OptionsGroup<ExecutionOptions> Group { get; } = new OptionsGroup<ExecutionOptions>("Runtime", 80,
         "ONNX Runtime and randomness.", isTechnique: false)
-    {
-        Conflicting = (o, _) => o.OnnxRuntimeLibrary is { } library && !File.Exists(library) ? [$"OnnxRuntimeLibrary '{library}' does not exist"] : [],
-    }
         .Add("ExecutionProvider", Syntax.Custom("cpu|cuda|cuda:N", ParseProvider, v => v.ToString(),
                 () => new() { ["type"] = "string", ["pattern"] = "^(cpu|cuda|cuda:[0-9]+)$" }), SettingScope.Model,
             "Where calibration and the gate run. cuda never falls back to the CPU silently.",
             o => o.ExecutionProvider, (o, v) => o with { ExecutionProvider = v })
-        .Add("OnnxRuntimeLibrary", Syntax.Path, SettingScope.Model,
+        .Add("OnnxRuntimeLibrary", Syntax.ExistingFile, SettingScope.Model,
             "Native ONNX Runtime library to load (e.g. the CUDA build's libonnxruntime.so).",
             o => o.OnnxRuntimeLibrary, (o, v) => o with { OnnxRuntimeLibrary = v })
         .Add("BatchSize", Syntax.Integer(1, 65536), SettingScope.Model,

@@ -102,7 +102,9 @@ public static class Syntax
     public static ValueSyntax<int> Integer(int min, int max) => new IntegerSyntax(min, max);
     public static ValueSyntax<bool> Bool { get; } = new BoolSyntax();
     /// <summary>A file or folder; relative paths resolve against the project (MSBuild) or current (CLI) folder.</summary>
-    public static ValueSyntax<string?> Path { get; } = new PathSyntax();
+    public static ValueSyntax<string?> Path { get; } = new PathSyntax(mustExist: false);
+    /// <summary>A file that must exist when the setting is parsed (not a data file, which the data check reads).</summary>
+    public static ValueSyntax<string?> ExistingFile { get; } = new PathSyntax(mustExist: true);
     public static ValueSyntax<T> Enum<T>(params (string Text, T Value)[] values) where T : struct, System.Enum => new EnumSyntax<T>(values);
     /// <summary>An optional value: unset by default, parsed by <paramref name="inner"/> when given.</summary>
     public static ValueSyntax<T?> Optional<T>(ValueSyntax<T> inner) where T : struct => new OptionalSyntax<T>(inner);
@@ -158,10 +160,16 @@ public static class Syntax
         public override JsonObject Schema() => new() { ["type"] = "boolean" };
     }
 
-    private sealed class PathSyntax : ValueSyntax<string?>
+    private sealed class PathSyntax(bool mustExist) : ValueSyntax<string?>
     {
         public override string Values => "path";
-        public override string? Parse(string raw, string baseDirectory) => System.IO.Path.GetFullPath(System.IO.Path.Combine(baseDirectory, raw));
+
+        public override string? Parse(string raw, string baseDirectory)
+        {
+            var path = System.IO.Path.GetFullPath(System.IO.Path.Combine(baseDirectory, raw));
+            return !mustExist || File.Exists(path) ? path : throw new FormatException($"'{path}' does not exist");
+        }
+
         public override string Format(string? value) => value ?? "";
         public override JsonObject Schema() => new() { ["type"] = "string" };
     }

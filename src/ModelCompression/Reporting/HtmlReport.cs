@@ -40,19 +40,7 @@ public static class HtmlReport
         html.Append("</table>");
 
         if (m.Outputs.Count > 0)
-        {
-            html.Append("<h2>Output fidelity</h2><table><tr>");
-            foreach (var c in FidelityColumns) html.Append("<th>").Append(E(c)).Append("</th>");
-            html.Append("</tr>");
-            foreach (var output in m.Outputs)
-            {
-                html.Append("<tr>");
-                var cells = FidelityCells(output);
-                for (var i = 0; i < cells.Length; i++) html.Append(IsNumericFidelityColumn(i) ? "<td class=\"n\">" : "<td>").Append(E(cells[i])).Append("</td>");
-                html.Append("</tr>");
-            }
-            html.Append("</table>");
-        }
+            Table(html.Append("<h2>Output fidelity</h2>"), FidelityColumns, m.Outputs.Select(FidelityCells), IsNumericFidelityColumn);
 
         html.Append("<h2>Charts</h2><div class=\"legend\"><span style=\"background:").Append(OriginalColor).Append("\"></span>original<span style=\"background:").Append(CompressedColor).Append("\"></span>compressed</div><div class=\"charts\">");
         html.Append(PairChart("Size (MiB)", [new("file", m.OriginalBytes / 1048576.0, m.CompressedBytes / 1048576.0)], "0.00"));
@@ -82,19 +70,7 @@ public static class HtmlReport
         html.Append("</div>");
 
         if (report.Layers.Count > 0)
-        {
-            html.Append("<h2>Per-layer changes</h2><table><tr>");
-            foreach (var c in LayerColumns) html.Append("<th>").Append(E(c)).Append("</th>");
-            html.Append("</tr>");
-            foreach (var layer in report.Layers)
-            {
-                html.Append("<tr>");
-                var cells = LayerCells(layer);
-                for (var i = 0; i < cells.Length; i++) html.Append(IsNumericLayerColumn(i) ? "<td class=\"n\">" : "<td>").Append(E(cells[i])).Append("</td>");
-                html.Append("</tr>");
-            }
-            html.Append("</table>");
-        }
+            Table(html.Append("<h2>Per-layer changes</h2>"), LayerColumns, report.Layers.Select(LayerCells), IsNumericLayerColumn);
 
         html.Append("<h2>Policy</h2><table>");
         foreach (var (key, value) in report.Policy.Where(p => p.Value.Length > 0)) html.Append("<tr><td>").Append(E(key)).Append("</td><td>").Append(E(value)).Append("</td></tr>");
@@ -174,6 +150,21 @@ public static class HtmlReport
             end = Math.Max(end, s.Max);
         }
         svg.Append("<text x=\"").Append((x + end + 4).ToString("0.0", Invariant)).Append("\" y=\"").Append(y + 10).Append("\" font-size=\"10\">").Append(E(value)).Append("</text>");
+    }
+
+    /// <summary>A table with a header row; cells of numeric columns are right-aligned.</summary>
+    private static void Table(StringBuilder html, IReadOnlyList<string> columns, IEnumerable<string[]> rows, Func<int, bool> numeric)
+    {
+        html.Append("<table><tr>");
+        foreach (var c in columns) html.Append("<th>").Append(E(c)).Append("</th>");
+        html.Append("</tr>");
+        foreach (var cells in rows)
+        {
+            html.Append("<tr>");
+            for (var i = 0; i < cells.Length; i++) html.Append(numeric(i) ? "<td class=\"n\">" : "<td>").Append(E(cells[i])).Append("</td>");
+            html.Append("</tr>");
+        }
+        html.Append("</table>");
     }
 
     private static string E(string text) => WebUtility.HtmlEncode(text);

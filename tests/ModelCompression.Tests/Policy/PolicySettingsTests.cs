@@ -47,6 +47,7 @@ public sealed class PolicySettingsTests
     [DataRow("SparsityPattern", "4:2")]
     [DataRow("FoldBatchNorm", "yes")]
     [DataRow("ExecutionProvider", "cuda:x")]
+    [DataRow("OnnxRuntimeLibrary", "no-such-libonnxruntime.so")]
     public void OutOfRangeValues_AreCM0102(string name, string value)
     {
         var e = Fails((name, value));

@@ -42,6 +42,9 @@ public static class MetricFormat
     /// <summary>A relative error or similarity in (0, 1]: 4 significant decimals.</summary>
     public static string Error(double? value) => value is { } v && double.IsFinite(v) ? v.ToString("0.0000", Invariant) : "–";
 
+    /// <summary>A layer's relative error, marked "⚠" when it loses half the layer's signal or more.</summary>
+    public static string LayerError(double? value) => value is { } v && (v >= Passes.LayerRecord.HighError || !double.IsFinite(v)) ? "⚠ " + Error(v) : Error(value);
+
     /// <summary>A cosine similarity: 5 decimals, so 0.99995 and a 0.9999 floor read apart.</summary>
     public static string Cosine(double? value) => value is { } v && double.IsFinite(v) ? v.ToString("0.00000", Invariant) : "–";
 

@@ -1,3 +1,4 @@
+using ModelCompression.Diagnostics;
 using System.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Policy;
@@ -25,6 +26,7 @@ public static class CompressionPipeline
             pass.Apply(context);
             context.Graph.Invalidate();
         }
+        WarnHighErrors(context);
     }
 
     /// <summary>
@@ -60,6 +62,18 @@ public static class CompressionPipeline
             cache?.Store(keys[i], context.Model, new CachedSteps([.. context.Records], [.. context.Diagnostics]));
         }
         cache?.Trim();
+        WarnHighErrors(context);
         return context;
+    }
+
+    /// <summary>One warning naming every layer whose change lost half its signal or more (worst first), so such a layer stands out before the gate runs.</summary>
+    private static void WarnHighErrors(CompressionContext context)
+    {
+        var high = context.Records.Where(r => r.HasHighError).OrderByDescending(r => r.ReconstructionError ?? double.PositiveInfinity).ToList();
+        if (high.Count == 0) return;
+        var named = string.Join(", ", high.Take(5).Select(r => $"{r.Layer} ({r.Technique}) {Evaluation.MetricFormat.Error(r.ReconstructionError)}"));
+        var more = high.Count > 5 ? $" and {high.Count - 5} more" : "";
+        context.Warn(DiagnosticCodes.HighLayerError,
+            $"{high.Count} layer change(s) with relative error ≥ {LayerRecord.HighError}: {named}{more}; the gate decides, but these layers are the first to exclude or treat more gently");
     }
 }

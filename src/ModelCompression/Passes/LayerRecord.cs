@@ -14,6 +14,12 @@ public sealed record LayerRecord
     public int? Rank { get; init; }
     /// <summary>Relative error the layer's change introduces (‖ΔW‖/‖W‖, or of its outputs on calibration data where said in Note).</summary>
     public double? ReconstructionError { get; init; }
+    /// <summary>
+    /// An error at or above this loses half the layer's signal or more: the report flags the layer and the run warns
+    /// (CM0304). The gate still decides; the flag says where to look when it fails.
+    /// </summary>
+    public const double HighError = 0.5;
+    public bool HasHighError => ReconstructionError is { } e && (e >= HighError || !double.IsFinite(e));
     /// <summary>Why a layer was skipped or left in float, or which variant ran.</summary>
     public string? Note { get; init; }
 }

@@ -96,8 +96,8 @@ public static class LayerTable
         return errors.Count switch
         {
             0 => "",
-            1 => Error(errors[0].ReconstructionError),
-            _ => string.Join(", ", errors.Select(s => $"{(s.Technique == "prune" ? Method(s) : s.Technique)} {Error(s.ReconstructionError)}")),
+            1 => LayerError(errors[0].ReconstructionError),
+            _ => string.Join(", ", errors.Select(s => $"{(s.Technique == "prune" ? Method(s) : s.Technique)} {LayerError(s.ReconstructionError)}")),
         };
     }
 

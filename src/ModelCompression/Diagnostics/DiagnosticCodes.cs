@@ -39,6 +39,7 @@ public static class DiagnosticCodes
     public const string NonFiniteOutput = "CM0207";
     public const string SnrBelowMinimum = "CM0208";
     public const string AbsErrorExceeded = "CM0209";
+    public const string MaskIouBelowMinimum = "CM0210";
 
     public const string LayerLeftInFloat = "CM0301";
     public const string LayerSkipped = "CM0302";

@@ -21,8 +21,15 @@ public sealed record OutputFidelity
     public int? ClassAxis { get; init; }
     /// <summary>Fraction of positions (every index but the class axis) where both models pick the same class.</summary>
     public double? Agreement { get; init; }
-    /// <summary>For an output whose original values all lie in [0, 1]: fraction of values on the same side of 0.5.</summary>
+    /// <summary>The threshold t of <see cref="DecisionAgreement"/> and <see cref="MaskIou"/> (a value is "on" when p &gt; t).</summary>
+    public double DecisionThreshold { get; init; } = 0.5;
+    /// <summary>For an output whose original values all lie in [0, 1]: fraction of values on the same side of the threshold.</summary>
     public double? DecisionAgreement { get; init; }
+    /// <summary>
+    /// For an output whose original values all lie in [0, 1]: intersection over union of the masks p &gt; threshold of
+    /// original and compressed, pooled over the whole validation set (Σ intersections / Σ unions); 1 when both are empty.
+    /// </summary>
+    public double? MaskIou { get; init; }
     /// <summary>Compressed values that are NaN or infinite where the original's are finite.</summary>
     public long NonFinite { get; init; }
 }
@@ -40,7 +47,8 @@ public static class Fidelity
         return axis >= 0 && shape[axis] > 1 ? axis : null;
     }
 
-    public static OutputFidelity Compare(string name, FloatTensor reference, FloatTensor candidate)
+    /// <param name="threshold">Where a value in [0, 1] turns "on", for decision agreement and mask IoU.</param>
+    public static OutputFidelity Compare(string name, FloatTensor reference, FloatTensor candidate, double threshold = 0.5)
     {
         var a = reference.Data;
         var b = candidate.Data;
@@ -73,17 +81,22 @@ public static class Fidelity
 
         var axis = ClassAxis(reference.Shape);
         double? agreement = axis is { } k && reference.Shape.Aggregate(1L, (p, d) => p * d) == a.Length ? ArgMaxAgreement(a, b, reference.Shape, k) : null;
-        double? decision = null;
+        double? decision = null, iou = null;
         if (unit && pairs > 0)
         {
-            long same = 0, counted = 0;
+            long same = 0, counted = 0, intersection = 0, union = 0;
             for (var i = 0; i < a.Length; i++)
             {
                 if (!float.IsFinite(a[i])) continue;
                 counted++;
-                if (a[i] > 0.5f == b[i] > 0.5f && float.IsFinite(b[i])) same++;
+                // A non-finite compressed value is "off" (NaN > t is false) and never agrees.
+                bool x = a[i] > threshold, y = float.IsFinite(b[i]) && b[i] > threshold;
+                if (x == y && float.IsFinite(b[i])) same++;
+                if (x && y) intersection++;
+                if (x || y) union++;
             }
             decision = (double)same / counted;
+            iou = union == 0 ? 1 : (double)intersection / union;
         }
         return new OutputFidelity
         {
@@ -95,7 +108,9 @@ public static class Fidelity
             MeanSquaredError = pairs == 0 ? 0 : noise / pairs,
             ClassAxis = agreement is null ? null : axis,
             Agreement = agreement,
+            DecisionThreshold = threshold,
             DecisionAgreement = decision,
+            MaskIou = iou,
             NonFinite = nonFinite,
         };
     }

@@ -102,7 +102,7 @@ public static class Gate
         {
             Original = Score(originalOutputs[names[0]]),
             Compressed = Score(compressedOutputs[names[0]]),
-            Outputs = names.Select(n => Fidelity.Compare(n, originalOutputs[n], compressedOutputs[n])).ToList(),
+            Outputs = names.Select(n => Fidelity.Compare(n, originalOutputs[n], compressedOutputs[n], gate.DecisionThreshold)).ToList(),
             OriginalLatency = originalLatency,
             CompressedLatency = compressedLatency,
             BatchSize = batch[0].Count,
@@ -146,7 +146,10 @@ public static class Gate
                     $"{output}: top-1 agreement with the original {Percent(argmaxAgreement)} < MinAgreement {Percent(agreement)}");
             if (gate.MinDecisionAgreement is { } decisions && o.DecisionAgreement is { } same && same < decisions)
                 Fail(DiagnosticCodes.AgreementBelowMinimum, $"decision-agreement:{o.Name}", same, decisions,
-                    $"{output}: decision agreement (p > 0.5) with the original {Percent(same)} < MinDecisionAgreement {Percent(decisions)}");
+                    $"{output}: decision agreement (p > {Magnitude(o.DecisionThreshold)}) with the original {Percent(same)} < MinDecisionAgreement {Percent(decisions)}");
+            if (gate.MinMaskIou is { } minIoU && o.MaskIou is { } iou && iou < minIoU)
+                Fail(DiagnosticCodes.MaskIouBelowMinimum, $"mask-iou:{o.Name}", iou, minIoU,
+                    $"{output}: mask IoU (p > {Magnitude(o.DecisionThreshold)}) with the original {IoU(iou)} < MinMaskIou {IoU(minIoU)} (decision agreement {Percent(o.DecisionAgreement!.Value)})");
         }
         if (gate.MaxLatencyRatio is { } ratio && m.LatencyRatio is { } measured && measured > ratio)
             Fail(DiagnosticCodes.LatencyRatioExceeded, "latency-ratio", measured, ratio,

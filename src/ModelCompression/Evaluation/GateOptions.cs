@@ -20,6 +20,13 @@ public sealed record GateOptions : IOptions<GateOptions>
     public double? MinSnrDb { get; init; }
     public double? MaxAbsError { get; init; }
     public double? MinDecisionAgreement { get; init; }
+    /// <summary>
+    /// Off by default: how much IoU a mask may lose depends on the task (thin text lines lose more at their borders
+    /// than large blobs), and the default MinCosine already fails a collapsed map.
+    /// </summary>
+    public double? MinMaskIou { get; init; }
+    /// <summary>Where a probability turns "on" for decision agreement and mask IoU; 0.5 unless the model's own post-processing uses another (a text detector: 0.3).</summary>
+    public double DecisionThreshold { get; init; } = 0.5;
     /// <summary>The outputs to compare (empty: all); the first is the one scored against the labels.</summary>
     public IReadOnlyList<string> Outputs { get; init; } = [];
     public int TopK { get; init; } = 5;
@@ -60,8 +67,14 @@ public sealed record GateOptions : IOptions<GateOptions>
             "Fail when any value of a gated output differs from the original's by more than this.",
             o => o.MaxAbsError, (o, v) => o with { MaxAbsError = v })
         .Add("MinDecisionAgreement", Syntax.Optional(Syntax.Number(0, 1)), SettingScope.Model,
-            "Fail when, on a gated output whose values lie in [0, 1], fewer than this fraction of values fall on the same side of 0.5 as the original's.",
+            "Fail when, on a gated output whose values lie in [0, 1], fewer than this fraction of values fall on the same side of DecisionThreshold as the original's.",
             o => o.MinDecisionAgreement, (o, v) => o with { MinDecisionAgreement = v })
+        .Add("MinMaskIou", Syntax.Optional(Syntax.Number(0, 1)), SettingScope.Model,
+            "Fail when, on a gated output whose values lie in [0, 1], the intersection over union of the masks p > DecisionThreshold of original and compressed, pooled over the validation set, is below this (a detector's text or object mask).",
+            o => o.MinMaskIou, (o, v) => o with { MinMaskIou = v })
+        .Add("DecisionThreshold", Syntax.Number(0, 1, minOpen: true, maxOpen: true), SettingScope.Model,
+            "The probability above which a value of a [0, 1] output is on, for MinDecisionAgreement and MinMaskIou (use the threshold of the model's own post-processing).",
+            o => o.DecisionThreshold, (o, v) => o with { DecisionThreshold = v })
         .Add("Outputs", Syntax.Custom<IReadOnlyList<string>>("name;name",
                 raw => raw.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 v => string.Join(";", v), () => new() { ["type"] = "string" }), SettingScope.Model,
@@ -77,7 +90,7 @@ public sealed record GateOptions : IOptions<GateOptions>
     private static IEnumerable<string> Conflicts(GateOptions o, CompressionPolicy policy)
     {
         var thresholds = new[] { ("MinAccuracy", o.MinAccuracy), ("MaxAccuracyDrop", o.MaxAccuracyDrop), ("MinAgreement", o.MinAgreement), ("MaxLatencyRatio", o.MaxLatencyRatio), ("MaxLatencyMs", o.MaxLatencyMs),
-                ("MinCosine", o.MinCosine == DefaultMinCosine ? null : o.MinCosine), ("MinSnrDb", o.MinSnrDb), ("MaxAbsError", o.MaxAbsError), ("MinDecisionAgreement", o.MinDecisionAgreement) }
+                ("MinCosine", o.MinCosine == DefaultMinCosine ? null : o.MinCosine), ("MinSnrDb", o.MinSnrDb), ("MaxAbsError", o.MaxAbsError), ("MinDecisionAgreement", o.MinDecisionAgreement), ("MinMaskIou", o.MinMaskIou) }
             .Where(t => t.Item2 is not null).Select(t => t.Item1).ToList();
         if (thresholds.Count > 0 && policy.Data.ValidationData is null)
             yield return $"{string.Join(", ", thresholds)} need ValidationData to measure against";

@@ -48,6 +48,9 @@ public static class MetricFormat
     /// <summary>A cosine similarity: 5 decimals, so 0.99995 and a 0.9999 floor read apart.</summary>
     public static string Cosine(double? value) => value is { } v && double.IsFinite(v) ? v.ToString("0.00000", Invariant) : "–";
 
+    /// <summary>An intersection over union, to five places like a cosine.</summary>
+    public static string IoU(double? value) => Cosine(value);
+
     /// <summary>A signal-to-noise ratio: <c>38.21 dB</c>; identical outputs read <c>∞ dB</c>.</summary>
     public static string Decibels(double? value) => value switch
     {

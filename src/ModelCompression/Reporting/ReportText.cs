@@ -32,7 +32,7 @@ internal static class ReportText
     ];
 
     /// <summary>The output-fidelity table's columns: one row per gated output.</summary>
-    public static readonly string[] FidelityColumns = ["Output", "Shape", "Cosine", "SNR", "Max abs error", "MSE", "Top-1 agreement", "Decision agreement (p > 0.5)", "Non-finite"];
+    public static readonly string[] FidelityColumns = ["Output", "Shape", "Cosine", "SNR", "Max abs error", "MSE", "Top-1 agreement", "Decision agreement", "Mask IoU", "Non-finite"];
 
     /// <summary>Columns rendered right-aligned (numbers).</summary>
     public static bool IsNumericFidelityColumn(int column) => column >= 2;
@@ -40,7 +40,7 @@ internal static class ReportText
     public static string[] FidelityCells(OutputFidelity o) =>
     [
         o.Name, Shape(o.Shape), MetricFormat.Cosine(o.Cosine), MetricFormat.Decibels(o.SnrDb), MetricFormat.Magnitude(o.MaxAbsError), MetricFormat.Magnitude(o.MeanSquaredError),
-        o.Agreement is { } a ? $"{Percent(a)} (axis {o.ClassAxis})" : "", o.DecisionAgreement is { } d ? Percent(d) : "", Count(o.NonFinite),
+        o.Agreement is { } a ? $"{Percent(a)} (axis {o.ClassAxis})" : "", o.DecisionAgreement is { } d ? $"{Percent(d)} (p > {Number(o.DecisionThreshold)})" : "", o.MaskIou is { } iou ? MetricFormat.IoU(iou) : "", Count(o.NonFinite),
     ];
 
     /// <summary>"1.23 ms (1.20–1.31 ms)": the pooled value and the smallest and largest per-round value.</summary>

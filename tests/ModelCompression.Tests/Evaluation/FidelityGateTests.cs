@@ -52,9 +52,9 @@ public sealed class FidelityGateTests
     }
 
     /// <summary>The MLP with the initializers of the node that writes its output replaced by <paramref name="value"/>.</summary>
-    private static string Broken(string dir, string name, float value)
+    private static string Broken(string dir, string name, float value, string? source = null)
     {
-        using var model = OnnxModel.Load(Fixtures.Mlp);
+        using var model = OnnxModel.Load(source ?? Fixtures.Mlp);
         var last = model.Graph.Node.Single(n => n.Output.Contains(model.Graph.Output[0].Name));
         foreach (var input in last.Input)
         {
@@ -153,6 +153,33 @@ public sealed class FidelityGateTests
         Assert.AreEqual(DiagnosticCodes.InvalidSettingValue, error.Code);
         StringAssert.Contains(error.Message, "'prob' is not an output");
     }
+
+    [TestMethod]
+    public void MaskIou_FailsACandidateWhoseMaskVanished_ThatDecisionAgreementLetsThrough()
+    {
+        var dir = NewDirectory();
+        var original = TwoOutputs(dir);
+        // Constant logits: every softmax probability is 0.1, so the mask p > 0.5 (about one class in ten per image) is
+        // empty; 90 % of the values still fall on the same side of 0.5 as the original's.
+        var candidate = Broken(dir, "flat", 0, original);
+        var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1"), ("Outputs", "probs"),
+            ("MinCosine", "-1"), ("MinDecisionAgreement", "0.85"), ("MinMaskIou", "0.5"));
+        var m = Gate.Measure(original, candidate, policy);
+        var probs = m.Outputs.Single();
+        Assert.AreEqual(0, probs.MaskIou!.Value, "nothing left in the candidate's mask");
+        Assert.IsTrue(probs.DecisionAgreement > 0.85, $"decision agreement {probs.DecisionAgreement}");
+        var failure = Gate.Judge(m, policy).Failures.Single();
+        Assert.AreEqual(DiagnosticCodes.MaskIouBelowMinimum, failure.Code);
+        Assert.AreEqual("mask-iou:probs", failure.Metric);
+        Assert.AreEqual($"output 'probs': mask IoU (p > 0.5) with the original 0.00000 < MinMaskIou 0.50000 (decision agreement {MetricFormat.Percent(probs.DecisionAgreement)})", failure.Message);
+
+        // The original against itself: identical masks pass; a threshold below every candidate value fills its mask.
+        Assert.AreEqual(1, Gate.Measure(original, original, policy).Outputs.Single().MaskIou);
+        var low = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1"), ("Outputs", "probs"), ("DecisionThreshold", "0.05"));
+        var filled = Gate.Measure(original, candidate, low).Outputs.Single();
+        Assert.AreEqual(0.05, filled.DecisionThreshold);
+        Assert.IsTrue(filled.MaskIou > 0 && filled.MaskIou < 1, $"mask IoU {filled.MaskIou}");
+    }
 }
 
 [TestClass]
@@ -172,6 +199,37 @@ public sealed class FidelityMetricsTests
     }
 
     [TestMethod]
+    public void MaskIou_IsPooledOverTheSet_AtTheThreshold()
+    {
+        var original = new Runtime.FloatTensor([0.1f, 0.9f, 1.0000001f, 0.4f, 0.2f, 0.7f, 0.6f, 0.3f], [2, 1, 2, 2]);
+        var compressed = new Runtime.FloatTensor([0.2f, 0.8f, 0.9f, 0.6f, 0.1f, 0.7f, 0.4f, 0.3f], [2, 1, 2, 2]);
+        // p > 0.5: original {1, 2, 5, 6}, compressed {1, 2, 3, 5}: 3 shared of 5.
+        Assert.AreEqual(3 / 5.0, Fidelity.Compare("map", original, compressed).MaskIou!.Value, 1e-12);
+        // p > 0.3: both {1, 2, 3, 5, 6} (0.3 itself is off).
+        var low = Fidelity.Compare("map", original, compressed, 0.3);
+        Assert.AreEqual(1, low.MaskIou);
+        Assert.AreEqual(1, low.DecisionAgreement);
+        Assert.AreEqual(0.3, low.DecisionThreshold);
+
+        // Σ intersections / Σ unions, not the mean of per-sample IoUs: sample 0 loses its one pixel (IoU 0), sample 1
+        // keeps its three (IoU 1); pooled 3/4, where the per-sample mean would be 1/2.
+        var a = new Runtime.FloatTensor([0.9f, 0.1f, 0.1f, 0.1f, 0.9f, 0.9f, 0.9f, 0.1f], [2, 4]);
+        var b = new Runtime.FloatTensor([0.1f, 0.1f, 0.1f, 0.1f, 0.9f, 0.9f, 0.9f, 0.1f], [2, 4]);
+        Assert.AreEqual(3 / 4.0, Fidelity.Compare("map", a, b).MaskIou!.Value, 1e-12);
+    }
+
+    [TestMethod]
+    public void MaskIou_IsOneWhenBothMasksAreEmpty_AndCountsANonFiniteValueAsOff()
+    {
+        var empty = Fidelity.Compare("p", new Runtime.FloatTensor([0.1f, 0.2f, 0.3f], [3, 1]), new Runtime.FloatTensor([0.2f, 0.1f, 0.4f], [3, 1]));
+        Assert.AreEqual(1, empty.MaskIou);
+        var nan = Fidelity.Compare("p", new Runtime.FloatTensor([0.9f, 0.9f], [2, 1]), new Runtime.FloatTensor([float.NaN, 0.9f], [2, 1]));
+        Assert.AreEqual(0.5, nan.MaskIou);
+        Assert.AreEqual(0.5, nan.DecisionAgreement);
+        Assert.AreEqual(1, nan.NonFinite);
+    }
+
+    [TestMethod]
     public void Sequence_AgreesPerTimeStep_AlongTheLastAxis()
     {
         // [N=1, T=3, C=3]: steps 0 and 2 keep their class, step 1 does not.
@@ -181,6 +239,7 @@ public sealed class FidelityMetricsTests
         Assert.AreEqual(2, f.ClassAxis);
         Assert.AreEqual(2 / 3.0, f.Agreement!.Value, 1e-12);
         Assert.IsNull(f.DecisionAgreement, "values above 1 are no probabilities");
+        Assert.IsNull(f.MaskIou);
         Assert.AreEqual(10 * Math.Log10(40.0 / 5), f.SnrDb, 1e-9);
     }
 }

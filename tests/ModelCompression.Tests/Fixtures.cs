@@ -37,4 +37,16 @@ internal static class Fixtures
     /// <summary>A policy as the front ends would build it, from name/value pairs.</summary>
     public static CompressionPolicy Policy(params (string Name, string Value)[] settings) =>
         PolicySettings.Parse(settings.Select(s => KeyValuePair.Create(s.Name, s.Value)), Path.Combine(AppContext.BaseDirectory, "data"));
+
+    /// <summary>A float32 .npy file (format 1.0: magic, header length, a Python-dict header padded to 64 bytes, data).</summary>
+    public static void WriteNpy(string path, long[] shape, float[] data)
+    {
+        var header = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({string.Join(", ", shape)},), }}";
+        var padded = header.PadRight(((10 + header.Length + 1 + 63) / 64 * 64) - 10 - 1) + "\n";
+        using var stream = File.Create(path);
+        stream.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0]);
+        stream.Write(BitConverter.GetBytes((ushort)padded.Length));
+        stream.Write(System.Text.Encoding.Latin1.GetBytes(padded));
+        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+    }
 }

@@ -44,5 +44,6 @@ public static class DiagnosticCodes
     public const string LayerLeftInFloat = "CM0301";
     public const string LayerSkipped = "CM0302";
     public const string NothingToCompress = "CM0303";
-    public const string HighLayerError = "CM0304";
+    public const string OpsetUpgradeImpossible = "CM0304";
+    public const string HighLayerError = "CM0305";
 }

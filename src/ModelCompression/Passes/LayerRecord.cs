@@ -16,7 +16,7 @@ public sealed record LayerRecord
     public double? ReconstructionError { get; init; }
     /// <summary>
     /// An error at or above this loses half the layer's signal or more: the report flags the layer and the run warns
-    /// (CM0304). The gate still decides; the flag says where to look when it fails.
+    /// (CM0305). The gate still decides; the flag says where to look when it fails.
     /// </summary>
     public const double HighError = 0.5;
     public bool HasHighError => ReconstructionError is { } e && (e >= HighError || !double.IsFinite(e));

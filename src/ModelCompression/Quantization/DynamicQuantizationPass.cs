@@ -22,7 +22,7 @@ public sealed class DynamicQuantizationPass : ICompressionPass
 
     public void Apply(CompressionContext context)
     {
-        // DynamicQuantizeLinear exists from opset 11; the model's opset is not ours to change.
+        // DynamicQuantizeLinear exists from opset 11; OpsetUpgradePass has raised the model unless it could not (CM0304).
         if (context.Model.OpsetVersion() < 11)
         {
             context.Warn(DiagnosticCodes.LayerSkipped, $"int8-dynamic quantization needs opset >= 11 (DynamicQuantizeLinear); the model has opset {context.Model.OpsetVersion()}: nothing quantized");

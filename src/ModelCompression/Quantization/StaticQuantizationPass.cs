@@ -21,7 +21,8 @@ public sealed class StaticQuantizationPass : ICompressionPass
 
     public void Apply(CompressionContext context)
     {
-        // Per-axis DequantizeLinear (per-channel weights) exists from opset 13; the model's opset is not ours to change.
+        // Per-axis DequantizeLinear (per-channel weights) exists from opset 13; OpsetUpgradePass has raised the model
+        // unless it could not (and said why with CM0304).
         if (context.Model.OpsetVersion() < 13)
         {
             context.Warn(DiagnosticCodes.LayerSkipped, $"int8 quantization needs opset >= 13 (per-channel DequantizeLinear); the model has opset {context.Model.OpsetVersion()}: nothing quantized");

@@ -1,6 +1,5 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using ModelCompression.Diagnostics;
 using ModelCompression.Graph;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
@@ -92,21 +91,6 @@ public sealed class ConstantWeightsTests
         Assert.IsFalse(model.Graph.Node.Any(n => n.OpType == "BatchNormalization"));
         var worst = Run(original).Zip(Run(model)).Max(p => Math.Abs(p.First - p.Second));
         Assert.IsLessThan(1e-4, worst);
-    }
-
-    [TestMethod]
-    public void Int8OnOpset9_WarnsAndQuantizesNothing_ModelStillLoads()
-    {
-        foreach (var (mode, opset) in new[] { ("int8-dynamic", 11), ("int8", 13) })
-        {
-            var (model, context) = Compress(("Quantize", mode), ("FoldBatchNorm", "false"), ("CalibrationData", "fmnist_calib.npz"));
-            using var _ = model;
-            var warning = context.Diagnostics.Single(d => d.Code == DiagnosticCodes.LayerSkipped);
-            StringAssert.Contains(warning.Message, $"opset >= {opset}");
-            Assert.IsFalse(model.Graph.Node.Any(n => n.OpType is "DynamicQuantizeLinear" or "QuantizeLinear" or "DequantizeLinear"), mode);
-            using var original = OnnxModel.Load(Classifier);
-            CollectionAssert.AreEqual(Run(original), Run(model), mode);
-        }
     }
 
     [TestMethod]

@@ -1,4 +1,3 @@
-using System.Text;
 using Google.Protobuf;
 using ModelCompression.Data;
 using ModelCompression.Evaluation;
@@ -27,7 +26,7 @@ public sealed class NormalizationGraphTests
         {
             var random = new Random(11);
             var calibration = Path.Combine(folder.FullName, "x.npy");
-            WriteNpy(calibration, [128, Tokens, Width], Enumerable.Range(0, 128 * Tokens * Width).Select(_ => Gaussian(random)).ToArray());
+            Fixtures.WriteNpy(calibration, [128, Tokens, Width], Enumerable.Range(0, 128 * Tokens * Width).Select(_ => Gaussian(random)).ToArray());
             using var original = OnnxModel.Parse(BuildBlock(random).ToByteArray(), folder.FullName);
             var quantized = original.Clone();
             var context = new CompressionContext(quantized, Fixtures.Policy(("Quantize", "int8"), ("CalibrationData", calibration)));
@@ -114,16 +113,4 @@ public sealed class NormalizationGraphTests
 
     private static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
     private static AttributeProto Ints(string name, params long[] values) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Ints, Ints = { values } };
-
-    /// <summary>A float32 .npy file (format 1.0: magic, header length, a Python-dict header padded to 64 bytes, data).</summary>
-    private static void WriteNpy(string path, long[] shape, float[] data)
-    {
-        var header = $"{{'descr': '<f4', 'fortran_order': False, 'shape': ({string.Join(", ", shape)},), }}";
-        var padded = header.PadRight(((10 + header.Length + 1 + 63) / 64 * 64) - 10 - 1) + "\n";
-        using var stream = File.Create(path);
-        stream.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0]);
-        stream.Write(BitConverter.GetBytes((ushort)padded.Length));
-        stream.Write(Encoding.Latin1.GetBytes(padded));
-        stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
-    }
 }

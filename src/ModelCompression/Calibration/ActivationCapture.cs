@@ -24,7 +24,7 @@ public static class ActivationCapture
         {
             cancellation.ThrowIfCancellationRequested();
             onBatch(session.Run(batch, names));
-            done += batch[0].Count;
+            done += batch.Samples;
             progress?.Report((double)done / bound.Count);
         }
     }
@@ -47,7 +47,7 @@ public static class ActivationCapture
         {
             cancellation.ThrowIfCancellationRequested();
             onBatch(session.Run(batch, names), referenceSession.Run(batch, names));
-            done += batch[0].Count;
+            done += batch.Samples;
             progress?.Report((double)done / bound.Count);
         }
     }

@@ -4,7 +4,7 @@ namespace ModelCompression.Data;
 
 public enum ArrayElementType { Float32, Float64, Float16, Int8, UInt8, Int16, UInt16, Int32, UInt32, Int64, UInt64, Bool }
 
-/// <summary>A dense, C-ordered n-dimensional array as read from .npy/.npz/.pb files; the first axis is the sample axis.</summary>
+/// <summary>A dense, C-ordered n-dimensional array as read from .npy/.npz/.pb files (which axis holds samples is decided when a <see cref="Dataset"/> is bound to a model).</summary>
 public sealed class NdArray
 {
     public NdArray(string name, long[] shape, ArrayElementType elementType, Array data)
@@ -47,6 +47,45 @@ public sealed class NdArray
         Array.Copy(Data, (long)start * per, data, 0, (long)count * per);
         return new NdArray(Name, shape, ElementType, data);
     }
+
+    /// <summary>Samples [start, start+count) along <paramref name="axis"/> as a new array (a copy of that range).</summary>
+    public NdArray Slice(int axis, int start, int count)
+    {
+        if (axis == 0) return Slice(start, count);
+        var shape = (long[])Shape.Clone();
+        var n = Shape[axis];
+        shape[axis] = count;
+        var outer = Shape.Take(axis).Aggregate(1L, (a, b) => a * b);
+        var inner = Shape.Skip(axis + 1).Aggregate(1L, (a, b) => a * b);
+        var data = Array.CreateInstance(Data.GetType().GetElementType()!, checked((int)(outer * count * inner)));
+        for (long o = 0; o < outer; o++) Array.Copy(Data, (o * n + start) * inner, data, o * count * inner, count * inner);
+        return new NdArray(Name, shape, ElementType, data);
+    }
+
+    /// <summary>The arrays joined along <paramref name="axis"/> (all other dimensions and the type must agree).</summary>
+    public static NdArray Concatenate(IReadOnlyList<NdArray> parts, int axis)
+    {
+        var first = parts[0];
+        var shape = (long[])first.Shape.Clone();
+        shape[axis] = parts.Sum(p => p.Shape[axis]);
+        var outer = first.Shape.Take(axis).Aggregate(1L, (a, b) => a * b);
+        var inner = first.Shape.Skip(axis + 1).Aggregate(1L, (a, b) => a * b);
+        var data = Array.CreateInstance(first.Data.GetType().GetElementType()!, checked((int)shape.Aggregate(1L, (a, b) => a * b)));
+        long offset = 0;
+        for (long o = 0; o < outer; o++)
+            foreach (var p in parts)
+            {
+                var length = p.Shape[axis] * inner;
+                Array.Copy(p.Data, o * length, data, offset, length);
+                offset += length;
+            }
+        return new NdArray(first.Name, shape, first.ElementType, data);
+    }
+
+    /// <summary>Same shape, type and elements.</summary>
+    public bool SameAs(NdArray other) =>
+        ElementType == other.ElementType && Shape.SequenceEqual(other.Shape) && Data.Length == other.Data.Length
+        && Enumerable.Range(0, Data.Length).All(i => Equals(Data.GetValue(i), other.Data.GetValue(i)));
 
     /// <summary>The elements as float (converted when stored otherwise).</summary>
     public float[] ToFloats() => Data switch

@@ -9,7 +9,7 @@ namespace ModelCompression.Evaluation;
 public sealed record OutputFidelity
 {
     public required string Name { get; init; }
-    /// <summary>The stacked shape (batches appended along the first axis).</summary>
+    /// <summary>The stacked shape: samples first (each batch joined along its sample axis, moved to the front).</summary>
     public required long[] Shape { get; init; }
     /// <summary>Mean over the first axis of each row's cosine similarity; for one value per row, the whole output's.</summary>
     public double Cosine { get; init; }

@@ -96,7 +96,7 @@ public static class Gate
             ? new ModelMetrics(null, null, gate.TopK, data.Count)
             : new ModelMetrics(Metrics.TopK(outputs, data.Labels, 1), Metrics.TopK(outputs, data.Labels, gate.TopK), gate.TopK, data.Count);
 
-        var batch = data.Take(policy.Execution.BatchSize).Inputs;
+        var batch = data.Batches(policy.Execution.BatchSize).First();
         var (originalLatency, compressedLatency) = LatencyComparison.Measure(original, compressed, batch, policy.Get<GateOptions>().LatencyRounds, cancellation, Report(progress, "latency"));
         return measurements with
         {
@@ -105,7 +105,7 @@ public static class Gate
             Outputs = names.Select(n => Fidelity.Compare(n, originalOutputs[n], compressedOutputs[n], gate.DecisionThreshold)).ToList(),
             OriginalLatency = originalLatency,
             CompressedLatency = compressedLatency,
-            BatchSize = batch[0].Count,
+            BatchSize = batch.Samples,
             Environment = RuntimeEnvironment.Capture(runtime),
         };
     }

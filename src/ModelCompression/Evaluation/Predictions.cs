@@ -4,7 +4,7 @@ using ModelCompression.Runtime;
 
 namespace ModelCompression.Evaluation;
 
-/// <summary>Runs a model over a whole dataset and returns its outputs for every sample, batches stacked along the first axis.</summary>
+/// <summary>Runs a model over a whole dataset and returns its outputs for every sample, batches stacked along the sample axis (moved first).</summary>
 public static class Predictions
 {
     /// <summary>The first output, stacked as [N, …].</summary>
@@ -18,21 +18,22 @@ public static class Predictions
         RunAll(session, bound, batchSize, [session.OutputNames[0]], cancellation, progress)[session.OutputNames[0]];
 
     /// <summary>
-    /// The named outputs (all when null), each batch's result appended along the first axis. An output whose first axis
-    /// is not the batch (a recurrent state [layers, batch, …]) is stacked as blocks the same way for both models, so the
-    /// two stay comparable element by element.
+    /// The named outputs (all when null), each batch's result appended along its sample axis, which is moved to the
+    /// front: the axis named by the model's batch dimension (<see cref="Dataset.BatchSymbol"/>), else axis 0. A
+    /// recurrent state [layers, batch, …] is returned as [N, layers, …], so rows are samples for every output.
     /// </summary>
     public static IReadOnlyDictionary<string, FloatTensor> RunAll(OnnxRuntimeSession session, Dataset bound, int batchSize, IReadOnlyList<string>? outputs = null,
         CancellationToken cancellation = default, IProgress<double>? progress = null)
     {
         var names = outputs ?? session.OutputNames;
         var parts = names.ToDictionary(n => n, _ => new List<FloatTensor>(), StringComparer.Ordinal);
+        var axes = names.ToDictionary(n => n, n => bound.BatchSymbol is { } symbol && session.OutputSymbols.TryGetValue(n, out var dims) ? Math.Max(0, dims.ToList().IndexOf(symbol)) : 0, StringComparer.Ordinal);
         var done = 0;
         foreach (var batch in bound.Batches(batchSize))
         {
             cancellation.ThrowIfCancellationRequested();
-            foreach (var (name, value) in session.Run(batch, names)) parts[name].Add(value);
-            done += batch[0].Count;
+            foreach (var (name, value) in session.Run(batch, names)) parts[name].Add(SamplesFirst(value, axes[name]));
+            done += batch.Samples;
             progress?.Report((double)done / bound.Count);
         }
         var result = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
@@ -49,6 +50,19 @@ public static class Predictions
             result[name] = new FloatTensor(all, shape);
         }
         return result;
+    }
+
+    /// <summary>The tensor with <paramref name="axis"/> moved to the front ([L, B, H] → [B, L, H]).</summary>
+    internal static FloatTensor SamplesFirst(FloatTensor t, int axis)
+    {
+        if (axis <= 0 || axis >= t.Shape.Length) return t;
+        long outer = t.Shape.Take(axis).Aggregate(1L, (a, b) => a * b), n = t.Shape[axis], inner = t.Shape.Skip(axis + 1).Aggregate(1L, (a, b) => a * b);
+        var data = new float[t.Data.Length];
+        for (long s = 0; s < n; s++)
+            for (long o = 0; o < outer; o++)
+                Array.Copy(t.Data, (o * n + s) * inner, data, (s * outer + o) * inner, inner);
+        var shape = new[] { n }.Concat(t.Shape.Take(axis)).Concat(t.Shape.Skip(axis + 1)).ToArray();
+        return new FloatTensor(data, shape);
     }
 }
 

@@ -76,7 +76,7 @@ public sealed class CompressionContext
         if (_calibration is not null) return _calibration;
         if (Policy.Data.CalibrationData is not { } path)
             throw new CompressionException(DiagnosticCodes.MissingCalibrationData, $"{passName} needs CalibrationData", ModelPath);
-        _calibration = (CalibrationData ?? Dataset.Load(path)).Take(Policy.Data.CalibrationSamples);
+        _calibration = (CalibrationData ?? Dataset.Load(path)).BindTo(ModelInput.FromGraph(Model.Graph)).Take(Policy.Data.CalibrationSamples);
         return _calibration;
     }
 

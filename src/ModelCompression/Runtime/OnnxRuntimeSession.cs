@@ -29,16 +29,22 @@ public sealed class OnnxRuntimeSession : IDisposable
     private readonly InferenceSession _session;
     private readonly SessionOptions _options;
 
-    private OnnxRuntimeSession(InferenceSession session, SessionOptions options)
+    private readonly string? _file;
+
+    private OnnxRuntimeSession(InferenceSession session, SessionOptions options, string? file)
     {
         _session = session;
         _options = options;
+        _file = file;
         InputNames = session.InputNames.ToList();
         OutputNames = session.OutputNames.ToList();
+        OutputSymbols = session.OutputMetadata.ToDictionary(p => p.Key, p => (IReadOnlyList<string>)(p.Value.SymbolicDimensions ?? []), StringComparer.Ordinal);
     }
 
     public IReadOnlyList<string> InputNames { get; }
     public IReadOnlyList<string> OutputNames { get; }
+    /// <summary>Per output, each axis's symbolic dimension name (empty when fixed or unnamed).</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> OutputSymbols { get; }
 
     public static OnnxRuntimeSession Create(byte[] model, RuntimeOptions runtime, string? file = null) =>
         Create(options => new InferenceSession(model, options), runtime, file);
@@ -52,12 +58,12 @@ public sealed class OnnxRuntimeSession : IDisposable
         var options = CreateOptions(runtime, file);
         try
         {
-            return new OnnxRuntimeSession(open(options), options);
+            return new OnnxRuntimeSession(open(options), options, file);
         }
         catch (OnnxRuntimeException e)
         {
             options.Dispose();
-            throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime cannot load the model: {FirstLine(e.Message)}", file, e);
+            throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime cannot load the model: {Detail(e.Message)}", file, e);
         }
     }
 
@@ -118,7 +124,11 @@ public sealed class OnnxRuntimeSession : IDisposable
         }
         catch (OnnxRuntimeException e)
         {
-            throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime failed to run the model: {FirstLine(e.Message)}", null, e);
+            // ORT's later lines say which node failed and why; the batch says which samples of which file were fed.
+            var where = inputs is Batch batch ? $" (samples {batch.Start}..{batch.Start + batch.Samples - 1} of '{batch.Source}')" : "";
+            // The diagnostic's file is the model (the data file when the model was built in memory).
+            throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime failed to run the model{where}: {Detail(e.Message)}",
+                _file ?? (inputs as Batch)?.Source, e);
         }
         finally
         {
@@ -167,6 +177,9 @@ public sealed class OnnxRuntimeSession : IDisposable
     };
 
     private static string FirstLine(string message) => message.Split('\n')[0].Trim();
+
+    /// <summary>The whole message, its lines kept (trailing blanks dropped).</summary>
+    private static string Detail(string message) => string.Join(Environment.NewLine, message.Split('\n').Select(l => l.TrimEnd()).Where(l => l.Length > 0));
 
     public void Dispose()
     {

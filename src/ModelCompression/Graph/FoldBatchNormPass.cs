@@ -52,7 +52,7 @@ public sealed class FoldBatchNormPass : ICompressionPass
             graph.Bypass(bn);
             context.Record(new LayerRecord
             {
-                Layer = layer.Name, Op = producer.OpType, Technique = "fold-batchnorm", Shape = layer.WeightShape,
+                Layer = layer.Name, Op = producer.OpType, Technique = "fold-batchnorm", Shape = layer.WeightShape, Rewritten = true,
                 ParametersBefore = layer.Parameters + 4L * layer.OutFeatures, ParametersAfter = layer.Parameters + layer.OutFeatures,
                 Note = $"folded {OnnxGraph.Describe(bn)}",
             });

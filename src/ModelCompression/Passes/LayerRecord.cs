@@ -20,6 +20,8 @@ public sealed record LayerRecord
     /// </summary>
     public const double HighError = 0.5;
     public bool HasHighError => ReconstructionError is { } e && (e >= HighError || !double.IsFinite(e));
+    /// <summary>A rewrite changed the layer without a number to show for it (folding, fusion, storage form).</summary>
+    public bool Rewritten { get; init; }
     /// <summary>Why a layer was skipped or left in float, or which variant ran.</summary>
     public string? Note { get; init; }
 }

@@ -81,7 +81,7 @@ public sealed class SparseStoragePass : ICompressionPass
             if (owners.TryGetValue(dense.Name, out var consumer))
                 context.Record(new LayerRecord
                 {
-                    Layer = CompressionContext.LayerName(consumer), Op = consumer.OpType, Technique = Name, Shape = dense.Dims.ToArray(),
+                    Layer = CompressionContext.LayerName(consumer), Op = consumer.OpType, Technique = Name, Shape = dense.Dims.ToArray(), Rewritten = true,
                     ParametersBefore = count, ParametersAfter = positions.Length, Sparsity = 1 - (double)positions.Length / count,
                     Note = $"'{dense.Name}' {best.Description}: {denseSize} → {best.Size} bytes",
                 });

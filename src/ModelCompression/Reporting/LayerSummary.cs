@@ -79,7 +79,7 @@ public static class LayerTable
     /// <summary>Whether a record says the pass changed the layer (rather than why it left it alone).</summary>
     public static bool Applied(LayerRecord r) =>
         r.Bits is < 32 || r.Rank is not null || r.ReconstructionError is not null || r.Sparsity is > 0 ||
-        r.ParametersAfter != r.ParametersBefore || r.Technique is "sparse-storage" or "fold-batchnorm";
+        r.ParametersAfter != r.ParametersBefore || r.Rewritten;
 
     /// <summary>A step as the Technique column names it: "sparsegpt 80.0 %", "svd rank 32", "int8".</summary>
     public static string Label(LayerRecord r) => r switch

@@ -30,7 +30,8 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         }
         var graph = context.Graph;
         var quantized = 0;
-        foreach (var layer in WeightedLayer.Find(graph))
+        // Subgraph layers too: the rewrite is local to the layer's graph, whose outer initializers it reads by name.
+        foreach (var layer in WeightedLayer.FindAll(graph))
         {
             if (context.Options<QuantizationOptions>(layer.Node).Quantize != QuantizeMode.Int8Dynamic) continue; // the static pass (or none) owns this layer
             if (context.IsExcluded(layer.Node)) { LeaveFloat(context, layer, "excluded by policy", warn: false); continue; }
@@ -53,7 +54,7 @@ public sealed class DynamicQuantizationPass : ICompressionPass
 
     private static void Quantize(CompressionContext context, WeightedLayer layer)
     {
-        var graph = context.Graph;
+        var graph = layer.Graph;
         var node = layer.Node;
         var name = layer.Name;
         var weights = Int8Quantizer.QuantizePerChannel(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures);

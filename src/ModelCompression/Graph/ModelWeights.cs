@@ -90,6 +90,7 @@ public static class ModelWeights
     {
         "QuantizeLinear" or "DequantizeLinear" => input >= 1,
         "MatMulInteger" or "ConvInteger" => input >= 2,
+        "DynamicQuantizeLSTM" => input >= 8,
         "Mul" => node.Input.Any(dynamicScales.Contains),
         _ => false,
     };

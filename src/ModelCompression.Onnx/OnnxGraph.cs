@@ -15,6 +15,7 @@ public sealed class OnnxGraph
     private int _nameCounter;
 
     private Dictionary<GraphProto, OnnxGraph>? _subgraphs;
+    private Dictionary<string, int>? _usesEverywhere;
 
     public OnnxGraph(GraphProto proto) => Proto = proto;
 
@@ -32,12 +33,12 @@ public sealed class OnnxGraph
     /// </summary>
     public IEnumerable<OnnxGraph> Subgraphs()
     {
-        _subgraphs ??= new Dictionary<GraphProto, OnnxGraph>(ReferenceEqualityComparer.Instance);
+        var views = _subgraphs ??= new Dictionary<GraphProto, OnnxGraph>(ReferenceEqualityComparer.Instance);
         foreach (var node in Proto.Node.ToList())
             foreach (var a in node.Attribute)
                 foreach (var g in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G))
                 {
-                    if (!_subgraphs.TryGetValue(g, out var view)) _subgraphs[g] = view = new OnnxGraph(g, this);
+                    if (!views.TryGetValue(g, out var view)) views[g] = view = new OnnxGraph(g, this);
                     yield return view;
                     foreach (var nested in view.Subgraphs()) yield return nested;
                 }
@@ -47,8 +48,25 @@ public sealed class OnnxGraph
     public IEnumerable<OnnxGraph> SelfAndSubgraphs() => Subgraphs().Prepend(this);
 
     /// <summary>Nodes of every graph (this one and nested), each reading <paramref name="value"/> as a direct input, counted once per node.</summary>
-    public int UsesEverywhere(string value) =>
-        Root.SelfAndSubgraphs().Sum(g => g.Proto.Node.Count(n => n.Input.Contains(value)));
+    public int UsesEverywhere(string value)
+    {
+        var root = Root;
+        if (root._usesEverywhere is null)
+        {
+            var uses = new Dictionary<string, int>(StringComparer.Ordinal);
+            void Count(GraphProto graph)
+            {
+                foreach (var node in graph.Node)
+                {
+                    foreach (var input in node.Input.Distinct()) if (input.Length > 0) uses[input] = uses.GetValueOrDefault(input) + 1;
+                    foreach (var a in node.Attribute) foreach (var g in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)) Count(g);
+                }
+            }
+            Count(root.Proto);
+            root._usesEverywhere = uses;
+        }
+        return root._usesEverywhere.GetValueOrDefault(value);
+    }
     public IList<NodeProto> Nodes => Proto.Node;
     public IEnumerable<string> GraphInputNames => Proto.Input.Select(i => i.Name);
     public IEnumerable<string> GraphOutputNames => Proto.Output.Select(o => o.Name);
@@ -60,6 +78,8 @@ public sealed class OnnxGraph
         _consumers = null;
         _initializers = null;
         _names = null;
+        _usesEverywhere = null;
+        _subgraphs = null; // views already handed out stay valid: they index their own graph and read outer ones live
         // An edit here changes what the outer graph's If/Loop node reads from its scope and which names are taken.
         Parent?.Invalidate();
     }

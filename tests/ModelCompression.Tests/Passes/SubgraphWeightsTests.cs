@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using ModelCompression.Graph;
+using Google.Protobuf;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
@@ -204,6 +205,100 @@ public sealed class SubgraphWeightsTests
             Assert.IsTrue(left.All(r => r.ParametersAfter == r.ParametersBefore));
             using var original = OnnxModel.Load(Vad);
             CollectionAssert.AreEqual(Stream(original, 16000).Probabilities, Stream(model, 16000).Probabilities, $"{settings[0]}: unchanged");
+        }
+    }
+
+    private static ValueInfoProto Value(string name, TensorProto.Types.DataType type, params long[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims) shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
+        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } } };
+    }
+
+    private static TensorProto Weight(string name, int seed)
+    {
+        var random = new Random(seed);
+        return Tensors.FromFloats(name, [8, 4], Enumerable.Range(0, 32).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray());
+    }
+
+    private static NodeProto If(string cond, string output, GraphProto then, GraphProto otherwise) => new()
+    {
+        OpType = "If", Name = output + "_if", Input = { cond }, Output = { output },
+        Attribute =
+        {
+            new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = then },
+            new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = otherwise },
+        },
+    };
+
+    private static GraphProto Branch(string name, string weight, string output, params TensorProto[] initializers) => new()
+    {
+        Name = name, Initializer = { initializers }, Output = { Value(output, TensorProto.Types.DataType.Float, 2, 4) },
+        Node = { new NodeProto { OpType = "MatMul", Name = output + "_matmul", Input = { "x", weight }, Output = { output } } },
+    };
+
+    /// <summary>
+    /// y = x·W, with W chosen by two nested Ifs: the main graph's initializer read from a branch, a branch's own
+    /// initializer read from the branch nested in it, and a nested branch's own Constant.
+    /// </summary>
+    private static OnnxModel NestedIfModel()
+    {
+        // The nested branch stores its weight as a Constant node, as exporters often do.
+        var leaf = Branch("inner_else", "w_leaf", "y_leaf");
+        leaf.Node.Insert(0, new NodeProto
+        {
+            OpType = "Constant", Name = "w_leaf_constant", Output = { "w_leaf" },
+            Attribute = { new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = Weight("w_leaf", 3) } },
+        });
+        var inner = If("cond2", "y_else", Branch("inner_then", "w_mid", "y_mid"), leaf);
+        var otherwise = new GraphProto { Name = "else", Initializer = { Weight("w_mid", 2) }, Node = { inner }, Output = { Value("y_else", TensorProto.Types.DataType.Float, 2, 4) } };
+        var graph = new GraphProto
+        {
+            Name = "nested",
+            Input = { Value("x", TensorProto.Types.DataType.Float, 2, 8), Value("cond", TensorProto.Types.DataType.Bool), Value("cond2", TensorProto.Types.DataType.Bool) },
+            Output = { Value("y", TensorProto.Types.DataType.Float, 2, 4) },
+            Initializer = { Weight("w_outer", 1) },
+            Node = { If("cond", "y", Branch("then", "w_outer", "y_then"), otherwise) },
+        };
+        var proto = new ModelProto { IrVersion = 8, Graph = graph, OpsetImport = { new OperatorSetIdProto { Domain = "", Version = 17 } } };
+        return OnnxModel.Parse(proto.ToByteArray(), AppContext.BaseDirectory);
+    }
+
+    private static float[] RunNested(OnnxModel model, bool cond, bool cond2)
+    {
+        using var session = new InferenceSession(model.ToBytes());
+        var x = Enumerable.Range(0, 16).Select(i => MathF.Sin(i * 0.7f)).ToArray();
+        using var results = session.Run(
+        [
+            NamedOnnxValue.CreateFromTensor("x", new DenseTensor<float>(x, [2, 8])),
+            NamedOnnxValue.CreateFromTensor("cond", new DenseTensor<bool>(new[] { cond }, [])),
+            NamedOnnxValue.CreateFromTensor("cond2", new DenseTensor<bool>(new[] { cond2 }, [])),
+        ]);
+        return results.First().AsEnumerable<float>().ToArray();
+    }
+
+    [TestMethod]
+    public void Int8Dynamic_RewritesMatMulsAtAnyDepth_WithOuterAndLocalWeights()
+    {
+        using var original = NestedIfModel();
+        using var model = NestedIfModel();
+        var context = new CompressionContext(model, Fixtures.Policy(("Quantize", "int8-dynamic")));
+        CompressionPipeline.Run(context);
+
+        var graphs = new OnnxGraph(model.Graph).SelfAndSubgraphs().ToList();
+        Assert.AreEqual(3, graphs.Sum(g => g.Nodes.Count(n => n.OpType == "MatMulInteger")));
+        Assert.AreEqual(0, graphs.Sum(g => g.Nodes.Count(n => n.OpType == "MatMul")));
+        Assert.IsFalse(graphs.Any(g => g.Proto.Initializer.Any(t => t.DataType == (int)TensorProto.Types.DataType.Float && t.Dims.Count == 2)), "no float weight is left behind");
+        Assert.IsFalse(graphs.Any(g => g.Nodes.Any(n => n.OpType == "Constant")), "the branch's Constant weight became its initializer, then int8");
+        var names = graphs.SelectMany(g => g.Proto.Initializer.Select(t => t.Name).Concat(g.Nodes.SelectMany(n => n.Output))).ToList();
+        Assert.HasCount(names.Distinct().Count(), names, "names stay unique across all graphs (no shadowing)");
+        Assert.AreEqual(ModelWeights.Parameters(original), ModelWeights.Parameters(model), "96 weights before and after, counted at every depth");
+        foreach (var (cond, cond2) in new[] { (true, false), (false, true), (false, false) })
+        {
+            var expected = RunNested(original, cond, cond2);
+            var actual = RunNested(model, cond, cond2);
+            Assert.IsGreaterThan(0.999, Cosine(expected, actual), $"cond={cond}, cond2={cond2}");
+            CollectionAssert.AreNotEqual(expected, actual, "int8 weights change the outputs a little");
         }
     }
 }

@@ -14,9 +14,59 @@ public sealed class OnnxGraph
     private HashSet<string>? _names;
     private int _nameCounter;
 
+    private Dictionary<GraphProto, OnnxGraph>? _subgraphs;
+    private Dictionary<string, int>? _usesEverywhere;
+
     public OnnxGraph(GraphProto proto) => Proto = proto;
 
+    private OnnxGraph(GraphProto proto, OnnxGraph parent) : this(proto) => Parent = parent;
+
     public GraphProto Proto { get; }
+    /// <summary>The graph whose node holds this one as an attribute (If/Loop/Scan body); null for the main graph.</summary>
+    public OnnxGraph? Parent { get; }
+    public OnnxGraph Root => Parent?.Root ?? this;
+
+    /// <summary>
+    /// Every subgraph nested in this graph's nodes (at any depth, each after its parent), as views that see the outer
+    /// scopes: <see cref="Initializer"/> finds outer initializers by name (ONNX lexical scoping), edits of an outer
+    /// initializer go where it lives, and <see cref="FreshName"/> is unique across all graphs of the model.
+    /// </summary>
+    public IEnumerable<OnnxGraph> Subgraphs()
+    {
+        var views = _subgraphs ??= new Dictionary<GraphProto, OnnxGraph>(ReferenceEqualityComparer.Instance);
+        foreach (var node in Proto.Node.ToList())
+            foreach (var a in node.Attribute)
+                foreach (var g in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G))
+                {
+                    if (!views.TryGetValue(g, out var view)) views[g] = view = new OnnxGraph(g, this);
+                    yield return view;
+                    foreach (var nested in view.Subgraphs()) yield return nested;
+                }
+    }
+
+    /// <summary>This graph and every graph nested in it.</summary>
+    public IEnumerable<OnnxGraph> SelfAndSubgraphs() => Subgraphs().Prepend(this);
+
+    /// <summary>Nodes of every graph (this one and nested), each reading <paramref name="value"/> as a direct input, counted once per node.</summary>
+    public int UsesEverywhere(string value)
+    {
+        var root = Root;
+        if (root._usesEverywhere is null)
+        {
+            var uses = new Dictionary<string, int>(StringComparer.Ordinal);
+            void Count(GraphProto graph)
+            {
+                foreach (var node in graph.Node)
+                {
+                    foreach (var input in node.Input.Distinct()) if (input.Length > 0) uses[input] = uses.GetValueOrDefault(input) + 1;
+                    foreach (var a in node.Attribute) foreach (var g in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)) Count(g);
+                }
+            }
+            Count(root.Proto);
+            root._usesEverywhere = uses;
+        }
+        return root._usesEverywhere.GetValueOrDefault(value);
+    }
     public IList<NodeProto> Nodes => Proto.Node;
     public IEnumerable<string> GraphInputNames => Proto.Input.Select(i => i.Name);
     public IEnumerable<string> GraphOutputNames => Proto.Output.Select(o => o.Name);
@@ -28,6 +78,10 @@ public sealed class OnnxGraph
         _consumers = null;
         _initializers = null;
         _names = null;
+        _usesEverywhere = null;
+        _subgraphs = null; // views already handed out stay valid: they index their own graph and read outer ones live
+        // An edit here changes what the outer graph's If/Loop node reads from its scope and which names are taken.
+        Parent?.Invalidate();
     }
 
     public NodeProto? Producer(string value)
@@ -42,27 +96,44 @@ public sealed class OnnxGraph
         return _consumers!.TryGetValue(value, out var list) ? list : [];
     }
 
+    /// <summary>The initializer of that name here or, in a subgraph, in the nearest outer graph that has one.</summary>
     public TensorProto? Initializer(string name)
     {
         EnsureIndex();
-        return _initializers!.GetValueOrDefault(name);
+        return _initializers!.GetValueOrDefault(name) ?? Parent?.Initializer(name);
     }
+
+    /// <summary>The graph (this one or an outer one) whose initializer <see cref="Initializer"/> returns.</summary>
+    private OnnxGraph? OwnerOf(string name) => IndexOfInitializer(name) >= 0 ? this : Parent?.OwnerOf(name);
 
     public bool IsGraphOutput(string value) => Proto.Output.Any(o => o.Name == value);
 
-    /// <summary>Adds an initializer, or replaces the one of the same name.</summary>
+    /// <summary>Adds an initializer, or replaces the one of the same name (in a subgraph: where that one lives).</summary>
     public void SetInitializer(TensorProto tensor)
     {
+        if (IndexOfInitializer(tensor.Name) < 0 && Parent?.OwnerOf(tensor.Name) is { } owner)
+        {
+            owner.SetInitializer(tensor);
+            Invalidate();
+            return;
+        }
         var index = IndexOfInitializer(tensor.Name);
         if (index >= 0) Proto.Initializer[index] = tensor;
         else Proto.Initializer.Add(tensor);
         Invalidate();
     }
 
+    /// <summary>Removes the initializer of that name here or, in a subgraph, where the name resolves to.</summary>
     public bool RemoveInitializer(string name)
     {
         var index = IndexOfInitializer(name);
-        if (index < 0) return false;
+        if (index < 0)
+        {
+            if (Parent?.OwnerOf(name) is not { } owner) return false;
+            owner.RemoveInitializer(name);
+            Invalidate();
+            return true;
+        }
         Proto.Initializer.RemoveAt(index);
         Invalidate();
         return true;
@@ -149,9 +220,10 @@ public sealed class OnnxGraph
         Invalidate();
     }
 
-    /// <summary>A name not used by any value, node or initializer in the graph.</summary>
+    /// <summary>A name not used by any value, node or initializer in the model's graphs (subgraphs included: no shadowing).</summary>
     public string FreshName(string prefix)
     {
+        if (Parent is not null) return Root.FreshName(prefix);
         EnsureIndex();
         var name = prefix;
         while (_names!.Contains(name)) name = $"{prefix}_{++_nameCounter}";
@@ -302,6 +374,18 @@ public sealed class OnnxGraph
         return available;
     }
 
+    private static void AddNames(GraphProto graph, HashSet<string> names)
+    {
+        foreach (var t in graph.Initializer) names.Add(t.Name);
+        foreach (var v in graph.Input.Concat(graph.Output).Concat(graph.ValueInfo)) names.Add(v.Name);
+        foreach (var node in graph.Node)
+        {
+            if (node.Name.Length > 0) names.Add(node.Name);
+            foreach (var o in node.Output) if (o.Length > 0) names.Add(o);
+            foreach (var a in node.Attribute) foreach (var g in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)) AddNames(g, names);
+        }
+    }
+
     private int IndexOf(NodeProto node)
     {
         for (var i = 0; i < Proto.Node.Count; i++)
@@ -324,6 +408,7 @@ public sealed class OnnxGraph
         {
             if (node.Name.Length > 0) _names.Add(node.Name);
             foreach (var o in node.Output) { if (o.Length > 0) { _producers[o] = node; _names.Add(o); } }
+            if (Parent is null) foreach (var a in node.Attribute) foreach (var g in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)) AddNames(g, _names);
             foreach (var input in NodeInputs(node).Distinct())
             {
                 if (!_consumers.TryGetValue(input, out var list)) _consumers[input] = list = [];

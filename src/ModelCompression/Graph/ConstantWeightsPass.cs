@@ -10,8 +10,8 @@ namespace ModelCompression.Graph;
 /// Weights stored as <c>Constant</c> nodes become initializers of the same name, so every later pass finds them
 /// as it finds any weight (exporters such as paddle2onnx store every weight so). Lossless: consumers keep reading the
 /// same value, and ONNX Runtime folds a Constant into an initializer at load anyway.
-/// Only floating-point tensors of the main graph move: integer constants (shapes, axes) are not weights, and a
-/// subgraph's Constants stay where they are (its scope is not the main graph's). A Constant that is also a graph
+/// Only floating-point tensors move: integer constants (shapes, axes) are not weights. A Constant in an If/Loop/Scan
+/// body becomes an initializer of that body (its scope is not the main graph's). A Constant that is also a graph
 /// output stays a node (an initializer as graph output is not portable), and so do all of them before IR version 4,
 /// where every initializer must also be a graph input (and so could be overridden by a caller).
 /// </summary>
@@ -28,7 +28,11 @@ public sealed class ConstantWeightsPass : ICompressionPass
     public void Apply(CompressionContext context)
     {
         if (context.Model.Proto.IrVersion < FirstIrWithoutInputInitializers) return;
-        var graph = context.Graph;
+        foreach (var graph in context.Graph.SelfAndSubgraphs().ToList()) Move(graph);
+    }
+
+    private static void Move(OnnxGraph graph)
+    {
         var moved = graph.Nodes.Where(n => IsWeight(n) && !graph.IsGraphOutput(n.Output[0]) && graph.Initializer(n.Output[0]) is null).ToList();
         if (moved.Count == 0) return;
         foreach (var node in moved)

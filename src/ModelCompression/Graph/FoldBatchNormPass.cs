@@ -44,7 +44,7 @@ public sealed class FoldBatchNormPass : ICompressionPass
                 for (var i = 0; i < layer.InFeatures; i++) w[o * layer.InFeatures + i] *= scale;
                 bias[o] = (bias[o] - mean[o]) * scale + beta[o];
             }
-            layer.WriteMatrix(graph, w);
+            layer.WriteMatrix(w);
             var biasName = layer.BiasName is { } existing && graph.Consumers(existing).Count == 1 ? existing : graph.FreshName(producer.Name + "_folded_bias");
             graph.SetInitializer(Tensors.FromFloats(biasName, [layer.OutFeatures], bias));
             while (producer.Input.Count < 3) producer.Input.Add("");

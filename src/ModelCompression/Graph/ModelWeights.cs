@@ -31,13 +31,24 @@ public static class ModelWeights
         return (weights.Sum(w => w.Elements), weights.Sum(w => w.NonZeros ?? w.Elements));
     }
 
-    /// <summary>Every weight, once, in the order its first consumer runs.</summary>
+    /// <summary>
+    /// Every weight, once, in the order its first consumer runs. The bodies of If/Loop/Scan nodes are walked too (their
+    /// nodes right after the node that holds them), seeing the outer graphs' weights by name as ONNX scoping does.
+    /// </summary>
     public static IReadOnlyList<ModelWeight> Find(OnnxModel model)
     {
-        var graph = new OnnxGraph(model.Graph);
-        var origins = new Dictionary<string, WeightOrigin>(StringComparer.Ordinal);
-        foreach (var tensor in model.Graph.Initializer) origins[tensor.Name] = WeightDecoders.Stored(model, tensor);
-        foreach (var sparse in model.Graph.SparseInitializer.Where(s => s.Values is not null))
+        var weights = new List<ModelWeight>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        Walk(model, model.Graph, new Dictionary<string, WeightOrigin>(StringComparer.Ordinal), weights, seen);
+        return weights;
+    }
+
+    private static void Walk(OnnxModel model, GraphProto proto, Dictionary<string, WeightOrigin> outer, List<ModelWeight> weights, HashSet<string> seen)
+    {
+        var graph = new OnnxGraph(proto);
+        var origins = new Dictionary<string, WeightOrigin>(outer, StringComparer.Ordinal);
+        foreach (var tensor in proto.Initializer) origins[tensor.Name] = WeightDecoders.Stored(model, tensor);
+        foreach (var sparse in proto.SparseInitializer.Where(s => s.Values is not null))
         {
             var dims = sparse.Dims.ToArray();
             origins[sparse.Values.Name] = new WeightOrigin(dims, WeightDecoders.Product(dims), Tensors.ElementCount(sparse.Values), sparse.Values.Name, (DataType)sparse.Values.DataType, null);
@@ -47,10 +58,11 @@ public static class ModelWeights
 
         // Constant nodes (all inputs constant) are what ORT folds at load: follow them to what they store.
         var dynamicScales = new HashSet<string>(StringComparer.Ordinal);
-        var weights = new List<ModelWeight>();
-        var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var node in graph.Nodes)
         {
+            foreach (var a in node.Attribute)
+                foreach (var body in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G))
+                    Walk(model, body, origins, weights, seen);
             if (node.Output.Count == 0) continue;
             if (node.OpType == "Constant" && node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } constant)
             {
@@ -71,7 +83,6 @@ public static class ModelWeights
                 if (o.Elements is { } elements) weights.Add(new ModelWeight(value, node, o.Dims, elements, o.NonZeros, o.StoredName, o.StoredType));
             }
         }
-        return weights;
     }
 
     /// <summary>Scale and zero-point inputs: of Q/DQ, of the integer matmuls, and a scale multiplied with a dynamic one.</summary>
@@ -79,6 +90,7 @@ public static class ModelWeights
     {
         "QuantizeLinear" or "DequantizeLinear" => input >= 1,
         "MatMulInteger" or "ConvInteger" => input >= 2,
+        "DynamicQuantizeLSTM" => input >= 8,
         "Mul" => node.Input.Any(dynamicScales.Contains),
         _ => false,
     };

@@ -44,7 +44,7 @@ public sealed class LowRankPass : ICompressionPass
         // Report rows in graph order, whatever order the layers are rewritten in.
         var rows = new SortedDictionary<int, LayerRecord>();
         var plans = new List<Plan>();
-        foreach (var layer in WeightedLayer.Find(context.Graph))
+        foreach (var layer in WeightedLayer.FindAll(context.Graph))
         {
             var resolved = context.Resolve<LowRankOptions>(layer.Node);
             var policy = resolved.Options;
@@ -60,10 +60,15 @@ public sealed class LowRankPass : ICompressionPass
                 continue;
             }
             // Same rule as pruning; a Rank or RankEnergy set for the layer itself in the policy file opts it in.
-            if (EdgeLayers.RoleOf(context.Graph, layer) is { } role
+            if (EdgeLayers.RoleOf(layer) is { } role
                 && resolved.SourceOf("Rank").Origin != SettingOrigin.PolicyFile && resolved.SourceOf("RankEnergy").Origin != SettingOrigin.PolicyFile)
             {
                 rows[rows.Count + plans.Count] = Skip(layer, $"kept dense: {role} (a Rank or RankEnergy for this layer in the policy file factorizes it)");
+                continue;
+            }
+            if (layer.InSubgraph && policy.MethodFor(context.HasCalibration) == LowRankMethod.ActivationAware)
+            {
+                rows[rows.Count + plans.Count] = Skip(layer, $"kept dense: {WeightedLayer.SubgraphReason} (LowRankMethod=svd factorizes it)");
                 continue;
             }
             var weight = Array.ConvertAll(layer.ReadMatrix(context.Model), v => (double)v);
@@ -231,7 +236,7 @@ public sealed class LowRankPass : ICompressionPass
         if (ranks is null) return Skip(layer, $"kept dense: {budgetNote}");
         var rankText = ranks.Length == 1 ? $"rank {ranks[0]}" : $"ranks (out, in) ({ranks[0]}, {ranks[1]})";
         if (f.WhyNotWorthIt(ranks) is { } reason) return Skip(layer, $"kept dense: at {rankText} {reason}");
-        var reconstructed = f.Rewrite(context.Graph, ranks);
+        var reconstructed = f.Rewrite(f.Layer.Graph, ranks);
         var error = f.RelativeError(reconstructed, plan.Moments);
         var notes = new List<string>
         {

@@ -10,8 +10,9 @@ namespace ModelCompression.Passes;
 /// </summary>
 public sealed class WeightedLayer
 {
-    private WeightedLayer(NodeProto node, OpEntry entry, TensorProto weight, bool storedOutIn)
+    private WeightedLayer(OnnxGraph graph, NodeProto node, OpEntry entry, TensorProto weight, bool storedOutIn)
     {
+        Graph = graph;
         Node = node;
         Entry = entry;
         Weight = weight;
@@ -26,6 +27,10 @@ public sealed class WeightedLayer
         else { InFeatures = checked((int)dims[0]); OutFeatures = checked((int)dims[1]); }
     }
 
+    /// <summary>The graph the node is in: the main graph, or an If/Loop/Scan body (whose weight may live in an outer graph).</summary>
+    public OnnxGraph Graph { get; }
+    /// <summary>Whether the node is inside an If/Loop/Scan body rather than in the main graph.</summary>
+    public bool InSubgraph => Graph.Parent is not null;
     public NodeProto Node { get; }
     /// <summary>What the <see cref="OpRegistry"/> knows of the op.</summary>
     public OpEntry Entry { get; }
@@ -53,12 +58,12 @@ public sealed class WeightedLayer
         return StoredOutIn ? stored : Transpose(stored, InFeatures, OutFeatures);
     }
 
-    /// <summary>Writes a [out, in] matrix back as the layer's weight, in the layer's own layout, as float32.</summary>
-    public TensorProto WriteMatrix(OnnxGraph graph, float[] outIn)
+    /// <summary>Writes a [out, in] matrix back as the layer's weight, in the layer's own layout, as float32 (where the weight lives: an outer graph's initializer stays there).</summary>
+    public TensorProto WriteMatrix(float[] outIn)
     {
         var stored = StoredOutIn ? outIn : Transpose(outIn, OutFeatures, InFeatures);
         var tensor = Tensors.FromFloats(Weight.Name, WeightShape, stored);
-        graph.SetInitializer(tensor);
+        Graph.SetInitializer(tensor);
         return tensor;
     }
 
@@ -74,7 +79,8 @@ public sealed class WeightedLayer
     /// <summary>
     /// The layers of a graph (of the <see cref="OpRegistry"/>'s weighted ops, or of <paramref name="opTypes"/> among
     /// them) with a float constant weight used by that node alone (shared weights are left out: a change would hit
-    /// every user). MatMul weights must be 2-D; Gemm with transA is skipped.
+    /// every user, in any graph). MatMul weights must be 2-D; Gemm with transA is skipped. Only the graph's own
+    /// nodes: <see cref="FindAll"/> also looks inside If/Loop/Scan bodies.
     /// </summary>
     public static IReadOnlyList<WeightedLayer> Find(OnnxGraph graph, params string[] opTypes)
     {
@@ -82,24 +88,57 @@ public sealed class WeightedLayer
         foreach (var node in graph.Nodes)
         {
             if (OpRegistry.For(node) is not { WeightInput: { } w, Layout: { } layout } entry || (opTypes.Length > 0 && !opTypes.Contains(node.OpType)) || node.Input.Count <= w) continue;
+            // In a subgraph the weight may be an outer graph's initializer, read by name (ONNX lexical scoping).
             var weight = graph.Initializer(node.Input[w]);
             if (weight is null || weight.DataType != (int)TensorProto.Types.DataType.Float) continue;
-            if (graph.Consumers(weight.Name).Count != 1) continue;
+            if (graph.Root.UsesEverywhere(weight.Name) != 1) continue;
             switch (layout)
             {
                 case WeightLayout.Convolution when weight.Dims.Count >= 3:
-                    layers.Add(new WeightedLayer(node, entry, weight, storedOutIn: true));
+                    layers.Add(new WeightedLayer(graph, node, entry, weight, storedOutIn: true));
                     break;
                 case WeightLayout.Gemm when weight.Dims.Count == 2 && Attr(node, "transA") == 0:
-                    layers.Add(new WeightedLayer(node, entry, weight, storedOutIn: Attr(node, "transB") == 1));
+                    layers.Add(new WeightedLayer(graph, node, entry, weight, storedOutIn: Attr(node, "transB") == 1));
                     break;
                 case WeightLayout.MatMul when weight.Dims.Count == 2:
-                    layers.Add(new WeightedLayer(node, entry, weight, storedOutIn: false));
+                    layers.Add(new WeightedLayer(graph, node, entry, weight, storedOutIn: false));
                     break;
             }
         }
         return layers;
     }
+
+    /// <summary>
+    /// The layers of the graph and of every If/Loop/Scan body nested in it (any depth), in <see cref="ExecutionOrder"/>.
+    /// Weight-only techniques rewrite them all in place (in the layer's own <see cref="Graph"/>); data-aware ones capture
+    /// main-graph values only and leave the others as they are, with the reason in the report.
+    /// </summary>
+    public static IReadOnlyList<WeightedLayer> FindAll(OnnxGraph graph, params string[] opTypes)
+    {
+        var all = graph.SelfAndSubgraphs().SelectMany(g => Find(g, opTypes)).ToList();
+        if (all.All(l => !l.InSubgraph)) return all;
+        var order = ExecutionOrder(graph);
+        return all.OrderBy(l => order.GetValueOrDefault(l.Node, int.MaxValue)).ToList();
+    }
+
+    /// <summary>Position of every node of the graph and its subgraphs: each subgraph's nodes come right after the node that holds it.</summary>
+    public static Dictionary<NodeProto, int> ExecutionOrder(OnnxGraph graph)
+    {
+        var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
+        void Walk(GraphProto g)
+        {
+            foreach (var node in g.Node)
+            {
+                order[node] = order.Count;
+                foreach (var a in node.Attribute) foreach (var sub in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)) Walk(sub);
+            }
+        }
+        Walk(graph.Proto);
+        return order;
+    }
+
+    /// <summary>Why a data-aware technique leaves a subgraph layer as it is.</summary>
+    public const string SubgraphReason = "inside an If/Loop/Scan subgraph: calibration captures main-graph values only";
 
     private static long Attr(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? 0;
 }

@@ -26,7 +26,7 @@ internal static class PruningTargets
         var skipped = new List<LayerRecord>();
         var pooled = new List<(WeightedLayer Layer, PruningOptions Options)>();
         var global = context.Policy.Get<PruningOptions>();
-        foreach (var layer in WeightedLayer.Find(graph))
+        foreach (var layer in WeightedLayer.FindAll(graph))
         {
             var resolved = context.Resolve<PruningOptions>(layer.Node);
             var options = resolved.Options;
@@ -36,12 +36,17 @@ internal static class PruningTargets
                 skipped.Add(Skip(layer, technique, "left dense: " + unsupported));
                 continue;
             }
-            if (!options.PruneEdgeLayers && EdgeLayers.RoleOf(graph, layer) is { } role)
+            if (!options.PruneEdgeLayers && EdgeLayers.RoleOf(layer) is { } role)
             {
                 skipped.Add(Skip(layer, technique, $"left dense: {role} (PruneEdgeLayers=true prunes it)"));
                 continue;
             }
             var method = options.MethodFor(context.HasCalibration);
+            if (layer.InSubgraph && method == PruneMethod.SparseGpt)
+            {
+                skipped.Add(Skip(layer, technique, $"left dense: {WeightedLayer.SubgraphReason} (PruneMethod=magnitude prunes it)"));
+                continue;
+            }
             if (options.SparsityPattern is { } pattern)
             {
                 targets.Add(new PruningTarget(layer, options, method, NmCount(layer, pattern), pattern));
@@ -57,9 +62,8 @@ internal static class PruningTargets
             var counts = GlobalMagnitudeCounts(context.Model, pooled.Select(p => p.Layer).ToList(), global.Sparsity);
             for (var i = 0; i < pooled.Count; i++) targets.Add(new PruningTarget(pooled[i].Layer, pooled[i].Options, pooled[i].Options.MethodFor(context.HasCalibration), counts[i], null));
         }
-        // Graph order, so data-aware pruning sees upstream layers first.
-        var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
-        for (var i = 0; i < graph.Nodes.Count; i++) order[graph.Nodes[i]] = i;
+        // Graph order (subgraph nodes after the node that holds them), so data-aware pruning sees upstream layers first.
+        var order = WeightedLayer.ExecutionOrder(graph);
         targets.Sort((a, b) => order[a.Layer.Node].CompareTo(order[b.Layer.Node]));
         return (targets, skipped);
     }

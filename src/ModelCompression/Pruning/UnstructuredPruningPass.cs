@@ -47,7 +47,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var pruned = target.Pattern is { } pattern
             ? MagnitudePruner.PruneNm(w, layer.OutFeatures, layer.InFeatures, pattern)
             : MagnitudePruner.Prune(w, target.PruneCount);
-        layer.WriteMatrix(context.Graph, pruned);
+        layer.WriteMatrix(pruned);
         context.Record(Record(target, "magnitude", pruned, RelativeChange(w, pruned), note));
     }
 
@@ -87,7 +87,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
             return;
         }
         var weights = affine is null ? result.Weights : Narrow(result.Weights, layer.OutFeatures, f);
-        if (affine is null) layer.WriteMatrix(context.Graph, weights);
+        if (affine is null) layer.WriteMatrix(weights);
         else affine.Write(context.Graph, weights, Column(result.Weights, layer.OutFeatures, cols, f), f);
         var error = stats.RelativeError(affine is null ? Augment(weights, null, layer.OutFeatures, f) : result.Weights);
         var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";

@@ -30,7 +30,8 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         }
         var graph = context.Graph;
         var quantized = 0;
-        foreach (var layer in WeightedLayer.Find(graph))
+        // Subgraph layers too: the rewrite is local to the layer's graph, whose outer initializers it reads by name.
+        foreach (var layer in WeightedLayer.FindAll(graph))
         {
             if (context.Options<QuantizationOptions>(layer.Node).Quantize != QuantizeMode.Int8Dynamic) continue; // the static pass (or none) owns this layer
             if (context.IsExcluded(layer.Node)) { LeaveFloat(context, layer, "excluded by policy", warn: false); continue; }
@@ -38,7 +39,86 @@ public sealed class DynamicQuantizationPass : ICompressionPass
             Quantize(context, layer);
             quantized++;
         }
-        if (quantized == 0) context.Warn(DiagnosticCodes.NothingToCompress, "int8-dynamic: no Gemm/MatMul layer can be quantized");
+        foreach (var (graphView, lstm) in graph.SelfAndSubgraphs().SelectMany(g => g.Nodes.Where(n => n.OpType == "LSTM" && n.Domain is "" or "ai.onnx").Select(n => (g, n))).ToList())
+        {
+            if (context.Options<QuantizationOptions>(lstm).Quantize != QuantizeMode.Int8Dynamic || context.IsExcluded(lstm)) continue;
+            if (QuantizeLstm(context, graphView, lstm)) quantized++;
+        }
+        if (quantized == 0) context.Warn(DiagnosticCodes.NothingToCompress, "int8-dynamic: no Gemm/MatMul/LSTM layer can be quantized");
+    }
+
+    /// <summary>ONNX Runtime's contrib domain, home of DynamicQuantizeLSTM.</summary>
+    private const string MicrosoftDomain = "com.microsoft";
+
+    /// <summary>
+    /// An LSTM with constant float W [D, 4H, I] and R [D, 4H, H] becomes ONNX Runtime's DynamicQuantizeLSTM (the
+    /// op its own dynamic quantizer writes): W and R in int8 per gate row, stored transposed as [D, I, 4H] and
+    /// [D, H, 4H], the input quantized per step at run time. Bias, states and outputs are unchanged. Returns false
+    /// (with the reason recorded) for an LSTM it leaves in float.
+    /// </summary>
+    private static bool QuantizeLstm(CompressionContext context, OnnxGraph graph, NodeProto node)
+    {
+        var name = CompressionContext.LayerName(node);
+        var w = node.Input.Count > 2 ? graph.Initializer(node.Input[1]) : null;
+        var r = node.Input.Count > 2 ? graph.Initializer(node.Input[2]) : null;
+        string? reason = null;
+        if (w is null || r is null || w.DataType != (int)TensorProto.Types.DataType.Float || r.DataType != (int)TensorProto.Types.DataType.Float || w.Dims.Count != 3 || r.Dims.Count != 3)
+            reason = "W and R are not constant float [D, 4H, I] tensors";
+        else if (graph.Root.UsesEverywhere(w.Name) != 1 || graph.Root.UsesEverywhere(r.Name) != 1)
+            reason = "W or R is shared with another node";
+        else if (node.Attribute.FirstOrDefault(a => a.Name == "layout")?.I is { } layout && layout != 0)
+            reason = "layout=1 (DynamicQuantizeLSTM takes sequence-first inputs only)";
+        var parameters = w is null || r is null ? 0 : Tensors.ElementCount(w) + Tensors.ElementCount(r);
+        if (reason is not null)
+        {
+            context.Record(new LayerRecord { Layer = name, Op = node.OpType, Technique = "int8-dynamic", ParametersBefore = parameters, ParametersAfter = parameters, Bits = 32, Note = "left in float: " + reason });
+            context.Warn(DiagnosticCodes.LayerLeftInFloat, $"int8-dynamic: layer '{name}' (LSTM) left in float: {reason}");
+            return false;
+        }
+
+        var inputs = new List<string> { node.Input[0] };
+        var parameterNames = new List<string>();
+        double errorSquares = 0, normSquares = 0;
+        foreach (var tensor in new[] { w!, r! })
+        {
+            var (directions, rows, cols) = ((int)tensor.Dims[0], (int)tensor.Dims[1], (int)tensor.Dims[2]);
+            var values = context.Model.ReadFloats(tensor);
+            var q = Int8Quantizer.QuantizePerChannel(values, directions * rows, cols);
+            var transposed = new sbyte[q.Values.Length];
+            for (var d = 0; d < directions; d++)
+                for (var o = 0; o < rows; o++)
+                    for (var i = 0; i < cols; i++)
+                        transposed[(long)d * rows * cols + (long)i * rows + o] = q.Values[(long)d * rows * cols + (long)o * cols + i];
+            var norm = values.Sum(v => (double)v * v);
+            normSquares += norm;
+            errorSquares += q.RelativeError * q.RelativeError * norm;
+            var quantizedName = graph.FreshName(tensor.Name + "_quantized");
+            var scaleName = graph.FreshName(tensor.Name + "_scale");
+            var zeroPointName = graph.FreshName(tensor.Name + "_zero_point");
+            graph.SetInitializer(Tensors.FromInt8s(quantizedName, [directions, cols, rows], transposed));
+            graph.SetInitializer(Tensors.FromFloats(scaleName, [directions, rows], q.Scales));
+            graph.SetInitializer(Tensors.FromInt8s(zeroPointName, [directions, rows], new sbyte[directions * rows]));
+            inputs.Add(quantizedName);
+            parameterNames.AddRange([scaleName, zeroPointName]);
+        }
+        for (var i = 3; i < 8; i++) inputs.Add(node.Input.Count > i ? node.Input[i] : "");
+        inputs.AddRange(parameterNames);
+        var quantized = new NodeProto { OpType = "DynamicQuantizeLSTM", Domain = MicrosoftDomain, Name = graph.FreshName(name + "_quant"), Input = { inputs }, Output = { node.Output } };
+        quantized.Attribute.AddRange(node.Attribute.Where(a => a.Name != "layout").Select(a => a.Clone()));
+        graph.ReplaceNode(node, quantized);
+        graph.RemoveInitializer(w!.Name);
+        graph.RemoveInitializer(r!.Name);
+        if (!context.Model.Proto.OpsetImport.Any(o => o.Domain == MicrosoftDomain))
+            context.Model.Proto.OpsetImport.Add(new OperatorSetIdProto { Domain = MicrosoftDomain, Version = 1 });
+
+        context.Record(new LayerRecord
+        {
+            Layer = name, Op = node.OpType, Technique = "int8-dynamic", Shape = w.Dims.ToArray(),
+            ParametersBefore = parameters, ParametersAfter = parameters, Bits = 8,
+            ReconstructionError = normSquares > 0 ? Math.Sqrt(errorSquares / normSquares) : 0,
+            Note = "DynamicQuantizeLSTM (ONNX Runtime): int8 W and R per gate row, input quantized per step at run time",
+        });
+        return true;
     }
 
     private static string? Unsupported(WeightedLayer layer)
@@ -53,7 +133,7 @@ public sealed class DynamicQuantizationPass : ICompressionPass
 
     private static void Quantize(CompressionContext context, WeightedLayer layer)
     {
-        var graph = context.Graph;
+        var graph = layer.Graph;
         var node = layer.Node;
         var name = layer.Name;
         var weights = Int8Quantizer.QuantizePerChannel(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures);

@@ -90,6 +90,9 @@ public sealed class QdqPlan
             var kind = layer.Layout switch { WeightLayout.Convolution => QuantizedOpKind.Conv, WeightLayout.Gemm => QuantizedOpKind.Gemm, _ => QuantizedOpKind.MatMul };
             ops[layer.Node] = new QuantizedOp(layer.Node, kind, layer);
         }
+        // Calibration measures main-graph values only: a layer inside an If/Loop/Scan body stays float, with the reason.
+        foreach (var layer in WeightedLayer.FindAll(graph).Where(l => l.InSubgraph && Wanted(l.Node)))
+            floatLayers.Add(new FloatLayer(layer, WeightedLayer.SubgraphReason, ByPolicy: false));
 
         // Grow the int8 region: an Add or pooling joins when all its inputs are already int8 (so it costs no new
         // QuantizeLinear), and a Gemm/MatMul quantizes its output when an int8 node reads it. Repeat until stable.

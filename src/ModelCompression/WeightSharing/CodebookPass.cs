@@ -31,14 +31,14 @@ public sealed class CodebookPass : ICompressionPass
         RecordQuantizedLayers(context);
         var graphInputs = graph.GraphInputNames.ToHashSet(StringComparer.Ordinal);
         var shared = 0;
-        foreach (var layer in WeightedLayer.Find(graph).ToList())
+        foreach (var layer in WeightedLayer.FindAll(graph))
         {
             context.Cancellation.ThrowIfCancellationRequested();
             var options = context.Options<CodebookOptions>(layer.Node);
             if (options.Codebook is not { } k) continue; // a policy-file entry asks for other layers only
             if (context.IsExcluded(layer.Node)) LeaveFloat(context, layer, "excluded by policy");
             else if (OpRegistry.WhyNot(layer.Node, OpTechnique.Codebook) is { } reason) LeaveFloat(context, layer, reason);
-            else if (graphInputs.Contains(layer.Weight.Name)) LeaveFloat(context, layer, "the weight is also a graph input (it can be fed at run time)");
+            else if (graphInputs.Contains(layer.Weight.Name) || layer.Graph.GraphInputNames.Contains(layer.Weight.Name)) LeaveFloat(context, layer, "the weight is also a graph input (it can be fed at run time)");
             else if (Share(context, layer, k, options.CodebookIterations)) shared++;
         }
         if (shared == 0) context.Warn(DiagnosticCodes.NothingToCompress, "codebook: no Conv/Gemm/MatMul layer with a constant float weight got a smaller shared form");
@@ -46,7 +46,8 @@ public sealed class CodebookPass : ICompressionPass
 
     private static bool Share(CompressionContext context, WeightedLayer layer, int k, int maxIterations)
     {
-        var graph = context.Graph;
+        // The layer's own graph: in a subgraph the indices, codebook and lookup go there, under names unique in the model.
+        var graph = layer.Graph;
         var weight = layer.Weight;
         var w = context.Model.ReadFloats(weight);
         var zeros = w.LongCount(x => x == 0);

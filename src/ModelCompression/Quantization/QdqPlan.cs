@@ -87,6 +87,7 @@ public sealed class QdqPlan
             if (excluded) { floatLayers.Add(new FloatLayer(layer, "excluded by policy", ByPolicy: true)); continue; }
             if (quantize != QuantizeMode.Int8) { floatLayers.Add(new FloatLayer(layer, $"Quantize={PolicySettings.FormatEnum(quantize)} for this layer", ByPolicy: true)); continue; }
             if ((OpRegistry.WhyNot(layer.Node, OpTechnique.StaticInt8) ?? Unsupported(graph, layer)) is { } reason) { floatLayers.Add(new FloatLayer(layer, reason, ByPolicy: false)); continue; }
+            if (context.Options<QuantizationOptions>(layer.Node).KeepSlowLayersFloat && SlowerInInt8(layer) is { } slower) { floatLayers.Add(new FloatLayer(layer, slower, ByPolicy: false)); continue; }
             var kind = layer.Layout switch { WeightLayout.Convolution => QuantizedOpKind.Conv, WeightLayout.Gemm => QuantizedOpKind.Gemm, _ => QuantizedOpKind.MatMul };
             ops[layer.Node] = new QuantizedOp(layer.Node, kind, layer);
         }
@@ -144,6 +145,24 @@ public sealed class QdqPlan
             var beta = node.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 1f;
             if (alpha != 1f || (layer.BiasName is not null && beta != 1f)) return $"Gemm with alpha={alpha}, beta={beta} (QGemm needs 1)";
         }
+        return null;
+    }
+
+    /// <summary>
+    /// Why ONNX Runtime's CPU int8 kernel for this conv is slower than its float kernel, or null. Measured per node
+    /// with ONNX Runtime's profiler (1.31, x86-64 with AVX-512 VNNI, batch 8) on the PP-OCR detector and classifier:
+    /// uint8 depthwise convolutions ran 1.2–1.9× the float time for 3×3 kernels and up to 10× for 5×5 ones on small
+    /// maps (the float path runs them in the blocked NCHWc layout), and the first convolution over the 3-channel
+    /// image ran 1.9×; dense convolutions ran 0.25–0.5×. A depthwise conv left in float usually costs no extra
+    /// quantize/dequantize either, as the activations around it (HardSwish) stay float anyway.
+    /// </summary>
+    internal static string? SlowerInInt8(WeightedLayer layer)
+    {
+        if (layer.Layout != WeightLayout.Convolution) return null;
+        var inputsPerGroup = layer.WeightShape[1];
+        if (layer.Group > 1 && inputsPerGroup == 1) return "depthwise convolution: ONNX Runtime's int8 depthwise kernel runs slower than its float one (KeepSlowLayersFloat=false quantizes it)";
+        if (layer.Group == 1 && inputsPerGroup <= 4 && layer.Graph.Root.GraphInputNames.Contains(layer.InputName))
+            return $"first convolution over {inputsPerGroup} input channel(s): its int8 kernel runs about 2× slower than the float one (KeepSlowLayersFloat=false quantizes it)";
         return null;
     }
 

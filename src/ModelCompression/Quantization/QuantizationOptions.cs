@@ -11,6 +11,7 @@ public sealed record QuantizationOptions : IOptions<QuantizationOptions>
     public QuantizeMode Quantize { get; init; } = QuantizeMode.None;
     public CalibrationMethod CalibrationMethod { get; init; } = CalibrationMethod.MinMax;
     public double CalibrationPercentile { get; init; } = 99.999;
+    public bool KeepSlowLayersFloat { get; init; } = true;
 
     public static OptionsGroup<QuantizationOptions> Group { get; } = new OptionsGroup<QuantizationOptions>("Quantization", 10,
         "Weights (and activations) in int8.", isTechnique: true)
@@ -26,5 +27,8 @@ public sealed record QuantizationOptions : IOptions<QuantizationOptions>
             o => o.CalibrationMethod, (o, v) => o with { CalibrationMethod = v })
         .Add("CalibrationPercentile", Syntax.Number(50, 100, minOpen: true), SettingScope.Model,
             "Percentile of |activation| kept by the percentile calibrator.",
-            o => o.CalibrationPercentile, (o, v) => o with { CalibrationPercentile = v });
+            o => o.CalibrationPercentile, (o, v) => o with { CalibrationPercentile = v })
+        .Add("KeepSlowLayersFloat", Syntax.Bool, SettingScope.PerLayer,
+            "int8: leave in float the convolutions whose int8 kernel ONNX Runtime runs slower than its float one (depthwise convolutions; a first convolution over at most 4 input channels); false quantizes them too, for size.",
+            o => o.KeepSlowLayersFloat, (o, v) => o with { KeepSlowLayersFloat = v });
 }

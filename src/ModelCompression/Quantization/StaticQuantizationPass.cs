@@ -78,7 +78,13 @@ public sealed class StaticQuantizationPass : ICompressionPass
                 Layer = layer.Name, Op = layer.OpType, Technique = "int8", Shape = layer.WeightShape,
                 ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 32, Note = "left in float: " + reason,
             });
-            if (!byPolicy) context.Warn(DiagnosticCodes.LayerLeftInFloat, $"int8: layer '{layer.Name}' ({layer.OpType}) left in float: {reason}");
+        }
+        // One warning per reason: a MobileNet has dozens of depthwise convolutions left in float for the same one.
+        foreach (var group in plan.FloatLayers.Where(f => !f.ByPolicy).GroupBy(f => f.Reason))
+        {
+            var layers = group.Select(f => $"'{f.Layer.Name}' ({f.Layer.OpType})").ToList();
+            var named = layers.Count <= 5 ? string.Join(", ", layers) : string.Join(", ", layers.Take(5)) + $" and {layers.Count - 5} more";
+            context.Warn(DiagnosticCodes.LayerLeftInFloat, $"int8: {(layers.Count == 1 ? "layer" : $"{layers.Count} layers")} {named} left in float: {group.Key}");
         }
     }
 }

@@ -105,8 +105,13 @@ public sealed class OpsetUpgradeTests
                 string.Join("\n", context.Diagnostics));
             var graph = new OnnxGraph(model.Graph);
             var convs = graph.Nodes.Where(n => n.OpType == "Conv").ToList();
-            var int8Convs = convs.Count(c => graph.Producer(c.Input[1])?.OpType == "DequantizeLinear");
-            Assert.IsGreaterThanOrEqualTo(50, int8Convs, $"{int8Convs} of {convs.Count} convolutions read int8 weights");
+            bool Int8(NodeProto conv) => graph.Producer(conv.Input[1])?.OpType == "DequantizeLinear";
+            var int8Convs = convs.Count(Int8);
+            // Depthwise convolutions and the first one (3-channel image) stay float: their int8 kernels are slower.
+            var depthwise = convs.Where(c => c.Attribute.Any(a => a.Name == "group" && a.I > 1)).ToList();
+            Assert.AreEqual(11, depthwise.Count);
+            Assert.IsFalse(depthwise.Any(Int8));
+            Assert.AreEqual(convs.Count - depthwise.Count - 1, int8Convs, $"{int8Convs} of {convs.Count} convolutions read int8 weights");
             Assert.IsGreaterThan(int8Convs, graph.Nodes.Count(n => n.OpType == "QuantizeLinear"), "activations are int8 too");
 
             const int n = 16;

@@ -63,10 +63,16 @@ public sealed class StaticQuantizationTests
         var convs = records.Where(r => r.Op == "Conv").ToList();
 
         Assert.AreEqual(9, convs.Count);
-        Assert.IsTrue(convs.All(r => r.Bits == 8 && r.ReconstructionError is > 0 and < 0.02), string.Join("\n", convs));
+        // The stem conv reads the 1-channel image: its int8 kernel runs slower than float (KeepSlowLayersFloat).
+        var stem = convs.Single(r => r.Layer == "/stem/stem.0/Conv");
+        Assert.AreEqual(32, stem.Bits);
+        StringAssert.Contains(stem.Note, "first convolution over 1 input channel(s)");
+        Assert.IsTrue(convs.Except([stem]).All(r => r.Bits == 8 && r.ReconstructionError is > 0 and < 0.02), string.Join("\n", convs));
         Assert.IsTrue(records.Any(r => r.Op == "Gemm" && r.Bits == 8));
         Assert.AreEqual(3, records.Count(r => r.Op == "Add"));
-        Assert.IsFalse(ResNet.Value.Context.Diagnostics.Any(d => d.Code == DiagnosticCodes.LayerLeftInFloat), string.Join("\n", ResNet.Value.Context.Diagnostics));
+        var leftInFloat = ResNet.Value.Context.Diagnostics.Where(d => d.Code == DiagnosticCodes.LayerLeftInFloat).ToList();
+        Assert.AreEqual(1, leftInFloat.Count, string.Join("\n", ResNet.Value.Context.Diagnostics));
+        StringAssert.Contains(leftInFloat[0].Message, "/stem/stem.0/Conv");
     }
 
     [TestMethod]

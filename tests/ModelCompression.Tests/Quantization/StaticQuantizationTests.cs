@@ -42,16 +42,19 @@ public sealed class StaticQuantizationTests
     public void ResNet_Int8_IsWithinPointThreeOfFp32Accuracy() => AssertWithinAllowedDrop(ResNet.Value, "resnet minmax");
 
     [TestMethod]
-    public void ResNet_Int8_EveryConvRunsAsAnInt8KernelWithoutLayoutFlips()
+    public void ResNet_Int8_EveryConvButTheStemRunsAsAnInt8Kernel()
     {
         var kernels = KernelProfiler.Profile(ResNet.Value.Quantized.ToBytes(), Batch(ResNet.Value.Quantized), Fixtures.Cpu, runs: 3);
         var ops = kernels.Select(k => k.OpType).ToList();
 
-        Assert.AreEqual(9, ops.Count(op => op == "QLinearConv"), string.Join(", ", ops));
-        Assert.IsFalse(ops.Any(op => op is "Conv" or "FusedConv" or "ConvInteger"), $"float convolutions left: {string.Join(", ", ops)}");
+        // The stem conv over the 1-channel image stays float (its int8 kernel is slower); the other eight run in int8.
+        Assert.AreEqual(8, ops.Count(op => op == "QLinearConv"), string.Join(", ", ops));
+        Assert.AreEqual(1, ops.Count(op => op is "Conv" or "FusedConv" or "ConvInteger"), $"float convolutions: {string.Join(", ", ops)}");
         Assert.AreEqual(3, ops.Count(op => op == "QLinearAdd"), string.Join(", ", ops));
-        // One transpose into NHWC after the input is quantized and one out of it before the classifier.
-        Assert.IsTrue(ops.Count(op => op == "Transpose") <= 2, string.Join(", ", ops));
+        // Into NHWC after the stem's output is quantized (once for the main path, once more around the first residual
+        // Add, which reads that output too) and out of it before the classifier: the float stem costs two small
+        // transposes, less than its int8 kernel would (measured 4.6× its float time).
+        Assert.IsTrue(ops.Count(op => op == "Transpose") <= 4, string.Join(", ", ops));
         // Weights are int8 constants fused into the kernels, never dequantized per run.
         Assert.IsTrue(ops.Count(op => op == "DequantizeLinear") <= 1, string.Join(", ", ops));
     }
@@ -79,8 +82,10 @@ public sealed class StaticQuantizationTests
     public void ResNet_Int8_StoresWeightsAsInt8()
     {
         var model = ResNet.Value.Quantized;
-        var floatWeights = model.Graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float && t.Dims.Count >= 2).Select(t => t.Name).ToList();
-        Assert.AreEqual(0, floatWeights.Count, string.Join(", ", floatWeights));
+        var floatWeights = model.Graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float && t.Dims.Count >= 2).ToList();
+        // Only the stem conv's 288 weights stay float (KeepSlowLayersFloat).
+        Assert.AreEqual(1, floatWeights.Count, string.Join(", ", floatWeights.Select(t => t.Name)));
+        Assert.AreEqual(32 * 1 * 3 * 3, Tensors.ElementCount(floatWeights[0]));
         Assert.IsTrue(model.ToBytes().Length < ResNet.Value.Original.ToBytes().Length / 3.5);
     }
 

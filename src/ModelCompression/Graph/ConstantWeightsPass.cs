@@ -14,6 +14,7 @@ namespace ModelCompression.Graph;
 /// body becomes an initializer of that body (its scope is not the main graph's). A Constant that is also a graph
 /// output stays a node (an initializer as graph output is not portable), and so do all of them before IR version 4,
 /// where every initializer must also be a graph input (and so could be overridden by a caller).
+/// Then weights computed from constants by reshaping ops are folded (<see cref="WeightChains"/>; casts: <see cref="WeightCastsPass"/>).
 /// </summary>
 public sealed class ConstantWeightsPass : ICompressionPass
 {
@@ -28,7 +29,11 @@ public sealed class ConstantWeightsPass : ICompressionPass
     public void Apply(CompressionContext context)
     {
         if (context.Model.Proto.IrVersion < FirstIrWithoutInputInitializers) return;
-        foreach (var graph in context.Graph.SelfAndSubgraphs().ToList()) Move(graph);
+        foreach (var graph in context.Graph.SelfAndSubgraphs().ToList())
+        {
+            Move(graph);
+            WeightChains.Fold(context.Model, graph, castsToo: false);
+        }
     }
 
     private static void Move(OnnxGraph graph)

@@ -32,7 +32,12 @@ public sealed class StaticQuantizationPass : ICompressionPass
         if (candidates.Ops.Count == 0)
         {
             RecordFloatLayers(context, candidates);
-            context.Warn(DiagnosticCodes.NothingToCompress, "int8: no layer can be quantized");
+            // Say what would work: the dynamic form needs no calibration and reaches subgraph bodies and LSTMs.
+            var lstms = context.Graph.SelfAndSubgraphs().Sum(g => g.Nodes.Count(n => n.OpType == "LSTM"));
+            var hint = candidates.FloatLayers.Any(f => f.Reason.StartsWith(WeightedLayer.SubgraphReason, StringComparison.Ordinal)) || lstms > 0
+                ? $"; Quantize=int8-dynamic quantizes weights without calibration, also inside If/Loop/Scan bodies{(lstms > 0 ? $" and in the model's {lstms} LSTM(s)" : "")}"
+                : "";
+            context.Warn(DiagnosticCodes.NothingToCompress, $"int8: no layer can be quantized statically{hint}");
             return;
         }
 

@@ -61,12 +61,14 @@ internal static class Bench
     public const int Batch = 8;
 
     /// <summary>The engine's cases: one technique each, every other setting at its default.</summary>
-    private static readonly (string Name, string Key, string Value)[] Cases =
+    private static readonly (string Name, (string Key, string Value)[] Settings)[] Cases =
     [
-        ("int8", "Quantize", "int8"),
-        ("int8-dynamic", "Quantize", "int8-dynamic"),
-        ("sparsity 0.5", "Sparsity", "0.5"),
-        ("rank 0.5", "Rank", "0.5"),
+        ("int8", [("Quantize", "int8")]),
+        ("int8-dynamic", [("Quantize", "int8-dynamic")]),
+        ("sparsity 0.5", [("Sparsity", "0.5")]),
+        ("rank 0.5", [("Rank", "0.5")]),
+        // A deliberately broken candidate: the default gate must fail it (its verdict is the point of this row).
+        ("broken: sparsity 0.95 magnitude", [("Sparsity", "0.95"), ("PruneMethod", "magnitude")]),
     ];
 
     /// <summary>The fixtures' measures (their README): text mask at 0.3, orientation labels, the speech decision at 0.5.</summary>
@@ -103,13 +105,13 @@ internal static class Bench
 
         var rows = new List<string[]>();
         string? original = null;
-        foreach (var (name, key, value) in Cases)
+        foreach (var (name, caseSettings) in Cases)
         {
             var start = Stopwatch.GetTimestamp();
             try
             {
-                var policy = PolicySettings.Parse([.. settings, new(key, value)], folder);
-                var result = CompressionEngine.Compress(new CompressionRequest(modelPath, Path.Combine(work, $"{model}.{name.Replace(' ', '-')}.onnx"), work, policy) { GateFailureAsWarning = true });
+                var policy = PolicySettings.Parse([.. settings, .. caseSettings.Select(c => new KeyValuePair<string, string>(c.Key, c.Value))], folder);
+                var result = CompressionEngine.Compress(new CompressionRequest(modelPath, Path.Combine(work, $"{model}.{new string(name.Select(ch => char.IsLetterOrDigit(ch) || ch is '.' or '-' ? ch : '-').ToArray())}.onnx"), work, policy) { GateFailureAsWarning = true });
                 var seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
                 var report = result.Report;
                 original ??= Original(report.Measurements, measure, threshold, output);

@@ -66,7 +66,9 @@ public sealed class LowRankPass : ICompressionPass
                 rows[rows.Count + plans.Count] = Skip(layer, $"kept dense: {role} (a Rank or RankEnergy for this layer in the policy file factorizes it)");
                 continue;
             }
-            if (layer.InSubgraph && policy.MethodFor(context.HasCalibration) == LowRankMethod.ActivationAware)
+            // auto inside an If/Loop/Scan body means svd (activation-aware needs captures there); an explicit choice is kept.
+            var activationAware = policy.MethodFor(context.HasCalibration) == LowRankMethod.ActivationAware && !(layer.InSubgraph && policy.LowRankMethod == LowRankMethod.Auto);
+            if (layer.InSubgraph && activationAware)
             {
                 rows[rows.Count + plans.Count] = Skip(layer, $"kept dense: {WeightedLayer.SubgraphReason} (LowRankMethod=svd factorizes it)");
                 continue;
@@ -78,7 +80,7 @@ public sealed class LowRankPass : ICompressionPass
                 rows[rows.Count + plans.Count] = Skip(layer, reason!);
                 continue;
             }
-            plans.Add(new Plan(factorization, policy, source, policy.MethodFor(context.HasCalibration) == LowRankMethod.ActivationAware) { Order = rows.Count + plans.Count });
+            plans.Add(new Plan(factorization, policy, source, activationAware) { Order = rows.Count + plans.Count });
         }
         if (plans.Count == 0)
         {

@@ -6,7 +6,7 @@ using ModelCompression.Policy;
 namespace ModelCompression.Pruning;
 
 /// <summary>One layer to prune unstructured: its options, the method that runs, and exactly how many weights become zero (or an N:M pattern).</summary>
-internal sealed record PruningTarget(WeightedLayer Layer, PruningOptions Options, PruneMethod Method, long PruneCount, NmPattern? Pattern)
+internal sealed record PruningTarget(WeightedLayer Layer, PruningOptions Options, PruneMethod Method, long PruneCount, NmPattern? Pattern, string? Note = null)
 {
     public double Sparsity => (double)PruneCount / Layer.Parameters;
 }
@@ -24,7 +24,7 @@ internal static class PruningTargets
         var graph = context.Graph;
         var targets = new List<PruningTarget>();
         var skipped = new List<LayerRecord>();
-        var pooled = new List<(WeightedLayer Layer, PruningOptions Options)>();
+        var pooled = new List<(WeightedLayer Layer, PruningOptions Options, PruneMethod Method, string? Note)>();
         var global = context.Policy.Get<PruningOptions>();
         foreach (var layer in WeightedLayer.FindAll(graph))
         {
@@ -42,25 +42,32 @@ internal static class PruningTargets
                 continue;
             }
             var method = options.MethodFor(context.HasCalibration);
+            string? note = null;
             if (layer.InSubgraph && method == PruneMethod.SparseGpt)
             {
-                skipped.Add(Skip(layer, technique, $"left dense: {WeightedLayer.SubgraphReason} (PruneMethod=magnitude prunes it)"));
-                continue;
+                // auto means "the best method that can run here": inside a body that is magnitude.
+                if (options.PruneMethod != PruneMethod.Auto)
+                {
+                    skipped.Add(Skip(layer, technique, $"left dense: {WeightedLayer.SubgraphReason} (PruneMethod=magnitude prunes it)"));
+                    continue;
+                }
+                method = PruneMethod.Magnitude;
+                note = $"pruned by magnitude (PruneMethod=auto): {WeightedLayer.SubgraphReason}";
             }
             if (options.SparsityPattern is { } pattern)
             {
-                targets.Add(new PruningTarget(layer, options, method, NmCount(layer, pattern), pattern));
+                targets.Add(new PruningTarget(layer, options, method, NmCount(layer, pattern), pattern, note));
                 continue;
             }
             // A layer's own Sparsity (a policy-file entry) is its own; the rest share the global threshold.
             if (options.PruneScope == PruneScope.Layer || resolved.SourceOf("Sparsity").Origin == SettingOrigin.PolicyFile)
-                targets.Add(new PruningTarget(layer, options, method, (long)Math.Round(options.Sparsity * layer.Parameters), null));
-            else pooled.Add((layer, options));
+                targets.Add(new PruningTarget(layer, options, method, (long)Math.Round(options.Sparsity * layer.Parameters), null, note));
+            else pooled.Add((layer, options, method, note));
         }
         if (pooled.Count > 0)
         {
             var counts = GlobalMagnitudeCounts(context.Model, pooled.Select(p => p.Layer).ToList(), global.Sparsity);
-            for (var i = 0; i < pooled.Count; i++) targets.Add(new PruningTarget(pooled[i].Layer, pooled[i].Options, pooled[i].Options.MethodFor(context.HasCalibration), counts[i], null));
+            for (var i = 0; i < pooled.Count; i++) targets.Add(new PruningTarget(pooled[i].Layer, pooled[i].Options, pooled[i].Method, counts[i], null, pooled[i].Note));
         }
         // Graph order (subgraph nodes after the node that holds them), so data-aware pruning sees upstream layers first.
         var order = WeightedLayer.ExecutionOrder(graph);

@@ -35,7 +35,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         // The data-aware layers reconstruct their outputs in the model as it was before this pass.
         var capture = dataAware.Count > 0 ? new LayerCapture(context, Name) : null;
         var reference = capture?.Outputs(dataAware.Select(t => t.Layer).ToList());
-        foreach (var target in targets.Where(t => t.Method == PruneMethod.Magnitude)) PruneByMagnitude(context, target);
+        foreach (var target in targets.Where(t => t.Method == PruneMethod.Magnitude)) PruneByMagnitude(context, target, target.Note);
         foreach (var target in grouped) PruneByMagnitude(context, target, "grouped conv: pruned by magnitude (the data-aware method needs group=1)");
         if (capture is not null) PruneDataAware(context, dataAware, capture, reference!);
     }

@@ -187,6 +187,25 @@ public sealed class SubgraphWeightsTests
     }
 
     [TestMethod]
+    public void AutoMethods_WithCalibrationData_UseTheWeightOnlyMethodInsideSubgraphs()
+    {
+        // Never read: every layer is in a subgraph, so the auto methods choose magnitude pruning and plain SVD there.
+        var unread = Fixtures.PathOf("silero_vad_v4.onnx");
+        var (pruned, pruning) = Compress(("Sparsity", "0.3"), ("CalibrationData", unread));
+        using (pruned)
+        {
+            var magnitude = pruning.Records.Where(r => r.Technique == "prune" && r.Sparsity > 0).ToList();
+            Assert.IsGreaterThanOrEqualTo(30, magnitude.Count, string.Join("\n", pruning.Records.Select(r => $"{r.Layer}:{r.Note}")));
+            Assert.IsTrue(magnitude.All(r => r.Note!.Contains("PruneMethod=auto", StringComparison.Ordinal)), string.Join("\n", magnitude.Select(r => r.Note)));
+            AssertFaithful(pruned, minAgreement: 0.95, minCosine: 0.99, minStateCosine: 0.95);
+        }
+        var (factorized, lowRank) = Compress(("Rank", "0.5"), ("ConvDecomposition", "tucker2"), ("CalibrationData", unread));
+        using (factorized)
+            Assert.IsFalse(lowRank.Records.Any(r => r.Note?.Contains(WeightedLayer.SubgraphReason, StringComparison.Ordinal) == true),
+                string.Join("\n", lowRank.Records.Select(r => $"{r.Layer}:{r.Note}")));
+    }
+
+    [TestMethod]
     public void DataAwareTechniques_LeaveSubgraphLayersWithAReason_InsteadOfFailing()
     {
         // Never read: every layer is in a subgraph, so no technique captures anything.

@@ -18,7 +18,22 @@ public sealed class DynamicQuantizationPass : ICompressionPass
     public string Name => "quantize-int8-dynamic";
     public PassStage Stage => PassStage.Quantize;
     public IReadOnlyList<OptionsGroup> Reads => [QuantizationOptions.Group];
-    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer<QuantizationOptions>(q => q.Quantize == QuantizeMode.Int8Dynamic);
+    public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer<QuantizationOptions>(q => q.Quantize is QuantizeMode.Int8Dynamic or QuantizeMode.Int8);
+
+    /// <summary>
+    /// Whether this pass quantizes the layer: every Gemm/MatMul under int8-dynamic, and under static int8 those that
+    /// calibration cannot reach (inside an If/Loop/Scan body), so <c>Quantize=int8</c> still stores their weights in
+    /// int8. Convolutions never (ConvInteger is slow); the static pass owns the rest.
+    /// </summary>
+    public static bool Owns(QuantizeMode mode, WeightedLayer layer) =>
+        mode == QuantizeMode.Int8Dynamic || (mode == QuantizeMode.Int8 && layer.InSubgraph && layer.Layout != WeightLayout.Convolution);
+
+    /// <summary>LSTMs have no QDQ form ONNX Runtime fuses: under either int8 mode they become DynamicQuantizeLSTM.</summary>
+    public static bool OwnsLstm(QuantizeMode mode) => mode is QuantizeMode.Int8Dynamic or QuantizeMode.Int8;
+
+    /// <summary>The LSTMs of every graph, with the graph that holds each.</summary>
+    public static IEnumerable<(OnnxGraph Graph, NodeProto Node)> Lstms(OnnxGraph graph) =>
+        graph.SelfAndSubgraphs().SelectMany(g => g.Nodes.Where(n => n.OpType == "LSTM" && n.Domain is "" or "ai.onnx").Select(n => (g, n)));
 
     public void Apply(CompressionContext context)
     {
@@ -33,18 +48,20 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         // Subgraph layers too: the rewrite is local to the layer's graph, whose outer initializers it reads by name.
         foreach (var layer in WeightedLayer.FindAll(graph))
         {
-            if (context.Options<QuantizationOptions>(layer.Node).Quantize != QuantizeMode.Int8Dynamic) continue; // the static pass (or none) owns this layer
+            if (!Owns(context.Options<QuantizationOptions>(layer.Node).Quantize, layer)) continue; // the static pass (or none) owns this layer
             if (context.IsExcluded(layer.Node)) { LeaveFloat(context, layer, "excluded by policy", warn: false); continue; }
             if (Unsupported(layer) is { } reason) { LeaveFloat(context, layer, reason, warn: true); continue; }
             Quantize(context, layer);
             quantized++;
         }
-        foreach (var (graphView, lstm) in graph.SelfAndSubgraphs().SelectMany(g => g.Nodes.Where(n => n.OpType == "LSTM" && n.Domain is "" or "ai.onnx").Select(n => (g, n))).ToList())
+        foreach (var (graphView, lstm) in Lstms(graph).ToList())
         {
-            if (context.Options<QuantizationOptions>(lstm).Quantize != QuantizeMode.Int8Dynamic || context.IsExcluded(lstm)) continue;
+            if (!OwnsLstm(context.Options<QuantizationOptions>(lstm).Quantize) || context.IsExcluded(lstm)) continue;
             if (QuantizeLstm(context, graphView, lstm)) quantized++;
         }
-        if (quantized == 0) context.Warn(DiagnosticCodes.NothingToCompress, "int8-dynamic: no Gemm/MatMul/LSTM layer can be quantized");
+        // Under static int8 this pass only takes what calibration cannot reach; the static pass speaks for the rest.
+        if (quantized == 0 && context.Policy.AnyLayer<QuantizationOptions>(q => q.Quantize == QuantizeMode.Int8Dynamic))
+            context.Warn(DiagnosticCodes.NothingToCompress, "int8-dynamic: no Gemm/MatMul/LSTM layer can be quantized");
     }
 
     /// <summary>ONNX Runtime's contrib domain, home of DynamicQuantizeLSTM.</summary>

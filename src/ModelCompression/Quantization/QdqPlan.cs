@@ -92,8 +92,9 @@ public sealed class QdqPlan
             ops[layer.Node] = new QuantizedOp(layer.Node, kind, layer);
         }
         // Calibration measures main-graph values only: a layer inside an If/Loop/Scan body stays float, with the reason.
-        foreach (var layer in WeightedLayer.FindAll(graph).Where(l => l.InSubgraph && Wanted(l.Node)))
-            floatLayers.Add(new FloatLayer(layer, WeightedLayer.SubgraphReason + (layer.Layout == WeightLayout.Convolution ? "" : " (Quantize=int8-dynamic quantizes it without calibration)"), ByPolicy: false));
+        // Its Gemm/MatMul layers get the dynamic form instead (DynamicQuantizationPass.Owns).
+        foreach (var layer in WeightedLayer.FindAll(graph).Where(l => l.InSubgraph && Wanted(l.Node) && !DynamicQuantizationPass.Owns(QuantizeMode.Int8, l)))
+            floatLayers.Add(new FloatLayer(layer, WeightedLayer.SubgraphReason, ByPolicy: false));
 
         // Grow the int8 region: an Add or pooling joins when all its inputs are already int8 (so it costs no new
         // QuantizeLinear), and a Gemm/MatMul quantizes its output when an int8 node reads it. Repeat until stable.

@@ -32,12 +32,11 @@ public sealed class StaticQuantizationPass : ICompressionPass
         if (candidates.Ops.Count == 0)
         {
             RecordFloatLayers(context, candidates);
-            // Say what would work: the dynamic form needs no calibration and reaches subgraph bodies and LSTMs.
-            var lstms = context.Graph.SelfAndSubgraphs().Sum(g => g.Nodes.Count(n => n.OpType == "LSTM"));
-            var hint = candidates.FloatLayers.Any(f => f.Reason.StartsWith(WeightedLayer.SubgraphReason, StringComparison.Ordinal)) || lstms > 0
-                ? $"; Quantize=int8-dynamic quantizes weights without calibration, also inside If/Loop/Scan bodies{(lstms > 0 ? $" and in the model's {lstms} LSTM(s)" : "")}"
-                : "";
-            context.Warn(DiagnosticCodes.NothingToCompress, $"int8: no layer can be quantized statically{hint}");
+            // Weights calibration cannot reach (LSTMs, Gemm/MatMul in subgraph bodies) get the dynamic form from
+            // DynamicQuantizationPass; only when there is none of those either was nothing quantized.
+            var dynamic = DynamicQuantizationPass.Lstms(context.Graph).Any(l => Wants(context, l.Node))
+                || WeightedLayer.FindAll(context.Graph).Any(l => Wants(context, l.Node) && DynamicQuantizationPass.Owns(QuantizeMode.Int8, l));
+            if (!dynamic) context.Warn(DiagnosticCodes.NothingToCompress, "int8: no layer can be quantized");
             return;
         }
 
@@ -69,6 +68,9 @@ public sealed class StaticQuantizationPass : ICompressionPass
         });
         return (calibrators.ToDictionary(p => p.Key, p => p.Value.ComputeRange(), StringComparer.Ordinal), ranks);
     }
+
+    private static bool Wants(CompressionContext context, Onnx.Protobuf.NodeProto node) =>
+        context.Options<QuantizationOptions>(node).Quantize == QuantizeMode.Int8 && !context.IsExcluded(node);
 
     private static bool IsModelInput(OnnxGraph graph, string tensor) =>
         graph.GraphInputNames.Contains(tensor) ||

@@ -5,6 +5,7 @@ using Google.Protobuf;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
+using ModelCompression.Diagnostics;
 
 namespace ModelCompression.Tests.Passes;
 
@@ -159,6 +160,18 @@ public sealed class SubgraphWeightsTests
     }
 
     [TestMethod]
+    public void StaticInt8_GivesTheLstmsTheDynamicForm_AndLeavesTheSubgraphConvsWithAReason()
+    {
+        // Never read: calibration reaches no layer of this model (all are inside If bodies).
+        var (model, context) = Compress(("Quantize", "int8"), ("CalibrationData", Fixtures.PathOf("silero_vad_v4.onnx")));
+        using var _ = model;
+        Assert.AreEqual(8, AllNodes(model).Count(n => n.OpType == "DynamicQuantizeLSTM"), string.Join("\n", context.Diagnostics));
+        Assert.AreEqual(36, context.Records.Count(r => r.Technique == "int8" && r.Op == "Conv" && r.Note!.Contains(WeightedLayer.SubgraphReason, StringComparison.Ordinal)));
+        Assert.IsFalse(context.Diagnostics.Any(d => d.Code == DiagnosticCodes.NothingToCompress), string.Join("\n", context.Diagnostics));
+        AssertFaithful(model, minAgreement: 0.99, minCosine: 0.999, minStateCosine: 0.999);
+    }
+
+    [TestMethod]
     public void Codebook_SharesTheSubgraphConvWeights()
     {
         // 64 values (stored in the same uint8 indices as 16): the STFT basis, a sine table, needs that many levels.
@@ -212,8 +225,7 @@ public sealed class SubgraphWeightsTests
         var unread = Fixtures.PathOf("silero_vad_v4.onnx");
         foreach (var settings in new[]
         {
-            new[] { ("Quantize", "int8") },
-            [("Sparsity", "0.5"), ("PruneMethod", "sparsegpt")],
+            new[] { ("Sparsity", "0.5"), ("PruneMethod", "sparsegpt") },
             [("Rank", "0.5"), ("LowRankMethod", "activation-aware"), ("ConvDecomposition", "tucker2")],
         })
         {

@@ -21,7 +21,7 @@ internal sealed class LowBitDecoder : IWeightDecoder
             case "Slice" when inputs.Count == 3 && inputs[0] is { StoredType: DataType.Uint8, Dims: null } codes
                 && inputs[1]?.Tensor is { } start && WeightDecoders.Int64s(start) is [0]
                 && inputs[2]?.Tensor is { } end && WeightDecoders.Int64s(end) is [> 0 and var count]:
-                return codes with { Dims = [count], Elements = count, NonZeros = null, Tensor = null };
+                return codes with { Dims = [count], Elements = count, NonZeros = NonZeroCodes(model, codes.StoredName, count), Tensor = null };
             // Mul(signs stored as uint8 codes, float scales broadcast over them).
             case "Mul" when inputs.Count == 2 && inputs[0] is { StoredType: DataType.Uint8, Dims: not null, Elements: { } elements } signs
                 && inputs[1] is { StoredType: DataType.Float, Tensor: not null, Elements: { } scales } && scales <= elements:
@@ -29,5 +29,37 @@ internal sealed class LowBitDecoder : IWeightDecoder
             default:
                 return null;
         }
+    }
+
+    /// <summary>
+    /// How many of the first <paramref name="count"/> codes packed planar in the [1, K] uint8 initializer are not 0
+    /// (a ternary weight's zeros are code 0), or null when the initializer or its code width is not known.
+    /// </summary>
+    private static long? NonZeroCodes(OnnxModel model, string packedName, long count)
+    {
+        if (Find(model.Graph, packedName) is not { } tensor || tensor.Dims.Count != 2 || tensor.Dims[0] != 1) return null;
+        var bytes = tensor.Dims[1];
+        // The width the packing used: the one whose field count gives exactly K bytes for count codes (unique but for tiny tensors).
+        var widths = new[] { 1, 2, 4, 8 }.Where(b => (count + 8 / b - 1) / (8 / b) == bytes).ToList();
+        if (widths.Count != 1) return null;
+        var data = model.GetTensor(tensor);
+        if (!data.HasRawBytes || data.RawBytes.Length != bytes) return null;
+        var raw = data.RawBytes;
+        var bits = widths[0];
+        var mask = (1 << bits) - 1;
+        long nonZeros = 0;
+        for (long j = 0; j < count; j++)
+            if (((raw[(int)(j % bytes)] >> (int)(j / bytes * bits)) & mask) != 0) nonZeros++;
+        return nonZeros;
+    }
+
+    private static TensorProto? Find(GraphProto graph, string name)
+    {
+        foreach (var t in graph.Initializer) if (t.Name == name) return t;
+        foreach (var node in graph.Node)
+            foreach (var a in node.Attribute)
+                foreach (var body in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G))
+                    if (Find(body, name) is { } found) return found;
+        return null;
     }
 }

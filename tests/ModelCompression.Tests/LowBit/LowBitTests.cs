@@ -29,7 +29,7 @@ public sealed class LowBitTests
         using var mlp = OnnxModel.Load(Fixtures.Mlp);
         _fp32 = Fixtures.Accuracy(mlp);
         _ternaryPlain = Fixtures.Accuracy(Compress(Fixtures.Mlp, calibrated: false, ("Quantize", "ternary")).Model);
-        (_binary, _) = Compress(Fixtures.Mlp, calibrated: false, ("Quantize", "binary"));
+        _binary = Compress(Fixtures.Mlp, calibrated: false, ("Quantize", "binary")).Model;
         _binaryPlain = Fixtures.Accuracy(_binary);
         (_ternaryHeadInt8, _ternaryHeadInt8Context) = Compress(Fixtures.Mlp, calibrated: true, ("Quantize", "ternary"), ("PolicyFile", _policyFile));
         _ternaryFitted = Fixtures.Accuracy(_ternaryHeadInt8);
@@ -135,18 +135,18 @@ public sealed class LowBitTests
             using var optimized = Optimized(model);
             var ops = optimized.Graph.Node.Select(n => n.OpType).ToList();
             Assert.IsFalse(ops.Any(op => op is "BitShift" or "Gather" or "Slice"), string.Join(" ", ops));
-            var graph = new OnnxGraph(optimized.Graph);
-            var gemm = optimized.Graph.Node.First(n => n.OpType == "Gemm");
-            var weight = graph.Initializer(gemm.Input[1]);
+            // The first hidden layer's folded weight, [512, 784] or as ORT laid it out for its kernel ([784, 512]).
+            var weight = optimized.Graph.Initializer.SingleOrDefault(t => Tensors.ElementCount(t) == 512L * 784);
             Assert.IsNotNull(weight, "the decoded weight is a plain initializer after folding");
             var w = optimized.ReadFloats(weight!);
-            var cols = (int)weight!.Dims[1];
-            Assert.AreEqual(512, (int)weight.Dims[0]);
+            var outFirst = weight!.Dims[0] == 512;
+            float At(int o, int i) => outFirst ? w[o * 784 + i] : w[i * 512 + o];
             for (var r = 0; r < 512; r++)
             {
-                var magnitudes = w.AsSpan(r * cols, cols).ToArray().Select(MathF.Abs).Where(x => x != 0).Distinct().ToList();
+                var row = Enumerable.Range(0, 784).Select(i => At(r, i)).ToArray();
+                var magnitudes = row.Select(MathF.Abs).Where(x => x != 0).Distinct().ToList();
                 Assert.AreEqual(1, magnitudes.Count, $"row {r}: one α");
-                var zeros = w.AsSpan(r * cols, cols).ToArray().Count(x => x == 0);
+                var zeros = row.Count(x => x == 0);
                 if (ternary) Assert.IsTrue(zeros > 0, $"row {r}: ternary has zeros");
                 else Assert.AreEqual(0, zeros, $"row {r}: binary has none");
             }
@@ -166,6 +166,12 @@ public sealed class LowBitTests
             Assert.AreEqual(after[name].Elements, after[name].NonZeros, "binary weights are all nonzero");
         }
         Assert.AreEqual(DataType.Float, after["out.weight"].StoredType);
+
+        // A ternary weight's zeros are counted through the packed codes, as the pass recorded them.
+        var ternary = ModelWeights.Find(_ternaryHeadInt8).Single(w => w.Value == "hidden.0.weight");
+        var sparsity = _ternaryHeadInt8Context.Records.Single(r => r.Technique == "ternary" && r.Layer == "/hidden.0/Gemm").Sparsity!.Value;
+        Assert.AreEqual(784L * 512, ternary.Elements);
+        Assert.AreEqual(sparsity, 1 - (double)ternary.NonZeros!.Value / ternary.Elements, 1e-9);
     }
 
     [TestMethod]

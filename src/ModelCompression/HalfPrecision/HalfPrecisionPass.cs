@@ -39,7 +39,15 @@ public sealed class HalfPrecisionPass : ICompressionPass
     /// <summary>A value underflows when more than this share of its nonzero calibration values round to zero.</summary>
     private const double UnderflowShare = 0.01;
 
-    private enum Keep { No, Policy, Kernel, Range }
+    /// <summary>Ops that only move, select or reshape values: worth computing in 16 bits only next to 16-bit ops.</summary>
+    private static readonly HashSet<string> DataMovementOps = new(StringComparer.Ordinal)
+    {
+        "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat", "Split", "Slice", "Gather",
+        "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth",
+    };
+
+    /// <summary>Why an op computes in float32: the policy, a missing kernel, a value out of range, or float32 neighbours.</summary>
+    private enum Keep { No, Policy, Kernel, Range, Neighbours }
 
     private sealed class NodePlan(NodeProto node, DataType? requested)
     {
@@ -51,7 +59,7 @@ public sealed class HalfPrecisionPass : ICompressionPass
         /// <summary>The type the op computes in: the requested one, or float32.</summary>
         public DataType Compute => Kept == Keep.No ? Requested!.Value : DataType.Float;
         /// <summary>The type its float32 weights are stored in.</summary>
-        public DataType WeightStorage => Kept is Keep.No or Keep.Kernel && Requested is { } r ? r : DataType.Float;
+        public DataType WeightStorage => Kept is Keep.No or Keep.Kernel or Keep.Neighbours && Requested is { } r ? r : DataType.Float;
     }
 
     public void Apply(CompressionContext context)
@@ -98,9 +106,39 @@ public sealed class HalfPrecisionPass : ICompressionPass
                 Set(p, Keep.Kernel, $"ONNX Runtime ({context.Runtime.Provider}) has no {HalfFormats.Name(p.Requested!.Value)} kernel for {p.Node.OpType}");
         }
 
+        KeepDataMovementBetweenFloat32(graph, plans, IsFloat);
+
         var layers = WeightedLayer.FindAll(graph).Select(l => (l.Node, l.Name, l.OpType, l.WeightShape, l.Parameters, Values: context.Model.ReadFloats(l.Weight))).ToList();
         Rewrite(context.Model, graph, plans, types);
         Record(context, plans, layers);
+    }
+
+    /// <summary>
+    /// A Reshape or Transpose whose float inputs come from float32 ops and whose outputs go to float32 ops (as around
+    /// ops without a 16-bit kernel) stays float32 too: in 16 bits it would only round its values between two Casts.
+    /// </summary>
+    private static void KeepDataMovementBetweenFloat32(OnnxGraph graph, List<NodePlan> plans, Func<string, bool> isFloat)
+    {
+        var producer = new Dictionary<string, NodePlan>(StringComparer.Ordinal);
+        var consumers = new Dictionary<string, List<NodePlan>>(StringComparer.Ordinal);
+        foreach (var plan in plans)
+        {
+            foreach (var o in plan.Node.Output.Where(isFloat)) producer[o] = plan;
+            foreach (var i in plan.Node.Input.Where(isFloat)) (consumers.TryGetValue(i, out var list) ? list : consumers[i] = []).Add(plan);
+        }
+        var outputs = graph.GraphOutputNames.ToHashSet(StringComparer.Ordinal);
+        for (var changed = true; changed;)
+        {
+            changed = false;
+            foreach (var plan in plans.Where(p => p.Kept == Keep.No && DataMovementOps.Contains(p.Node.OpType)))
+            {
+                var inputsHalf = plan.Node.Input.Where(isFloat).Any(i => producer.TryGetValue(i, out var p) && p.Kept == Keep.No);
+                var outputsHalf = plan.Node.Output.Where(isFloat).Any(o => !outputs.Contains(o) && consumers.GetValueOrDefault(o, []).Any(c => c.Kept == Keep.No));
+                if (inputsHalf || outputsHalf) continue;
+                Set(plan, Keep.Neighbours, "moves data only, between float32 ops");
+                changed = true;
+            }
+        }
     }
 
     private static void Set(NodePlan plan, Keep keep, string? reason)
@@ -137,7 +175,7 @@ public sealed class HalfPrecisionPass : ICompressionPass
         }
         if (!context.HasCalibration) return;
 
-        var activations = byValue.Keys.Where(v => graph.Initializer(v) is null && !graph.GraphInputNames.Contains(v) || graph.GraphInputNames.Contains(v)).ToList();
+        var activations = byValue.Keys.Where(v => graph.Initializer(v) is null).ToList();
         var stats = activations.ToDictionary(v => v, _ => (Max: 0.0, NonZero: 0L, Tiny: 0L), StringComparer.Ordinal);
         context.CaptureActivations("quantize-float16", activations, batch =>
         {
@@ -281,7 +319,7 @@ public sealed class HalfPrecisionPass : ICompressionPass
                 Note = plan.Kept switch
                 {
                     Keep.No => $"weights and compute in {HalfFormats.Name(storage)}",
-                    Keep.Kernel => $"weights stored in {HalfFormats.Name(storage)}, computed in float32: {plan.Reason}",
+                    Keep.Kernel or Keep.Neighbours => $"weights stored in {HalfFormats.Name(storage)}, computed in float32: {plan.Reason}",
                     _ => "left in float32: " + plan.Reason,
                 },
             });

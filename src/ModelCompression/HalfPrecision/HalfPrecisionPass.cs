@@ -39,11 +39,10 @@ public sealed class HalfPrecisionPass : ICompressionPass
     /// <summary>A value underflows when more than this share of its nonzero calibration values round to zero.</summary>
     private const double UnderflowShare = 0.01;
 
-    /// <summary>Ops that only move, select or reshape values: worth computing in 16 bits only next to 16-bit ops.</summary>
-    private static readonly HashSet<string> DataMovementOps = new(StringComparer.Ordinal)
+    /// <summary>The ops 16 bits make faster (where a kernel exists); a 16-bit region needs one of them to be worth its Casts.</summary>
+    private static readonly HashSet<string> MatrixOps = new(StringComparer.Ordinal)
     {
-        "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat", "Split", "Slice", "Gather",
-        "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth",
+        "Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention",
     };
 
     /// <summary>Why an op computes in float32: the policy, a missing kernel, a value out of range, or float32 neighbours.</summary>
@@ -92,21 +91,37 @@ public sealed class HalfPrecisionPass : ICompressionPass
 
         CheckRanges(context, plans, types, IsFloat);
 
-        // Convert, load, and put back in float32 every op of a type the runtime rejects in 16 bits, until it loads.
+        // Convert, load, and put back in float32 every op of a type the runtime rejects in 16 bits, and every op it
+        // would silently run in float32 between Casts of its own, until it loads with none of either.
         var rejectedOps = new HashSet<string>(StringComparer.Ordinal);
         while (true)
         {
             var candidate = context.Model.Clone();
+            var probeNames = new Dictionary<string, NodePlan>(StringComparer.Ordinal);
+            for (var i = 0; i < plans.Count; i++)
+            {
+                // Unique names, so that the runtime's transformed graph can be matched to the plan.
+                candidate.Graph.Node[i].Name = $"__half_probe_{i}";
+                probeNames[candidate.Graph.Node[i].Name] = plans[i];
+            }
             Rewrite(candidate, new OnnxGraph(candidate.Graph), plans, types);
-            if (RuntimeProbe.Rejected(candidate, context.Runtime, context.ModelPath) is not { } rejected) break;
-            var culprits = plans.Where(p => p.Kept == Keep.No && p.Node.OpType == rejected.OpType).ToList();
-            if (culprits.Count == 0 || !rejectedOps.Add(rejected.OpType))
-                throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"float16/bfloat16: ONNX Runtime cannot load the converted model: {rejected.Message}", context.ModelPath);
-            foreach (var p in culprits)
-                Set(p, Keep.Kernel, $"ONNX Runtime ({context.Runtime.Provider}) has no {HalfFormats.Name(p.Requested!.Value)} kernel for {p.Node.OpType}");
+            if (RuntimeProbe.Rejected(candidate, context.Runtime, context.ModelPath) is { } rejected)
+            {
+                var culprits = plans.Where(p => p.Kept == Keep.No && p.Node.OpType == rejected.OpType).ToList();
+                if (culprits.Count == 0 || !rejectedOps.Add(rejected.OpType))
+                    throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"float16/bfloat16: ONNX Runtime cannot load the converted model: {rejected.Message}", context.ModelPath);
+                foreach (var p in culprits)
+                    Set(p, Keep.Kernel, $"ONNX Runtime ({context.Runtime.Provider}) has no {HalfFormats.Name(p.Requested!.Value)} kernel for {p.Node.OpType}");
+                continue;
+            }
+            var upcast = RuntimeProbe.RunInFloat32(candidate, context.Runtime, context.ModelPath)
+                .Select(probeNames.GetValueOrDefault).OfType<NodePlan>().Where(p => p.Kept == Keep.No).ToList();
+            if (upcast.Count == 0) break;
+            foreach (var p in upcast)
+                Set(p, Keep.Kernel, $"ONNX Runtime ({context.Runtime.Provider}) has no {HalfFormats.Name(p.Requested!.Value)} kernel for {p.Node.OpType} (it would cast to float32 around it)");
         }
 
-        KeepDataMovementBetweenFloat32(graph, plans, IsFloat);
+        KeepIslandsFloat32(plans, IsFloat);
 
         var layers = WeightedLayer.FindAll(graph).Select(l => (l.Node, l.Name, l.OpType, l.WeightShape, l.Parameters, Values: context.Model.ReadFloats(l.Weight))).ToList();
         Rewrite(context.Model, graph, plans, types);
@@ -114,31 +129,26 @@ public sealed class HalfPrecisionPass : ICompressionPass
     }
 
     /// <summary>
-    /// A Reshape or Transpose whose float inputs come from float32 ops and whose outputs go to float32 ops (as around
-    /// ops without a 16-bit kernel) stays float32 too: in 16 bits it would only round its values between two Casts.
+    /// Ops computed in 16 bits form regions, linked by the values one writes and another reads. A region without a
+    /// matrix op (Conv, Gemm, MatMul …) in 16 bits — a Relu or an Add between two float32 convolutions, a Flatten
+    /// after the input — stays float32: in 16 bits it would only round its values and add two Casts.
     /// </summary>
-    private static void KeepDataMovementBetweenFloat32(OnnxGraph graph, List<NodePlan> plans, Func<string, bool> isFloat)
+    private static void KeepIslandsFloat32(List<NodePlan> plans, Func<string, bool> isFloat)
     {
-        var producer = new Dictionary<string, NodePlan>(StringComparer.Ordinal);
-        var consumers = new Dictionary<string, List<NodePlan>>(StringComparer.Ordinal);
-        foreach (var plan in plans)
-        {
-            foreach (var o in plan.Node.Output.Where(isFloat)) producer[o] = plan;
-            foreach (var i in plan.Node.Input.Where(isFloat)) (consumers.TryGetValue(i, out var list) ? list : consumers[i] = []).Add(plan);
-        }
-        var outputs = graph.GraphOutputNames.ToHashSet(StringComparer.Ordinal);
-        for (var changed = true; changed;)
-        {
-            changed = false;
-            foreach (var plan in plans.Where(p => p.Kept == Keep.No && DataMovementOps.Contains(p.Node.OpType)))
-            {
-                var inputsHalf = plan.Node.Input.Where(isFloat).Any(i => producer.TryGetValue(i, out var p) && p.Kept == Keep.No);
-                var outputsHalf = plan.Node.Output.Where(isFloat).Any(o => !outputs.Contains(o) && consumers.GetValueOrDefault(o, []).Any(c => c.Kept == Keep.No));
-                if (inputsHalf || outputsHalf) continue;
-                Set(plan, Keep.Neighbours, "moves data only, between float32 ops");
-                changed = true;
-            }
-        }
+        var half = plans.Where(p => p.Kept == Keep.No).ToList();
+        var index = new Dictionary<NodePlan, int>(ReferenceEqualityComparer.Instance);
+        for (var k = 0; k < half.Count; k++) index[half[k]] = k;
+        var parent = Enumerable.Range(0, half.Count).ToArray();
+        int Find(int i) => parent[i] == i ? i : parent[i] = Find(parent[i]);
+        var producer = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in half)
+            foreach (var o in p.Node.Output.Where(isFloat)) producer[o] = index[p];
+        foreach (var p in half)
+            foreach (var i in p.Node.Input.Where(isFloat))
+                if (producer.TryGetValue(i, out var from)) parent[Find(from)] = Find(index[p]);
+        var heavy = half.Where(p => MatrixOps.Contains(p.Node.OpType)).Select(p => Find(index[p])).ToHashSet();
+        foreach (var p in half.Where(p => !heavy.Contains(Find(index[p]))))
+            Set(p, Keep.Neighbours, "no 16-bit matrix op next to it: in 16 bits it would only round values between two Casts");
     }
 
     private static void Set(NodePlan plan, Keep keep, string? reason)

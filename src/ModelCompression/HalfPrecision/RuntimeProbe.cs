@@ -67,6 +67,44 @@ internal static partial class RuntimeProbe
         }
     }
 
+    /// <summary>
+    /// The nodes of <paramref name="candidate"/> that ONNX Runtime runs in float32 although they are written in
+    /// float16: for a float16 node without a CPU kernel it does not fail but inserts Casts to float32 around it
+    /// (its InsertCastTransformer). Read from the graph it writes after its transformations: a node whose input
+    /// comes from a float32 Cast that the candidate does not have. Node names must be unique and non-empty.
+    /// </summary>
+    public static HashSet<string> RunInFloat32(OnnxModel candidate, RuntimeOptions runtime, string? file)
+    {
+        var folder = Directory.CreateTempSubdirectory("modelcompression-half-");
+        try
+        {
+            var path = Path.Combine(folder.FullName, "transformed.onnx");
+            OnnxRuntimeLoader.EnsureConfigured();
+            using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, OptimizedModelFilePath = path })
+            {
+                if (runtime.Provider.IsCuda) options.AppendExecutionProvider_CUDA(runtime.Provider.DeviceId);
+                try
+                {
+                    using var session = new InferenceSession(candidate.ToBytes(), options);
+                }
+                catch (OnnxRuntimeException e)
+                {
+                    throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"float16/bfloat16: ONNX Runtime cannot load the converted model: {FirstLine(e.Message)}", file, e);
+                }
+            }
+            using var transformed = OnnxModel.Load(path);
+            var written = candidate.Graph.Node.Select(n => n.Name).ToHashSet(StringComparer.Ordinal);
+            var insertedCasts = transformed.Graph.Node
+                .Where(n => n.OpType == "Cast" && !written.Contains(n.Name) && n.Attribute.Any(a => a.Name == "to" && a.I == (int)DataType.Float))
+                .SelectMany(n => n.Output).ToHashSet(StringComparer.Ordinal);
+            return transformed.Graph.Node.Where(n => written.Contains(n.Name) && n.Input.Any(insertedCasts.Contains)).Select(n => n.Name).ToHashSet(StringComparer.Ordinal);
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
     // "Could not find an implementation for Conv(11) node with name 'conv1'"
     [GeneratedRegex(@"Could not find an implementation for ([A-Za-z0-9_]+)\(\d+\)")]
     private static partial Regex NoKernel();

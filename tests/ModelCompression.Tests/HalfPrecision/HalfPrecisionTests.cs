@@ -49,9 +49,12 @@ public sealed class HalfPrecisionTests
         AssertFloat32Io(half);
         var weights = WeightedLayerWeights(half);
         Assert.IsTrue(weights.Count > 0 && weights.All(t => t == DataType.Float16), "every weight stored in float16");
-        // Activations too: at least one op computes in float16 on the CPU provider (Gemm/Conv have kernels in 1.31).
-        Assert.IsTrue(context.Records.Any(r => r.Note?.Contains("compute in float16") == true));
-        Assert.IsTrue(context.Records.Where(r => r.ParametersBefore > 0).All(r => r.Bits == 16));
+        // Each layer computes in float16 where the runtime has a float16 kernel for it, else in float32 saying so
+        // (ONNX Runtime's x64 CPU provider has none for Conv and Gemm: it would cast around them itself).
+        var layers = context.Records.Where(r => r.ParametersBefore > 0).ToList();
+        Assert.IsTrue(layers.Count > 0 && layers.All(r => r.Bits == 16 && r.ReconstructionError < 0.001));
+        Assert.IsTrue(layers.All(r => r.Note!.Contains("weights and compute in float16") || r.Note!.Contains("no float16 kernel for " + r.Op)),
+            string.Join("; ", layers.Select(r => r.Note)));
 
         var before = Fixtures.Accuracy(original);
         var after = Fixtures.Accuracy(half);

@@ -20,7 +20,7 @@ public sealed record QuantizationOptions : IOptions<QuantizationOptions>
         NeedsCalibration = o => o.Quantize == QuantizeMode.Int8 ? ["Quantize=int8 (static; int8-dynamic needs none)"] : [],
     }
         .Add("Quantize", Syntax.Enum(("none", QuantizeMode.None), ("int8", QuantizeMode.Int8), ("int8-dynamic", QuantizeMode.Int8Dynamic), ("float16", QuantizeMode.Float16), ("bfloat16", QuantizeMode.BFloat16)), SettingScope.PerLayer,
-            "Quantization: int8 = static QDQ (weights per channel, activations calibrated), int8-dynamic = weights int8, activations quantized at run time; float16 / bfloat16 = weights and activations in 16-bit floats, inputs and outputs kept float32 (ops ONNX Runtime has no 16-bit kernel for, or whose calibration values leave the format's range, stay float32 with their weights stored 16-bit): half the file; on CPU about float32's speed, not faster.",
+            "Quantization: int8 = static QDQ (weights per channel, activations calibrated), int8-dynamic = weights int8, activations quantized at run time; float16 / bfloat16 = weights and activations in 16-bit floats, inputs and outputs kept float32 (ops ONNX Runtime has no 16-bit kernel for, or whose calibration values leave the format's range, stay float32 with their weights stored 16-bit): half the file. ONNX Runtime's x64 CPU provider has no 16-bit Conv/Gemm kernels: there only the weights are 16-bit, at float32's speed.",
             o => o.Quantize, (o, v) => o with { Quantize = v })
         .Add("CalibrationMethod", Syntax.Enum(("minmax", CalibrationMethod.MinMax), ("percentile", CalibrationMethod.Percentile), ("entropy", CalibrationMethod.Entropy)), SettingScope.Model,
             "How activation ranges are chosen from calibration data.",

@@ -118,7 +118,7 @@ public sealed class HalfPrecisionPass : ICompressionPass
                 .Select(probeNames.GetValueOrDefault).OfType<NodePlan>().Where(p => p.Kept == Keep.No).ToList();
             if (upcast.Count == 0) break;
             foreach (var p in upcast)
-                Set(p, Keep.Kernel, $"ONNX Runtime ({context.Runtime.Provider}) has no {HalfFormats.Name(p.Requested!.Value)} kernel for {p.Node.OpType} (it would cast to float32 around it)");
+                Set(p, Keep.Kernel, $"ONNX Runtime ({context.Runtime.Provider}) would run this {p.Node.OpType} in float32 with Casts of its own around it (no {HalfFormats.Name(p.Requested!.Value)} kernel, or isolated between such ops)");
         }
 
         KeepIslandsFloat32(plans, IsFloat);

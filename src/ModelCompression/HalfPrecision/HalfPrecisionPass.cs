@@ -316,8 +316,8 @@ public sealed class HalfPrecisionPass : ICompressionPass
         var weighted = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
         foreach (var layer in layers)
         {
-            var plan = byNode[layer.Node];
-            if (plan.Requested is not { } requested) continue;
+            // Layers inside If/Loop/Scan bodies have no plan: bodies stay float32 (their host op says so).
+            if (!byNode.TryGetValue(layer.Node, out var plan) || plan.Requested is not { } requested) continue;
             weighted.Add(layer.Node);
             var storage = plan.WeightStorage;
             context.Record(new LayerRecord

@@ -23,7 +23,7 @@ public sealed class OpsetUpgradePass : ICompressionPass
     public void Apply(CompressionContext context)
     {
         var from = context.Model.OpsetVersion();
-        var needed = context.Policy.AnyLayer<QuantizationOptions>(q => q.Quantize == QuantizeMode.Int8) ? 13 : 11;
+        var needed = context.Policy.AnyLayer<QuantizationOptions>(q => q.Quantize is QuantizeMode.Int8 or QuantizeMode.BFloat16) ? 13 : 11; // bfloat16 Cast: opset 13
         if (from >= needed) return;
         if (OpsetConverter.WhyNot(context.Model.Proto) is { } reason)
         {

@@ -29,7 +29,7 @@ public sealed class GateTests
             "CM0202: output 'logits': top-1 agreement with the original 95.00 % < MinAgreement 97.00 %",
             "CM0203: latency ratio 1.200x > MaxLatencyRatio 1.000x (p50 12.00 ms vs 10.00 ms at batch 64)",
             "CM0204: latency p50 12.00 ms > MaxLatencyMs 10.00 ms at batch 64",
-            "CM0205: size ratio 0.300x > MaxSizeRatio 0.250x (300 vs 1,000 bytes)",
+            "CM0205: file size ratio 0.300x > MaxSizeRatio 0.250x (300 vs 1,000 bytes)",
         }, messages);
     }
 

@@ -182,7 +182,7 @@ public static class Gate
             var measure = gate.SizeMeasure switch
             {
                 SizeMeasure.Deflate => "Deflate-compressed",
-                SizeMeasure.Brotli => $"Brotli-compressed (quality {DeployedSize.BrotliQuality})",
+                SizeMeasure.Brotli => $"Brotli-compressed ({ReportQuality(m)})",
                 _ => "file",
             };
             Fail(DiagnosticCodes.SizeRatioExceeded, "size-ratio", sizeRatio, size,
@@ -190,6 +190,10 @@ public static class Gate
         }
         return new GateVerdict(failures);
     }
+
+    /// <summary>"quality 11", or "quality 9 vs 11" when the original was large enough to get the faster one.</summary>
+    public static string ReportQuality(GateMeasurements m) => m.OriginalSizes is { } o && m.CompressedSizes is { } c && o.BrotliQuality != c.BrotliQuality
+        ? $"quality {o.BrotliQuality} vs {c.BrotliQuality}" : $"quality {m.CompressedSizes?.BrotliQuality ?? DeployedSize.BrotliQuality}";
 
     private static IProgress<double>? Report(IProgress<(string, double)>? progress, string stage) =>
         progress is null ? null : new Passes.InlineProgress<double>(f => progress.Report((stage, f)));

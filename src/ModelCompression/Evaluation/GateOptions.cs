@@ -62,7 +62,7 @@ public sealed record GateOptions : IOptions<GateOptions>
             "Fail when compressed bytes / original bytes exceeds this.",
             o => o.MaxSizeRatio, (o, v) => o with { MaxSizeRatio = v })
         .Add("SizeMeasure", Syntax.Enum(("file", SizeMeasure.File), ("deflate", SizeMeasure.Deflate), ("brotli", SizeMeasure.Brotli)), SettingScope.Model,
-            "Which size MaxSizeRatio compares: file = bytes as stored; deflate = after Deflate (zip: NuGet, APK, MSIX); brotli = after Brotli at quality 11 (container layers, web). The report shows all three.",
+            "Which size MaxSizeRatio compares: file = bytes as stored; deflate = after Deflate (zip: NuGet, APK, MSIX); brotli = after Brotli at quality 11 (9 for models over 1 MiB; container layers, web). The report shows all three.",
             o => o.SizeMeasure, (o, v) => o with { SizeMeasure = v })
         .Add("MinCosine", Syntax.Optional(Syntax.Number(-1, 1)), SettingScope.Model,
             "Fail when a gated output's mean cosine similarity with the original's (per sample) is below this. On by default (0.9) so a model whose outputs collapsed never passes; -1 turns it off.",

@@ -47,7 +47,7 @@ public static class HtmlReport
         if (m.OriginalSizes is { } os && m.CompressedSizes is { } cs)
         {
             sizeRows.Add(new("Deflate", os.Deflate / 1048576.0, cs.Deflate / 1048576.0));
-            sizeRows.Add(new($"Brotli q{DeployedSize.BrotliQuality}", os.Brotli / 1048576.0, cs.Brotli / 1048576.0));
+            sizeRows.Add(new("Brotli", os.Brotli / 1048576.0, cs.Brotli / 1048576.0));
         }
         html.Append(PairChart("Size (MiB)", sizeRows, "0.00"));
         if (m.Original?.Top1 is { } a1 && m.Compressed?.Top1 is { } b1)

@@ -59,7 +59,7 @@ internal static class ReportText
         if (m.OriginalSizes is { } o && m.CompressedSizes is { } c)
         {
             yield return ("Size after Deflate (zip)", Bytes(o.Deflate), Bytes(c.Deflate), Ratio(m.DeflateRatio));
-            yield return ($"Size after Brotli (q{DeployedSize.BrotliQuality})", Bytes(o.Brotli), Bytes(c.Brotli), Ratio(m.BrotliRatio));
+            yield return ($"Size after Brotli ({Gate.ReportQuality(m)})", Bytes(o.Brotli), Bytes(c.Brotli), Ratio(m.BrotliRatio));
         }
         yield return ("Parameters", Count(report.ParametersBefore), Count(report.ParametersAfter), Ratio(report.ParametersBefore == 0 ? null : (double)report.ParametersAfter / report.ParametersBefore));
         yield return ("Nonzero parameters", Count(report.NonZeroParametersBefore), Count(report.NonZeroParametersAfter), Ratio(report.NonZeroParametersBefore == 0 ? null : (double)report.NonZeroParametersAfter / report.NonZeroParametersBefore));

@@ -26,7 +26,7 @@ public static class ConsoleOutput
         // Without labels or a class axis (a probability, a detection map): the least faithful output's cosine.
         else if (m.Outputs.Count > 0) parts.Add($"cosine {MetricFormat.Cosine(m.Outputs.Min(o => o.Cosine))}");
         if (m.LatencyRatio is { } l) parts.Add($"latency {MetricFormat.Ratio(l)}");
-        parts.Add($"size {MetricFormat.Ratio(m.SizeRatio)}");
+        parts.Add($"size {MetricFormat.Ratio(m.SizeRatio)}" + (m.DeflateRatio is { } d && m.BrotliRatio is { } br ? $" (deflate {MetricFormat.Ratio(d)}, brotli {MetricFormat.Ratio(br)})" : ""));
         if (m.Original is null) parts.Add("no validation data: accuracy and latency not measured");
         // The output is named too: two items may compress one model into two variants.
         var target = report.Output is null ? report.Model : $"{report.Model} -> {report.Output}";

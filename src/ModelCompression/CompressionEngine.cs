@@ -103,7 +103,7 @@ public static class CompressionEngine
                 Output = written,
                 Candidate = written is null ? kept : null,
                 Policy = Describe(request.Policy),
-                Layers = LayerTable.Build(context.Records, weightsBefore, weightsAfter, source.Graph.Node.Select(CompressionContext.LayerName).ToList()),
+                Layers = LayerTable.Build(context.Records, weightsBefore, weightsAfter, source.Graph.Node.Select(CompressionContext.LayerName).ToList(), working),
                 ParametersBefore = weightsBefore.Sum(w => w.Elements),
                 ParametersAfter = weightsAfter.Sum(w => w.Elements),
                 NonZeroParametersBefore = weightsBefore.Sum(w => w.NonZeros ?? w.Elements),

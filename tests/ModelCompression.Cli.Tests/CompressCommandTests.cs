@@ -48,7 +48,7 @@ public sealed class CompressCommandTests
         var result = Run("compress", Fixture("fmnist_mlp.onnx"), "-o", output, "--validation-data", Fixture("fmnist_val.npz"),
             "--max-accuracy-drop", "0.0", "--latency-rounds", "2", "--benchmark");
         Assert.AreEqual(ReturnCode.Success, result.Code, result.ToString());
-        StringAssert.Matches(result.Output, new System.Text.RegularExpressions.Regex(@"fmnist_mlp\.onnx -> .*mlp\.onnx: accuracy \d+\.\d\d % -> \d+\.\d\d % \([+-]?\d+\.\d\d pt\), latency \d+\.\d{3}x, size 1\.000x: pass"));
+        StringAssert.Matches(result.Output, new System.Text.RegularExpressions.Regex(@"fmnist_mlp\.onnx -> .*mlp\.onnx: accuracy \d+\.\d\d % -> \d+\.\d\d % \([+-]?\d+\.\d\d pt\), latency \d+\.\d{3}x, size 1\.000x \(deflate 1\.000x, brotli 1\.000x\): pass"));
         StringAssert.Contains(result.Output, "gate time:");
         StringAssert.Contains(result.Output, "latency ratio:");
         Assert.IsTrue(File.Exists(output));

@@ -25,6 +25,22 @@ public sealed record GateMeasurements
     public long OriginalBytes { get; init; }
     public long CompressedBytes { get; init; }
     public double SizeRatio => OriginalBytes == 0 ? double.NaN : (double)CompressedBytes / OriginalBytes;
+    /// <summary>Both models after Deflate and Brotli (what a zip or a container layer ships); null when not measured.</summary>
+    public CompressedSizes? OriginalSizes { get; init; }
+    public CompressedSizes? CompressedSizes { get; init; }
+    public double? DeflateRatio => Ratio(s => s.Deflate);
+    public double? BrotliRatio => Ratio(s => s.Brotli);
+
+    /// <summary>The sizes <paramref name="measure"/> names (file bytes when the compressed sizes were not measured).</summary>
+    public (long Original, long Compressed) Sizes(SizeMeasure measure) => measure switch
+    {
+        SizeMeasure.Deflate when OriginalSizes is { } o && CompressedSizes is { } c => (o.Deflate, c.Deflate),
+        SizeMeasure.Brotli when OriginalSizes is { } o && CompressedSizes is { } c => (o.Brotli, c.Brotli),
+        _ => (OriginalBytes, CompressedBytes),
+    };
+
+    private double? Ratio(Func<CompressedSizes, long> size) =>
+        OriginalSizes is { } o && CompressedSizes is { } c && size(o) > 0 ? (double)size(c) / size(o) : null;
     public ModelMetrics? Original { get; init; }
     public ModelMetrics? Compressed { get; init; }
     /// <summary>Each gated output's fidelity to the original's, in the order gated (the labelled one first).</summary>
@@ -67,6 +83,8 @@ public static class Gate
         {
             OriginalBytes = OnnxModel.FileSizeWithExternalData(originalPath),
             CompressedBytes = OnnxModel.FileSizeWithExternalData(compressedPath),
+            OriginalSizes = DeployedSize.OfModel(originalPath),
+            CompressedSizes = DeployedSize.OfModel(compressedPath),
             BatchSize = policy.Execution.BatchSize,
             LatencyRounds = policy.Get<GateOptions>().LatencyRounds,
         };
@@ -157,11 +175,25 @@ public static class Gate
                 (m.LatencyRatioSpread is { } spread && m.LatencyRounds > 1 ? $"; per round {RatioRange(spread.Min, spread.Max)} over {m.LatencyRounds} rounds)" : ")"));
         if (gate.MaxLatencyMs is { } ms && m.CompressedLatency is { } latency && latency.P50Ms > ms)
             Fail(DiagnosticCodes.LatencyExceeded, "latency-ms", latency.P50Ms, ms, $"latency p50 {Milliseconds(latency.P50Ms)} > MaxLatencyMs {Milliseconds(ms)} at batch {m.BatchSize}");
-        if (gate.MaxSizeRatio is { } size && m.SizeRatio > size)
-            Fail(DiagnosticCodes.SizeRatioExceeded, "size-ratio", m.SizeRatio, size,
-                $"size ratio {Ratio(m.SizeRatio)} > MaxSizeRatio {Ratio(size)} ({Count(m.CompressedBytes)} vs {Count(m.OriginalBytes)} bytes)");
+        var (originalSize, compressedSize) = m.Sizes(gate.SizeMeasure);
+        var sizeRatio = originalSize == 0 ? double.NaN : (double)compressedSize / originalSize;
+        if (gate.MaxSizeRatio is { } size && sizeRatio > size)
+        {
+            var measure = gate.SizeMeasure switch
+            {
+                SizeMeasure.Deflate => "Deflate-compressed",
+                SizeMeasure.Brotli => $"Brotli-compressed ({ReportQuality(m)})",
+                _ => "file",
+            };
+            Fail(DiagnosticCodes.SizeRatioExceeded, "size-ratio", sizeRatio, size,
+                $"{measure} size ratio {Ratio(sizeRatio)} > MaxSizeRatio {Ratio(size)} ({Count(compressedSize)} vs {Count(originalSize)} bytes)");
+        }
         return new GateVerdict(failures);
     }
+
+    /// <summary>"quality 11", or "quality 9 vs 11" when the original was large enough to get the faster one.</summary>
+    public static string ReportQuality(GateMeasurements m) => m.OriginalSizes is { } o && m.CompressedSizes is { } c && o.BrotliQuality != c.BrotliQuality
+        ? $"quality {o.BrotliQuality} vs {c.BrotliQuality}" : $"quality {m.CompressedSizes?.BrotliQuality ?? DeployedSize.BrotliQuality}";
 
     private static IProgress<double>? Report(IProgress<(string, double)>? progress, string stage) =>
         progress is null ? null : new Passes.InlineProgress<double>(f => progress.Report((stage, f)));

@@ -2,6 +2,9 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.Evaluation;
 
+/// <summary>Which size MaxSizeRatio compares: as stored, or as shipped inside a Deflate (zip) or Brotli container.</summary>
+public enum SizeMeasure { File, Deflate, Brotli }
+
 /// <summary>The gate's thresholds (null = not checked) and how it measures.</summary>
 public sealed record GateOptions : IOptions<GateOptions>
 {
@@ -11,6 +14,7 @@ public sealed record GateOptions : IOptions<GateOptions>
     public double? MaxLatencyRatio { get; init; }
     public double? MaxLatencyMs { get; init; }
     public double? MaxSizeRatio { get; init; }
+    public SizeMeasure SizeMeasure { get; init; } = SizeMeasure.File;
     /// <summary>
     /// The fidelity floor that holds by default: a model whose outputs collapsed (zeros, a constant, noise) scores
     /// well below it, while the shipped int8 and 50 % pruned samples score above 0.99.
@@ -57,6 +61,9 @@ public sealed record GateOptions : IOptions<GateOptions>
         .Add("MaxSizeRatio", Syntax.Optional(Syntax.Number(0, 10, minOpen: true)), SettingScope.Model,
             "Fail when compressed bytes / original bytes exceeds this.",
             o => o.MaxSizeRatio, (o, v) => o with { MaxSizeRatio = v })
+        .Add("SizeMeasure", Syntax.Enum(("file", SizeMeasure.File), ("deflate", SizeMeasure.Deflate), ("brotli", SizeMeasure.Brotli)), SettingScope.Model,
+            "Which size MaxSizeRatio compares: file = bytes as stored; deflate = after Deflate (zip: NuGet, APK, MSIX); brotli = after Brotli at quality 11 (9 for models over 1 MiB; container layers, web). The report shows all three.",
+            o => o.SizeMeasure, (o, v) => o with { SizeMeasure = v })
         .Add("MinCosine", Syntax.Optional(Syntax.Number(-1, 1)), SettingScope.Model,
             "Fail when a gated output's mean cosine similarity with the original's (per sample) is below this. On by default (0.9) so a model whose outputs collapsed never passes; -1 turns it off.",
             o => o.MinCosine, (o, v) => o with { MinCosine = v })

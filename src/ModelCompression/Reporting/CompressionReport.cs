@@ -13,8 +13,9 @@ public sealed record StepTiming(string Step, double Milliseconds, bool Cached = 
 public sealed record CompressionReport
 {
     /// <summary>2: one <c>layers</c> row per layer (its final state, the techniques applied, the passes' records as <c>steps</c>); latency per round.
-    /// 3: <c>measurements.outputs</c>, one fidelity row per gated output (cosine, SNR, max abs error, agreements), replaces <c>measurements.comparison</c>.</summary>
-    public const int CurrentSchemaVersion = 3;
+    /// 3: <c>measurements.outputs</c>, one fidelity row per gated output (cosine, SNR, max abs error, agreements), replaces <c>measurements.comparison</c>.
+    /// 4: <c>measurements.originalSizes</c>/<c>compressedSizes</c> (file, Deflate, Brotli bytes); per layer <c>storedSizes</c> and <c>entropyBytes</c>.</summary>
+    public const int CurrentSchemaVersion = 4;
 
     public int SchemaVersion { get; init; } = CurrentSchemaVersion;
     public string ToolVersion { get; init; } = typeof(CompressionReport).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";

@@ -43,7 +43,13 @@ public static class HtmlReport
             Table(html.Append("<h2>Output fidelity</h2>"), FidelityColumns, m.Outputs.Select(FidelityCells), IsNumericFidelityColumn);
 
         html.Append("<h2>Charts</h2><div class=\"legend\"><span style=\"background:").Append(OriginalColor).Append("\"></span>original<span style=\"background:").Append(CompressedColor).Append("\"></span>compressed</div><div class=\"charts\">");
-        html.Append(PairChart("Size (MiB)", [new("file", m.OriginalBytes / 1048576.0, m.CompressedBytes / 1048576.0)], "0.00"));
+        var sizeRows = new List<ChartRow> { new("file", m.OriginalBytes / 1048576.0, m.CompressedBytes / 1048576.0) };
+        if (m.OriginalSizes is { } os && m.CompressedSizes is { } cs)
+        {
+            sizeRows.Add(new("Deflate", os.Deflate / 1048576.0, cs.Deflate / 1048576.0));
+            sizeRows.Add(new("Brotli", os.Brotli / 1048576.0, cs.Brotli / 1048576.0));
+        }
+        html.Append(PairChart("Size (MiB)", sizeRows, "0.00"));
         if (m.Original?.Top1 is { } a1 && m.Compressed?.Top1 is { } b1)
         {
             var accuracy = new List<ChartRow> { new("top-1", a1 * 100, b1 * 100) };

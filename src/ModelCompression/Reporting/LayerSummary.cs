@@ -1,4 +1,6 @@
+using ModelCompression.Evaluation;
 using ModelCompression.Graph;
+using ModelCompression.Onnx;
 using ModelCompression.Passes;
 using static ModelCompression.Evaluation.MetricFormat;
 
@@ -23,6 +25,19 @@ public sealed record LayerSummary
     public double? Sparsity => ParametersAfter > 0 ? 1 - (double)NonZeroParametersAfter / ParametersAfter : null;
     public int? Bits { get; init; }
     public int? Rank { get; init; }
+    /// <summary>
+    /// The layer's stored tensors in the final model (weights, biases, codebooks, packed indices, sparse values and
+    /// codes: everything its constant inputs are decoded from), as stored and each codec applied to them alone. An
+    /// approximation of the layer's share of the compressed model: the model is compressed as one stream, so
+    /// neighbours share a dictionary and the per-layer sizes add up to a little more than the whole.
+    /// </summary>
+    public CompressedSizes? StoredSizes { get; init; }
+    /// <summary>
+    /// The empirical entropy bound of those tensors in bytes: each tensor's Shannon entropy of its element values
+    /// (bytes for packed forms) times its element count. A coder of independent symbols can not beat it; a
+    /// context-modelling one (Brotli) can, where values repeat in patterns.
+    /// </summary>
+    public double? EntropyBytes { get; init; }
     public required IReadOnlyList<LayerRecord> Steps { get; init; }
 }
 
@@ -33,8 +48,9 @@ public static class LayerTable
     /// <param name="before">The original model's weights.</param>
     /// <param name="after">The final model's weights.</param>
     /// <param name="nodeOrder">The original model's layer names in graph order: rows follow it (others keep record order, after them).</param>
+    /// <param name="final">The final model: when given, each row gets its stored tensors' sizes and entropy bound.</param>
     public static IReadOnlyList<LayerSummary> Build(IReadOnlyList<LayerRecord> records, IReadOnlyList<ModelWeight> before, IReadOnlyList<ModelWeight> after,
-        IReadOnlyList<string>? nodeOrder = null)
+        IReadOnlyList<string>? nodeOrder = null, OnnxModel? final = null)
     {
         // Rows in order of first appearance. A node a pass split off a layer (low rank's "<layer>/lowrank_reduce",
         // Tucker's "<layer>/tucker_core") belongs to that layer's row, whatever later passes recorded for it.
@@ -49,6 +65,8 @@ public static class LayerTable
         var original = before.Select(w => CompressionContext.LayerName(w.Consumer)).ToHashSet(StringComparer.Ordinal);
         var beforeCount = Sum(before, rowNames, unowned: original);
         var afterCount = Sum(after, rowNames, unowned: original);
+        var stored = final is null ? null : LayerStorage.Measure(final, after.GroupBy(w => RowOf(w, rowNames.ToHashSet(StringComparer.Ordinal), rowNames, original))
+            .Where(g => g.Key is not null).ToDictionary(g => g.Key!, g => g.Select(w => w.Value).ToList(), StringComparer.Ordinal));
 
         var rows = new List<LayerSummary>();
         foreach (var name in rowNames)
@@ -70,6 +88,8 @@ public static class LayerTable
                 NonZeroParametersAfter = nonZeros,
                 Bits = steps.LastOrDefault(r => r.Bits is not null)?.Bits,
                 Rank = steps.LastOrDefault(r => r.Rank is not null)?.Rank,
+                StoredSizes = stored is not null && stored.TryGetValue(name, out var sizes) ? sizes.Sizes : null,
+                EntropyBytes = stored is not null && stored.TryGetValue(name, out var bound) ? bound.Entropy : null,
                 Steps = steps,
             });
         }
@@ -113,6 +133,12 @@ public static class LayerTable
                         (name[r.Length] == '/' || (allowUnderscore && name[r.Length] == '_')))
             .MaxBy(r => r.Length);
 
+    private static string? RowOf(ModelWeight w, HashSet<string> set, List<string> rows, HashSet<string> unowned)
+    {
+        var layer = CompressionContext.LayerName(w.Consumer);
+        return set.Contains(layer) ? layer : unowned.Contains(layer) ? null : Owner(layer, rows, allowUnderscore: true);
+    }
+
     /// <summary>
     /// Parameters and nonzeros per row. In the final model a layer may be several nodes: "&lt;layer&gt;/…" from low rank,
     /// and "&lt;layer&gt;_…" from dynamic quantization (MatMulInteger, bias Add), which replaces the node under fresh
@@ -124,8 +150,7 @@ public static class LayerTable
         var result = new Dictionary<string, (long Parameters, long NonZeros)>(StringComparer.Ordinal);
         foreach (var w in weights)
         {
-            var layer = CompressionContext.LayerName(w.Consumer);
-            var row = set.Contains(layer) ? layer : unowned.Contains(layer) ? null : Owner(layer, rows, allowUnderscore: true);
+            var row = RowOf(w, set, rows, unowned);
             if (row is null) continue;
             var (p, nz) = result.GetValueOrDefault(row);
             result[row] = (p + w.Elements, nz + (w.NonZeros ?? w.Elements));

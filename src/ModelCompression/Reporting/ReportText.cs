@@ -19,15 +19,17 @@ internal static class ReportText
     public static string Delta(double? before, double? after) => MetricFormat.PointChange(before, after);
 
     /// <summary>The per-layer table's cells, in column order, shared by both renderers.</summary>
-    public static readonly string[] LayerColumns = ["Layer", "Op", "Technique", "Shape", "Params before", "Params after", "Nonzero after", "Sparsity", "Bits", "Rank", "Rel. error", "Note"];
+    public static readonly string[] LayerColumns = ["Layer", "Op", "Technique", "Shape", "Params before", "Params after", "Nonzero after", "Sparsity", "Bits", "Rank", "Stored", "Deflate", "Brotli", "Entropy bound", "Rel. error", "Note"];
 
     /// <summary>Columns rendered right-aligned (numbers).</summary>
-    public static bool IsNumericLayerColumn(int column) => column is >= 4 and <= 10;
+    public static bool IsNumericLayerColumn(int column) => column is >= 4 and <= 14;
 
     public static string[] LayerCells(LayerSummary r) =>
     [
         r.Layer, r.Op, r.Technique, Shape(r.Shape), Count(r.ParametersBefore), Count(r.ParametersAfter), Count(r.NonZeroParametersAfter),
         r.Sparsity is { } s ? MetricFormat.Sparsity(s) : "", r.Bits?.ToString(Invariant) ?? "", r.Rank?.ToString(Invariant) ?? "",
+        r.StoredSizes is { } s1 ? Bytes(s1.File) : "", r.StoredSizes is { } s2 ? Bytes(s2.Deflate) : "", r.StoredSizes is { } s3 ? Bytes(s3.Brotli) : "",
+        r.EntropyBytes is { } h ? Bytes((long)Math.Ceiling(h)) : "",
         LayerTable.Errors(r), LayerTable.Notes(r),
     ];
 
@@ -54,6 +56,11 @@ internal static class ReportText
     {
         var m = report.Measurements;
         yield return ("Size", Bytes(m.OriginalBytes), Bytes(m.CompressedBytes), Ratio(m.SizeRatio));
+        if (m.OriginalSizes is { } o && m.CompressedSizes is { } c)
+        {
+            yield return ("Size after Deflate (zip)", Bytes(o.Deflate), Bytes(c.Deflate), Ratio(m.DeflateRatio));
+            yield return ($"Size after Brotli ({Gate.ReportQuality(m)})", Bytes(o.Brotli), Bytes(c.Brotli), Ratio(m.BrotliRatio));
+        }
         yield return ("Parameters", Count(report.ParametersBefore), Count(report.ParametersAfter), Ratio(report.ParametersBefore == 0 ? null : (double)report.ParametersAfter / report.ParametersBefore));
         yield return ("Nonzero parameters", Count(report.NonZeroParametersBefore), Count(report.NonZeroParametersAfter), Ratio(report.NonZeroParametersBefore == 0 ? null : (double)report.NonZeroParametersAfter / report.NonZeroParametersBefore));
         if (m.Original?.Top1 is not null)

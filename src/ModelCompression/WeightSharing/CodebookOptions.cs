@@ -20,7 +20,7 @@ public sealed record CodebookOptions : IOptions<CodebookOptions>
         Active = o => o.Codebook is not null,
     }
         .Add("Codebook", Syntax.Optional(Syntax.Integer(2, 256)), SettingScope.PerLayer,
-            "Weight sharing: the number of shared values per Conv/Gemm/MatMul weight, found by k-means; stored as uint8 indices plus the float codebook, expanded by ONNX Runtime at load. Exact zeros (pruned weights) stay zero.",
+            "Weight sharing: the number of shared values per Conv/Gemm/MatMul weight, found by k-means; stored as uint8 indices (or two 4-bit ones per byte for k ≤ 16, whichever Brotli codes smaller) plus the float codebook, expanded by ONNX Runtime at load. Exact zeros (pruned weights) stay zero.",
             o => o.Codebook, (o, v) => o with { Codebook = v })
         .Add("CodebookIterations", Syntax.Integer(1, 10000), SettingScope.Model,
             "Weight sharing: most k-means iterations per layer (it stops earlier when the clusters are stable).",

@@ -29,8 +29,28 @@ public sealed class GateTests
             "CM0202: output 'logits': top-1 agreement with the original 95.00 % < MinAgreement 97.00 %",
             "CM0203: latency ratio 1.200x > MaxLatencyRatio 1.000x (p50 12.00 ms vs 10.00 ms at batch 64)",
             "CM0204: latency p50 12.00 ms > MaxLatencyMs 10.00 ms at batch 64",
-            "CM0205: size ratio 0.300x > MaxSizeRatio 0.250x (300 vs 1,000 bytes)",
+            "CM0205: file size ratio 0.300x > MaxSizeRatio 0.250x (300 vs 1,000 bytes)",
         }, messages);
+    }
+
+    [TestMethod]
+    public void SizeMeasure_PicksTheSizeTheGateCompares_AndTheMessageNamesIt()
+    {
+        // 0.300x on disk, 0.400x after Brotli (the original compressed better), 0.350x after Deflate.
+        var m = Measured(0.9, 0.9, 10, 10) with { OriginalSizes = new CompressedSizes(1000, 800, 500), CompressedSizes = new CompressedSizes(300, 280, 200) };
+        (string, string)[] limit = [("ValidationData", "fmnist_val.npz"), ("MaxSizeRatio", "0.32")];
+        Assert.IsTrue(Gate.Judge(m, Fixtures.Policy(limit)).Passed, "file is the default: 0.300x passes");
+        Assert.IsTrue(Gate.Judge(m, Fixtures.Policy([.. limit, ("SizeMeasure", "file")])).Passed);
+        var brotli = Gate.Judge(m, Fixtures.Policy([.. limit, ("SizeMeasure", "brotli")])).Failures.Single();
+        Assert.AreEqual("CM0205", brotli.Code);
+        Assert.AreEqual("Brotli-compressed (quality 11) size ratio 0.400x > MaxSizeRatio 0.320x (200 vs 500 bytes)", brotli.Message);
+        Assert.AreEqual(0.4, brotli.Actual, 1e-12);
+        var deflate = Gate.Judge(m, Fixtures.Policy([.. limit, ("SizeMeasure", "deflate")])).Failures.Single();
+        Assert.AreEqual("Deflate-compressed size ratio 0.350x > MaxSizeRatio 0.320x (280 vs 800 bytes)", deflate.Message);
+        // And the other way round: a limit the compressed container meets but the file does not.
+        var m2 = m with { CompressedBytes = 400, CompressedSizes = new CompressedSizes(400, 200, 100) };
+        Assert.IsFalse(Gate.Judge(m2, Fixtures.Policy(limit)).Passed);
+        Assert.IsTrue(Gate.Judge(m2, Fixtures.Policy([.. limit, ("SizeMeasure", "brotli")])).Passed);
     }
 
     [TestMethod]

@@ -1,0 +1,63 @@
+using Google.Protobuf;
+using ModelCompression.Evaluation;
+using ModelCompression.Onnx;
+using ModelCompression.Onnx.Protobuf;
+
+namespace ModelCompression.Reporting;
+
+/// <summary>
+/// What each layer stores: the tensors its weights are decoded from (followed back through the constant nodes that
+/// decode them), their bytes after Deflate and Brotli, each layer's compressed on its own, and their entropy bound.
+/// </summary>
+internal static class LayerStorage
+{
+    public static Dictionary<string, (CompressedSizes Sizes, double Entropy)> Measure(OnnxModel model, IReadOnlyDictionary<string, List<string>> valuesByRow)
+    {
+        var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
+        var tensors = new Dictionary<string, List<(byte[] Raw, int ElementSize)>>(StringComparer.Ordinal);
+        Index(model, model.Graph, producers, tensors);
+        var result = new Dictionary<string, (CompressedSizes, double)>(StringComparer.Ordinal);
+        foreach (var (row, values) in valuesByRow)
+        {
+            var parts = new List<(byte[] Raw, int ElementSize)>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            var pending = new Stack<string>(values.AsEnumerable().Reverse());
+            while (pending.Count > 0)
+            {
+                var value = pending.Pop();
+                if (value.Length == 0 || !seen.Add(value)) continue;
+                if (tensors.TryGetValue(value, out var stored)) parts.AddRange(stored);
+                else if (producers.TryGetValue(value, out var node))
+                    for (var i = node.Input.Count - 1; i >= 0; i--) pending.Push(node.Input[i]);
+            }
+            if (parts.Count == 0) continue;
+            var all = parts.SelectMany(p => p.Raw).ToArray();
+            result[row] = (DeployedSize.Of(all), parts.Sum(p => DeployedSize.EntropyBytes(p.Raw, p.ElementSize)));
+        }
+        return result;
+    }
+
+    /// <summary>Initializers, sparse initializers and Constant values by name, and the producer of every other value (subgraphs too).</summary>
+    private static void Index(OnnxModel model, GraphProto graph, Dictionary<string, NodeProto> producers, Dictionary<string, List<(byte[], int)>> tensors)
+    {
+        foreach (var t in graph.Initializer) tensors.TryAdd(t.Name, [Stored(model, t)]);
+        foreach (var s in graph.SparseInitializer.Where(s => s.Values is not null))
+            tensors.TryAdd(s.Values.Name, [Stored(model, s.Values), .. s.Indices is null ? [] : new[] { Stored(model, s.Indices) }]);
+        foreach (var node in graph.Node)
+        {
+            if (node.OpType == "Constant" && node.Output.Count > 0 && node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } constant)
+                tensors.TryAdd(node.Output[0], [Stored(model, constant)]);
+            else foreach (var output in node.Output) if (output.Length > 0) producers.TryAdd(output, node);
+            foreach (var a in node.Attribute)
+                foreach (var body in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)) Index(model, body, producers, tensors);
+        }
+    }
+
+    /// <summary>The tensor's data bytes (typed fields: its serialized form) and its element size (1 for packed and sub-byte types).</summary>
+    private static (byte[], int) Stored(OnnxModel model, TensorProto tensor)
+    {
+        var data = model.GetTensor(tensor);
+        var size = ElementTypes.SizeInBytes((TensorProto.Types.DataType)tensor.DataType);
+        return data.HasRawBytes ? (data.RawBytes.ToArray(), Math.Max(1, size)) : (tensor.ToByteArray(), 1);
+    }
+}

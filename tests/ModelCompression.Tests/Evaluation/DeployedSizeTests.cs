@@ -1,0 +1,87 @@
+using System.IO.Compression;
+using System.Text.Json;
+using ModelCompression.Evaluation;
+
+namespace ModelCompression.Tests.Evaluation;
+
+/// <summary>The sizes after Deflate and Brotli, on bytes whose answer is known, and as the report carries them.</summary>
+[TestClass]
+public sealed class DeployedSizeTests
+{
+    [TestMethod]
+    public void KnownBytes_CompressAsTheCodecsSay_AndDecompressToThemselves()
+    {
+        var zeros = new byte[1 << 20];
+        var zeroSizes = DeployedSize.Of(zeros);
+        Assert.AreEqual(1L << 20, zeroSizes.File);
+        Assert.IsTrue(zeroSizes.Deflate is > 0 and < 1200, $"Deflate of 1 MiB of zeros: {zeroSizes.Deflate}"); // 258-byte matches: ~1 KB
+        Assert.IsTrue(zeroSizes.Brotli is > 0 and < 32, $"Brotli of 1 MiB of zeros: {zeroSizes.Brotli}");
+
+        var noise = new byte[1 << 16];
+        new Random(3).NextBytes(noise);
+        var noiseSizes = DeployedSize.Of(noise);
+        Assert.IsTrue(noiseSizes.Deflate is >= 1 << 16 and < (1 << 16) + 64, $"Deflate of noise: {noiseSizes.Deflate}");
+        Assert.IsTrue(noiseSizes.Brotli is >= 1 << 16 and < (1 << 16) + 64, $"Brotli of noise: {noiseSizes.Brotli}");
+
+        // The size is that of a real stream: the same settings' output decompresses to the input.
+        var text = System.Text.Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("weights 0 0 0 1 ", 4096)));
+        var output = new byte[BrotliEncoder.GetMaxCompressedLength(text.Length)];
+        Assert.IsTrue(BrotliEncoder.TryCompress(text, output, out var written, DeployedSize.BrotliQuality, DeployedSize.BrotliWindow));
+        Assert.AreEqual(written, DeployedSize.Brotli(text));
+        var back = new byte[text.Length];
+        Assert.IsTrue(BrotliDecoder.TryDecompress(output.AsSpan(0, written), back, out var read));
+        Assert.AreEqual(text.Length, read);
+        CollectionAssert.AreEqual(text, back);
+        using var buffer = new MemoryStream();
+        using (var deflate = new DeflateStream(buffer, CompressionLevel.Optimal, leaveOpen: true)) deflate.Write(text);
+        Assert.AreEqual(buffer.Length, DeployedSize.Deflate(text));
+    }
+
+    [TestMethod]
+    public void EntropyBound_IsShannonEntropyTimesCount()
+    {
+        Assert.AreEqual(0.5, DeployedSize.EntropyBytes([0, 0, 1, 1], 1), 1e-12); // 1 bit × 4
+        Assert.AreEqual(0, DeployedSize.EntropyBytes(new byte[100], 1));
+        // Four float values, equally often, eight elements: 2 bits × 8 = 2 bytes.
+        float[] values = [0.5f, -1f, 2f, 0f, 0.5f, -1f, 2f, 0f];
+        Assert.AreEqual(2, DeployedSize.EntropyBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()), 4), 1e-12);
+    }
+
+    [TestMethod]
+    public void ReportJson_CarriesTheModelsAndLayersSizes()
+    {
+        var dir = Directory.CreateTempSubdirectory("mc-size").FullName;
+        try
+        {
+            var output = Path.Combine(dir, "out.onnx");
+            CompressionEngine.Compress(new(Fixtures.Mlp, output, dir, Fixtures.Policy(("Codebook", "16"))));
+            using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "out.report.json")));
+            var m = json.RootElement.GetProperty("measurements");
+            void Check(JsonElement sizes, string path)
+            {
+                var bytes = File.ReadAllBytes(path);
+                Assert.AreEqual(bytes.Length, sizes.GetProperty("file").GetInt64(), path);
+                Assert.AreEqual(DeployedSize.Deflate(bytes), sizes.GetProperty("deflate").GetInt64(), path);
+                Assert.AreEqual(DeployedSize.Brotli(bytes), sizes.GetProperty("brotli").GetInt64(), path);
+            }
+            Check(m.GetProperty("originalSizes"), Fixtures.Mlp);
+            Check(m.GetProperty("compressedSizes"), output);
+            Assert.IsTrue(m.GetProperty("compressedSizes").GetProperty("brotli").GetInt64() < m.GetProperty("compressedSizes").GetProperty("file").GetInt64());
+
+            var layers = json.RootElement.GetProperty("layers").EnumerateArray().ToList();
+            Assert.AreEqual(3, layers.Count);
+            foreach (var layer in layers)
+            {
+                var sizes = layer.GetProperty("storedSizes");
+                var (file, brotli) = (sizes.GetProperty("file").GetInt64(), sizes.GetProperty("brotli").GetInt64());
+                var entropy = layer.GetProperty("entropyBytes").GetDouble();
+                // Stored: 4-bit or 8-bit indices, a 16-entry codebook and the float bias.
+                var parameters = layer.GetProperty("parametersBefore").GetInt64();
+                Assert.IsTrue(file < parameters * 1.1 && file > parameters / 3, $"{layer.GetProperty("layer")}: {file} bytes for {parameters} parameters");
+                Assert.IsTrue(brotli < file && entropy > 0 && entropy <= file, $"{layer.GetProperty("layer")}: {file} / {brotli} / {entropy}");
+            }
+            StringAssert.Contains(File.ReadAllText(Path.Combine(dir, "out.report.md")), "| Size after Brotli (quality 9 vs 11) |");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+}

@@ -3,7 +3,7 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.Quantization;
 
-public enum QuantizeMode { None, Int8, Int8Dynamic }
+public enum QuantizeMode { None, Int8, Int8Dynamic, Int4 }
 
 /// <summary>int8 quantization: static QDQ (calibrated activations) or dynamic (activations quantized at run time).</summary>
 public sealed record QuantizationOptions : IOptions<QuantizationOptions>
@@ -19,8 +19,8 @@ public sealed record QuantizationOptions : IOptions<QuantizationOptions>
         Active = o => o.Quantize != QuantizeMode.None,
         NeedsCalibration = o => o.Quantize == QuantizeMode.Int8 ? ["Quantize=int8 (static; int8-dynamic needs none)"] : [],
     }
-        .Add("Quantize", Syntax.Enum(("none", QuantizeMode.None), ("int8", QuantizeMode.Int8), ("int8-dynamic", QuantizeMode.Int8Dynamic)), SettingScope.PerLayer,
-            "Quantization: int8 = static QDQ (weights per channel, activations calibrated), int8-dynamic = weights int8, activations quantized at run time.",
+        .Add("Quantize", Syntax.Enum(("none", QuantizeMode.None), ("int8", QuantizeMode.Int8), ("int8-dynamic", QuantizeMode.Int8Dynamic), ("int4", QuantizeMode.Int4)), SettingScope.PerLayer,
+            "Quantization: int8 = static QDQ (weights per channel, activations calibrated), int8-dynamic = weights int8, activations quantized at run time; int4 = weight-only 4-bit blocks (Gemm/MatMul → MatMulNBits, Conv → blocked DequantizeLinear), GPTQ with CalibrationData (see the int4 settings).",
             o => o.Quantize, (o, v) => o with { Quantize = v })
         .Add("CalibrationMethod", Syntax.Enum(("minmax", CalibrationMethod.MinMax), ("percentile", CalibrationMethod.Percentile), ("entropy", CalibrationMethod.Entropy)), SettingScope.Model,
             "How activation ranges are chosen from calibration data.",

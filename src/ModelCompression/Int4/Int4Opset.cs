@@ -4,7 +4,7 @@ using ModelCompression.Passes;
 namespace ModelCompression.Int4;
 
 /// <summary>
-/// int4 convolutions need opset 21 (DequantizeLinear's <c>block_size</c> and the int4/uint4 types). A model at opset
+/// int4 convolutions need opset 21 (the int4/uint4 types, and Cast from them). A model at opset
 /// 13–20 is relabelled to 21 when every default-domain op in it (subgraphs included) has the same meaning in both
 /// versions — versions 14–21 of these ops only added types, or optional inputs/attributes whose default is the old
 /// behaviour (ONNX's Changelog; the version converter's CompatibleAdapter) — except the reductions, whose axes
@@ -42,11 +42,11 @@ internal static class Int4Opset
     {
         var from = model.OpsetVersion();
         if (from >= Target) return null;
-        if (from < 13) return $"the model has opset {from}; int4 blocks need opset {Target} (DequantizeLinear block_size), reachable from 13 or later only";
+        if (from < 13) return $"the model has opset {from}; int4 convolutions need opset {Target} (int4 types), reachable from 13 or later only";
         var graph = new OnnxGraph(model.Graph);
         var other = graph.SelfAndSubgraphs().SelectMany(g => g.Nodes)
             .Where(n => n.Domain is "" or "ai.onnx" && !LabelOnly.Contains(n.OpType) && !AxesToInput.Contains(n.OpType)).Select(n => n.OpType).Distinct().Order(StringComparer.Ordinal).ToList();
-        if (other.Count > 0) return $"int4 blocks need opset {Target} (DequantizeLinear block_size), and the model's opset {from} cannot be relabelled: {string.Join(", ", other)} changed meaning in between";
+        if (other.Count > 0) return $"int4 convolutions need opset {Target} (int4 types), and the model's opset {from} cannot be relabelled: {string.Join(", ", other)} changed meaning in between";
         foreach (var g in graph.SelfAndSubgraphs().ToList())
             foreach (var node in g.Nodes.Where(n => n.Domain is "" or "ai.onnx" && AxesToInput.Contains(n.OpType)).ToList())
             {

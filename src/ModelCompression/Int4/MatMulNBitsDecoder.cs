@@ -33,3 +33,27 @@ internal sealed class MatMulNBitsDecoder : IWeightDecoder
         }
     }
 }
+
+/// <summary>
+/// How <see cref="ModelWeights"/> reads the expansion <see cref="Int4Pass"/> writes for convolutions: the Sub of the
+/// zero points, the Mul by the scales and the Slice of the padding keep the 4-bit codes' elements (the Slice fewer of
+/// them); Cast and Reshape are the format's own (<see cref="FormatDecoder"/>).
+/// </summary>
+internal sealed class Int4BlockDecoder : IWeightDecoder
+{
+    public WeightOrigin? Follow(OnnxModel model, NodeProto node, IReadOnlyList<WeightOrigin?> inputs)
+    {
+        if (inputs[0] is not { StoredType: DataType.Int4 or DataType.Uint4 } codes) return null;
+        switch (node.OpType)
+        {
+            case "Sub" or "Mul" when inputs.Count == 2:
+                return codes with { NonZeros = null, Tensor = null };
+            case "Slice" when codes.Dims is { Length: 2 } dims && inputs.Count == 4 && Int64(inputs[1]) == 0 && Int64(inputs[3]) == 1 && Int64(inputs[2]) is { } end && end > 0 && end <= dims[1]:
+                return codes with { Dims = [dims[0], end], Elements = dims[0] * end, NonZeros = null, Tensor = null };
+            default:
+                return null;
+        }
+    }
+
+    private static long? Int64(WeightOrigin? origin) => origin?.Tensor is { } t && WeightDecoders.Int64s(t) is [var v] ? v : null;
+}

@@ -20,7 +20,7 @@ public sealed record QuantizationOptions : IOptions<QuantizationOptions>
         NeedsCalibration = o => o.Quantize == QuantizeMode.Int8 ? ["Quantize=int8 (static; int8-dynamic needs none)"] : [],
     }
         .Add("Quantize", Syntax.Enum(("none", QuantizeMode.None), ("int8", QuantizeMode.Int8), ("int8-dynamic", QuantizeMode.Int8Dynamic), ("int4", QuantizeMode.Int4)), SettingScope.PerLayer,
-            "Quantization: int8 = static QDQ (weights per channel, activations calibrated), int8-dynamic = weights int8, activations quantized at run time; int4 = weight-only 4-bit blocks (Gemm/MatMul → MatMulNBits, Conv → blocked DequantizeLinear), GPTQ with CalibrationData (see the int4 settings).",
+            "Quantization: int8 = static QDQ (weights per channel, activations calibrated), int8-dynamic = weights int8, activations quantized at run time; int4 = weight-only 4-bit blocks (Gemm/MatMul → MatMulNBits, Conv → 4-bit blocks expanded at load, a size win only), GPTQ with CalibrationData (see the int4 settings).",
             o => o.Quantize, (o, v) => o with { Quantize = v })
         .Add("CalibrationMethod", Syntax.Enum(("minmax", CalibrationMethod.MinMax), ("percentile", CalibrationMethod.Percentile), ("entropy", CalibrationMethod.Entropy)), SettingScope.Model,
             "How activation ranges are chosen from calibration data.",

@@ -138,22 +138,37 @@ public sealed class Int4Tests
     }
 
     [TestMethod]
-    public void ResNet_Gptq_ConvolutionsInInt4Blocks_DropAtMostOnePoint()
+    public void ResNet_Gptq_ConvolutionsInInt4Blocks_DropAtMostOnePoint_AtAboutOneSixthOfTheFile()
     {
         Assert.IsTrue(_resNetGptq >= _resNetFp32 - 0.01, $"int4 gptq {_resNetGptq:P2} vs fp32 {_resNetFp32:P2}");
         Assert.AreEqual(21, _resNet.OpsetVersion());
         var graph = new OnnxGraph(_resNet.Graph);
-        var dq = graph.Nodes.Where(n => n.OpType == "DequantizeLinear").ToList();
-        Assert.AreEqual(9, dq.Count);
-        foreach (var node in dq)
-        {
-            Assert.AreEqual(32, Attr(node, "block_size"));
-            Assert.AreEqual((int)DataType.Uint4, graph.Initializer(node.Input[0])!.DataType);
-        }
+        Assert.IsFalse(graph.Nodes.Any(n => n.OpType == "DequantizeLinear"));
+        var codes = _resNet.Graph.Initializer.Where(t => t.DataType == (int)DataType.Uint4 && t.Dims.Count == 3 && t.Dims[2] > 1).ToList();
+        Assert.AreEqual(9, codes.Count, "one [out, blocks, 32] uint4 code tensor per convolution");
+        Assert.IsTrue(codes.All(t => t.Dims[2] == 32), "block 32");
         Assert.AreEqual(1, graph.Nodes.Count(n => n.OpType == "MatMulNBits"));
         Assert.AreEqual(10, _resNetContext.Records.Count(r => r is { Technique: "int4", Bits: 4 }));
         using var original = OnnxModel.Load(Fixtures.ResNet);
         Assert.AreEqual(ModelWeights.Parameters(original), ModelWeights.Parameters(_resNet));
+        Assert.AreEqual(9, ModelWeights.Find(_resNet).Count(w => w.StoredType == DataType.Uint4 && w.Consumer.OpType == "Conv"));
+        var ratio = (double)_resNet.ToBytes().Length / new FileInfo(Fixtures.ResNet).Length;
+        Assert.IsTrue(ratio is > 0.14 and < 0.19, $"{ratio:P2}");
+    }
+
+    [TestMethod]
+    public void ResNet_TheBlockExpansion_IsFoldedAwayWhenOnnxRuntimeLoadsTheModel()
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"int4-optimized-{Guid.NewGuid():N}.onnx");
+        try
+        {
+            using (var options = new Microsoft.ML.OnnxRuntime.SessionOptions { GraphOptimizationLevel = Microsoft.ML.OnnxRuntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, OptimizedModelFilePath = path })
+            using (new Microsoft.ML.OnnxRuntime.InferenceSession(_resNet.ToBytes(), options)) { }
+            using var optimized = OnnxModel.Load(path);
+            var ops = optimized.Graph.Node.Select(n => n.OpType).ToList();
+            Assert.IsFalse(ops.Any(op => op is "Cast" or "Sub" or "Mul" or "Slice" or "DequantizeLinear"), string.Join(" ", ops));
+        }
+        finally { File.Delete(path); }
     }
 
     [TestMethod]

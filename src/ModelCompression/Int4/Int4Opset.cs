@@ -46,7 +46,7 @@ internal static class Int4Opset
         var graph = new OnnxGraph(model.Graph);
         var other = graph.SelfAndSubgraphs().SelectMany(g => g.Nodes)
             .Where(n => n.Domain is "" or "ai.onnx" && !LabelOnly.Contains(n.OpType) && !AxesToInput.Contains(n.OpType)).Select(n => n.OpType).Distinct().Order(StringComparer.Ordinal).ToList();
-        if (other.Count > 0) return $"int4 convolutions need opset {Target} (int4 types), and the model's opset {from} cannot be relabelled: {string.Join(", ", other)} changed meaning in between";
+        if (other.Count > 0) return $"int4 convolutions need opset {Target} (int4 types), and the model's opset {from} cannot be relabelled: {string.Join(", ", other)} not known to mean the same at opset {Target}";
         foreach (var g in graph.SelfAndSubgraphs().ToList())
             foreach (var node in g.Nodes.Where(n => n.Domain is "" or "ai.onnx" && AxesToInput.Contains(n.OpType)).ToList())
             {

@@ -210,4 +210,22 @@ public sealed class Int4Tests
         (string, string)[] rtn = [("Quantize", "int4"), ("Int4Method", "rtn")];
         CollectionAssert.AreEqual(Compress(Fixtures.ResNet, rtn).Model.ToBytes(), Compress(Fixtures.ResNet, rtn).Model.ToBytes());
     }
+
+    [TestMethod]
+    public void AnOpsetThatCannotBeRaised_LeavesTheConvolutionsFloat_WithTheReason_AndStillQuantizesTheGemm()
+    {
+        using var model = OnnxModel.Load(Fixtures.ResNet);
+        // Celu on the logits, as an extra output: an op the relabelling does not know.
+        var logits = model.Graph.Output[0].Name;
+        model.Graph.Node.Add(new NodeProto { OpType = "Celu", Name = "extra", Input = { logits }, Output = { "celu" } });
+        model.Graph.Output.Add(new ValueInfoProto { Name = "celu", Type = model.Graph.Output[0].Type.Clone() });
+        var context = new CompressionContext(model, Fixtures.Policy(("Quantize", "int4"), ("CalibrationData", "fmnist_calib.npz")));
+        CompressionPipeline.Run(context);
+        Assert.AreEqual(17, model.OpsetVersion());
+        var records = context.Records.Where(r => r.Technique == "int4").ToList();
+        Assert.AreEqual(9, records.Count(r => r.Op == "Conv" && r.Bits == 32 && r.Note!.Contains("Celu", StringComparison.Ordinal)), string.Join("\n", records.Select(r => r.Note)));
+        Assert.AreEqual(1, records.Count(r => r.Op == "Gemm" && r.Bits == 4));
+        Assert.AreEqual(1, context.Diagnostics.Count(d => d.Code == DiagnosticCodes.LayerLeftInFloat), "one warning per reason");
+        Assert.IsTrue(Fixtures.Accuracy(model) >= _resNetFp32 - 0.01);
+    }
 }

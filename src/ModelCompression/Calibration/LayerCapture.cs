@@ -264,9 +264,13 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     /// largest spatial extent removes no further row (a 1×1 output, as after global pooling, always has one), so the
     /// search stops there.
     /// </summary>
+    private const int MinPositions = 4;
+
     private static int PositionStep(long[] spatialShape, int samples, int features)
     {
-        var largest = spatialShape.DefaultIfEmpty(1).Max();
+        // At least MinPositions positions along every axis: a conv over few features (a stem) would otherwise be
+        // sampled at one corner of every image only, which says nothing of the rest (mostly padding there).
+        var largest = spatialShape.DefaultIfEmpty(1).Min() / MinPositions;
         var step = 1;
         while (step < largest && Rows(spatialShape, step + 1) * samples >= (long)RowsPerFeature * features) step++;
         return step;

@@ -79,7 +79,9 @@ public static class ModelWeights
             for (var i = 0; i < node.Input.Count; i++)
             {
                 var value = node.Input[i];
-                if (!origins.TryGetValue(value, out var o) || IsQuantizationParameter(node, i, dynamicScales) || o.StoredType == DataType.Int64 || !seen.Add(value)) continue;
+                if (!origins.TryGetValue(value, out var o) || IsQuantizationParameter(node, i, dynamicScales) || o.StoredType == DataType.Int64) continue;
+                if (WeightDecoders.Consumed(model, node, i, o) is { } packed) o = packed; // a layer reading a packed weight (MatMulNBits)
+                if (!seen.Add(value)) continue;
                 if (o.Elements is { } elements) weights.Add(new ModelWeight(value, node, o.Dims, elements, o.NonZeros, o.StoredName, o.StoredType));
             }
         }

@@ -23,6 +23,13 @@ public interface IWeightDecoder
     /// input), or null when the node is not one this decoder knows.
     /// </summary>
     WeightOrigin? Follow(OnnxModel model, NodeProto node, IReadOnlyList<WeightOrigin?> inputs);
+
+    /// <summary>
+    /// For a node that computes on a weight in a packed form itself (a layer such as MatMulNBits, not a constant
+    /// node): what its constant input <paramref name="input"/>, stored as <paramref name="stored"/>, holds; an
+    /// origin with null Elements for a quantization parameter (not a weight); null when the decoder does not know it.
+    /// </summary>
+    WeightOrigin? Consumed(OnnxModel model, NodeProto node, int input, WeightOrigin stored) => null;
 }
 
 /// <summary>Every <see cref="IWeightDecoder"/> in the engine, found by reflection, and helpers they share.</summary>
@@ -45,6 +52,14 @@ public static class WeightDecoders
             if (decoder.Follow(model, node, inputs) is { } origin) return origin with { Tensor = null };
         var first = inputs[0]!;
         return new WeightOrigin(null, null, null, first.StoredName, first.StoredType, null);
+    }
+
+    /// <summary>What a layer's constant input holds as a weight, by the first decoder that knows the layer (see <see cref="IWeightDecoder.Consumed"/>).</summary>
+    public static WeightOrigin? Consumed(OnnxModel model, NodeProto node, int input, WeightOrigin stored)
+    {
+        foreach (var decoder in All)
+            if (decoder.Consumed(model, node, input, stored) is { } origin) return origin;
+        return null;
     }
 
     public static WeightOrigin Stored(OnnxModel model, TensorProto tensor)

@@ -3,7 +3,7 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.Quantization;
 
-public enum QuantizeMode { None, Int8, Int8Dynamic, Float16, BFloat16, Binary, Ternary }
+public enum QuantizeMode { None, Int8, Int8Dynamic, Int4, Float16, BFloat16, Binary, Ternary }
 
 /// <summary>int8 quantization: static QDQ (calibrated activations) or dynamic (activations quantized at run time).</summary>
 public sealed record QuantizationOptions : IOptions<QuantizationOptions>
@@ -14,13 +14,13 @@ public sealed record QuantizationOptions : IOptions<QuantizationOptions>
     public bool KeepSlowLayersFloat { get; init; } = true;
 
     public static OptionsGroup<QuantizationOptions> Group { get; } = new OptionsGroup<QuantizationOptions>("Quantization", 10,
-        "Weights (and activations) in int8.", isTechnique: true)
+        "Weights (and activations) in fewer bits: int8, int4, 16-bit floats, binary or ternary.", isTechnique: true)
     {
         Active = o => o.Quantize != QuantizeMode.None,
         NeedsCalibration = o => o.Quantize == QuantizeMode.Int8 ? ["Quantize=int8 (static; int8-dynamic needs none)"] : [],
     }
-        .Add("Quantize", Syntax.Enum(("none", QuantizeMode.None), ("int8", QuantizeMode.Int8), ("int8-dynamic", QuantizeMode.Int8Dynamic), ("float16", QuantizeMode.Float16), ("bfloat16", QuantizeMode.BFloat16), ("binary", QuantizeMode.Binary), ("ternary", QuantizeMode.Ternary)), SettingScope.PerLayer,
-            "Quantization: int8 = static QDQ (weights per channel, activations calibrated); int8-dynamic = int8 weights, activations quantized at run time; float16 / bfloat16 = 16-bit floats with float32 inputs and outputs (on ONNX Runtime's x64 CPU provider only the weights are 16-bit: half the file at float32's speed); binary / ternary = weights ±α (1 bit) or {−α, 0, +α} (2 bits) per output channel, expanded at load (the first conv and the head stay float unless a policy-file entry names them).",
+        .Add("Quantize", Syntax.Enum(("none", QuantizeMode.None), ("int8", QuantizeMode.Int8), ("int8-dynamic", QuantizeMode.Int8Dynamic), ("int4", QuantizeMode.Int4), ("float16", QuantizeMode.Float16), ("bfloat16", QuantizeMode.BFloat16), ("binary", QuantizeMode.Binary), ("ternary", QuantizeMode.Ternary)), SettingScope.PerLayer,
+            "Quantization: int8 = static QDQ (weights per channel, activations calibrated); int8-dynamic = int8 weights, activations quantized at run time; int4 = weight-only 4-bit blocks (Gemm/MatMul → MatMulNBits; Conv → 4-bit blocks expanded at load, a size win only), GPTQ with CalibrationData (see the int4 settings); float16 / bfloat16 = 16-bit floats with float32 inputs and outputs (on ONNX Runtime's x64 CPU provider only the weights are 16-bit: half the file at float32's speed); binary / ternary = weights ±α (1 bit) or {−α, 0, +α} (2 bits) per output channel, expanded at load (the first conv and the head stay float unless a policy-file entry names them).",
             o => o.Quantize, (o, v) => o with { Quantize = v })
         .Add("CalibrationMethod", Syntax.Enum(("minmax", CalibrationMethod.MinMax), ("percentile", CalibrationMethod.Percentile), ("entropy", CalibrationMethod.Entropy)), SettingScope.Model,
             "How activation ranges are chosen from calibration data.",

@@ -257,22 +257,23 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     /// <summary>Rows a Hessian is estimated from, per feature, before output positions are subsampled.</summary>
     internal const int RowsPerFeature = 32;
 
+    /// <summary>Output positions a conv's statistics keep along each spatial axis, at least (where the map has them).</summary>
+    private const int MinPositions = 4;
+
     /// <summary>
     /// The spatial subsampling step k (in every spatial axis) for a conv's output positions: the largest k that still
     /// leaves RowsPerFeature rows per feature. Neighbouring patches overlap and carry nearly the same second moments,
-    /// so a coarser grid estimates H as well at a fraction of the cost (XᵀX costs rows · features²). A step past the
-    /// largest spatial extent removes no further row (a 1×1 output, as after global pooling, always has one), so the
-    /// search stops there.
+    /// so a coarser grid estimates H as well at a fraction of the cost (XᵀX costs rows · features²). The step keeps
+    /// <see cref="MinPositions"/> positions along the shortest axis, which also ends the search on small maps (a 1×1
+    /// output, as after global pooling, keeps its one position).
     /// </summary>
-    private const int MinPositions = 4;
-
     private static int PositionStep(long[] spatialShape, int samples, int features)
     {
         // At least MinPositions positions along every axis: a conv over few features (a stem) would otherwise be
         // sampled at one corner of every image only, which says nothing of the rest (mostly padding there).
-        var largest = spatialShape.DefaultIfEmpty(1).Min() / MinPositions;
+        var maxStep = spatialShape.DefaultIfEmpty(1).Min() / MinPositions;
         var step = 1;
-        while (step < largest && Rows(spatialShape, step + 1) * samples >= (long)RowsPerFeature * features) step++;
+        while (step < maxStep && Rows(spatialShape, step + 1) * samples >= (long)RowsPerFeature * features) step++;
         return step;
 
         static long Rows(long[] shape, int k) => shape.Aggregate(1L, (a, d) => a * ((d + k - 1) / k));

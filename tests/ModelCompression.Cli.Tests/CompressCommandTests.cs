@@ -1,4 +1,5 @@
 using System.Text.Json;
+using ModelCompression.Reporting;
 using static ModelCompression.Cli.Tests.CliRunner;
 
 namespace ModelCompression.Cli.Tests;
@@ -22,7 +23,7 @@ public sealed class CompressCommandTests
         CollectionAssert.AreEquivalent(new[] { "mlp.candidate.onnx", "mlp.report.json", "mlp.report.md", "mlp.report.html" },
             Directory.GetFiles(reports).Select(Path.GetFileName).ToArray(), "the candidate stays next to its reports; no temporary file is left");
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(reports, "mlp.report.json")));
-        Assert.AreEqual(3, json.RootElement.GetProperty("schemaVersion").GetInt32());
+        Assert.AreEqual(CompressionReport.CurrentSchemaVersion, json.RootElement.GetProperty("schemaVersion").GetInt32());
         Assert.AreEqual("CM0201", json.RootElement.GetProperty("verdict").GetProperty("failures")[0].GetProperty("code").GetString());
         Assert.AreEqual(Path.Combine(reports, "mlp.candidate.onnx"), json.RootElement.GetProperty("candidate").GetString());
         StringAssert.Contains(File.ReadAllText(Path.Combine(reports, "mlp.report.md")), "CM0201");

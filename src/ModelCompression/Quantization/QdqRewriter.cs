@@ -18,7 +18,7 @@ namespace ModelCompression.Quantization;
 internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IReadOnlyDictionary<string, ActivationRange> ranges, InputMeans? means = null)
 {
     /// <summary>One layer's int32 bias in both forms, and ‖Δb‖/‖b‖.</summary>
-    public sealed record Correction(string Layer, string Initializer, int[] Corrected, int[] Plain, double RelativeSize);
+    public sealed record Correction(string Layer, string Initializer, int[] Corrected, int[] Plain, double RelativeSize, bool AddedBias);
 
     public List<Correction> Corrections { get; } = [];
     /// <summary>The per-layer records, in order, for the caller to record once it knows whether the correction stays.</summary>
@@ -177,8 +177,10 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         var weights = Int8Quantizer.QuantizePerChannel(matrix, layer.OutFeatures, layer.InFeatures);
         var delta = means?.Of(layer) is { } m ? BiasCorrector.Delta(layer, matrix, Dequantize(weights, layer.InFeatures), m) : null;
         // A Conv or Gemm without a bias gets a zero one to carry the correction (a MatMul has no bias input).
+        var addedBias = false;
         if (delta is not null && layer.BiasName is null && CanAddBias(node))
         {
+            addedBias = true;
             var added = _graph.FreshName(layer.Name + "_bias");
             _graph.SetInitializer(Tensors.FromFloats(added, [layer.OutFeatures], new float[layer.OutFeatures]));
             while (node.Input.Count < 3) node.Input.Add("");
@@ -213,7 +215,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
                 for (var o = 0; o < corrected.Length; o++) corrected[o] = floats[o] + delta[o];
                 var plain = quantizedBias;
                 quantizedBias = Int8Quantizer.QuantizeBias(corrected, biasScales);
-                Corrections.Add(new Correction(layer.Name, biasQuantizedName, quantizedBias, plain, BiasCorrector.RelativeSize(floats, delta)));
+                Corrections.Add(new Correction(layer.Name, biasQuantizedName, quantizedBias, plain, BiasCorrector.RelativeSize(floats, delta), addedBias));
             }
             var biasScaleName = _graph.FreshName(biasName + "_scale");
             var biasDequantizedName = _graph.FreshName(biasName + "_dequantized");

@@ -53,9 +53,11 @@ public sealed class StaticQuantizationPass : ICompressionPass
         var corrected = rewriter.Corrections.Count > 0 && (mode == BiasCorrectionMode.On || KeepsCorrection(context, reference!, rewriter.Corrections));
         if (!corrected)
             foreach (var c in rewriter.Corrections) context.Graph.SetInitializer(Onnx.Tensors.FromInt32s(c.Initializer, [c.Plain.Length], c.Plain));
-        var sizes = corrected ? rewriter.Corrections.ToDictionary(c => c.Layer, c => c.RelativeSize, StringComparer.Ordinal) : [];
+        var notes = corrected
+            ? rewriter.Corrections.ToDictionary(c => c.Layer, c => c.AddedBias ? $"; bias added for the correction (‖Δb‖ = {c.RelativeSize:0.####})" : $"; bias corrected (‖Δb‖/‖b‖ = {c.RelativeSize:0.####})", StringComparer.Ordinal)
+            : [];
         foreach (var record in rewriter.Records)
-            context.Record(sizes.TryGetValue(record.Layer, out var size) ? record with { Note = record.Note + $"; bias corrected (‖Δb‖/‖b‖ = {size:0.####})" } : record);
+            context.Record(notes.TryGetValue(record.Layer, out var note) ? record with { Note = record.Note + note } : record);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using ModelCompression.BiasCorrection;
 using ModelCompression.Calibration;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
@@ -10,9 +11,19 @@ namespace ModelCompression.Quantization;
 /// activations (uint8), DequantizeLinear on int8 per-channel weights and int32 biases, folded ReLUs removed and
 /// spatial ReduceMeans rewritten as GlobalAveragePool. The float semantics of the graph stay those of the int8
 /// model, so any runtime gives the same numbers; ONNX Runtime fuses each group into its int8 kernel.
+/// With <c>means</c> (the layers' mean inputs) every weighted layer's bias is also computed bias-corrected
+/// (<see cref="BiasCorrector"/>) and stored so; <see cref="Corrections"/> keeps both int32 forms, so the caller can
+/// measure the model with and without and put the plain ones back. Records are held in <see cref="Records"/> until then.
 /// </summary>
-internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IReadOnlyDictionary<string, ActivationRange> ranges)
+internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IReadOnlyDictionary<string, ActivationRange> ranges, InputMeans? means = null)
 {
+    /// <summary>One layer's int32 bias in both forms, and ‖Δb‖/‖b‖.</summary>
+    public sealed record Correction(string Layer, string Initializer, int[] Corrected, int[] Plain, double RelativeSize, bool AddedBias);
+
+    public List<Correction> Corrections { get; } = [];
+    /// <summary>The per-layer records, in order, for the caller to record once it knows whether the correction stays.</summary>
+    public List<LayerRecord> Records { get; } = [];
+
     private readonly OnnxGraph _graph = context.Graph;
     private readonly Dictionary<string, ActivationQuantization> _parameters = new(StringComparer.Ordinal);
     /// <summary>Activations that carry a Q/DQ pair, mapped to the name int8 consumers read (the DequantizeLinear output).</summary>
@@ -162,7 +173,20 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
     {
         var layer = op.Layer!;
         var node = op.Node;
-        var weights = Int8Quantizer.QuantizePerChannel(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures);
+        var matrix = layer.ReadMatrix(context.Model);
+        var weights = Int8Quantizer.QuantizePerChannel(matrix, layer.OutFeatures, layer.InFeatures);
+        var delta = means?.Of(layer) is { } m ? BiasCorrector.Delta(layer, matrix, Dequantize(weights, layer.InFeatures), m) : null;
+        // A Conv or Gemm without a bias gets a zero one to carry the correction (a MatMul has no bias input).
+        var addedBias = false;
+        if (delta is not null && layer.BiasName is null && CanAddBias(node))
+        {
+            addedBias = true;
+            var added = _graph.FreshName(layer.Name + "_bias");
+            _graph.SetInitializer(Tensors.FromFloats(added, [layer.OutFeatures], new float[layer.OutFeatures]));
+            while (node.Input.Count < 3) node.Input.Add("");
+            node.Input[2] = added;
+            _graph.Invalidate();
+        }
         var stored = layer.StoredOutIn ? weights.Values : TransposeBytes(weights.Values, layer.OutFeatures, layer.InFeatures);
         var name = layer.Weight.Name;
         var axis = layer.StoredOutIn ? 0 : 1;
@@ -182,8 +206,17 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         {
             var bias = _graph.Initializer(biasName)!;
             var biasScales = Int8Quantizer.BiasScales(ParametersOf(node.Input[0]).Scale, weights.Scales);
-            var quantizedBias = Int8Quantizer.QuantizeBias(context.Model.ReadFloats(bias), biasScales);
+            var floats = context.Model.ReadFloats(bias);
+            var quantizedBias = Int8Quantizer.QuantizeBias(floats, biasScales);
             var biasQuantizedName = _graph.FreshName(biasName + "_quantized");
+            if (delta is not null)
+            {
+                var corrected = new float[floats.Length];
+                for (var o = 0; o < corrected.Length; o++) corrected[o] = floats[o] + delta[o];
+                var plain = quantizedBias;
+                quantizedBias = Int8Quantizer.QuantizeBias(corrected, biasScales);
+                Corrections.Add(new Correction(layer.Name, biasQuantizedName, quantizedBias, plain, BiasCorrector.RelativeSize(floats, delta), addedBias));
+            }
             var biasScaleName = _graph.FreshName(biasName + "_scale");
             var biasDequantizedName = _graph.FreshName(biasName + "_dequantized");
             _graph.SetInitializer(Tensors.FromInt32s(biasQuantizedName, [layer.OutFeatures], quantizedBias));
@@ -206,7 +239,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
             QuantizedOpKind.Gemm => op.QuantizesOutput ? "QGemm" : "QGemm (float output)",
             _ => op.QuantizesOutput ? "QLinearMatMul" : "MatMulIntegerToFloat",
         };
-        context.Record(new LayerRecord
+        Records.Add(new LayerRecord
         {
             Layer = layer.Name, Op = layer.OpType, Technique = "int8", Shape = layer.WeightShape,
             ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 8,
@@ -223,7 +256,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
             QuantizedOpKind.SpatialMean => "QLinearGlobalAveragePool (ReduceMean over H, W rewritten as GlobalAveragePool)",
             _ => "QLinear" + op.Node.OpType,
         };
-        context.Record(new LayerRecord
+        Records.Add(new LayerRecord
         {
             Layer = CompressionContext.LayerName(op.Node), Op = op.Kind == QuantizedOpKind.SpatialMean ? "ReduceMean" : op.Node.OpType,
             Technique = "int8", Bits = 8,
@@ -243,6 +276,21 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         if (axis is { } a) node.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = a });
         return node;
     }
+
+    private static float[] Dequantize(QuantizedWeight weights, int inFeatures)
+    {
+        var values = new float[weights.Values.Length];
+        for (var k = 0; k < values.Length; k++) values[k] = weights.Values[k] * weights.Scales[k / inFeatures];
+        return values;
+    }
+
+    /// <summary>Conv takes a bias as input 2; Gemm adds C times beta, so only with beta = 1.</summary>
+    private static bool CanAddBias(NodeProto node) => node.OpType switch
+    {
+        "Conv" => true,
+        "Gemm" => (node.Attribute.FirstOrDefault(a => a.Name == "beta")?.F ?? 1f) == 1f,
+        _ => false,
+    };
 
     private static sbyte[] TransposeBytes(sbyte[] m, int rows, int cols)
     {

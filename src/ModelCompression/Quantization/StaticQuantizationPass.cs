@@ -1,3 +1,4 @@
+using ModelCompression.BiasCorrection;
 using ModelCompression.Calibration;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
@@ -16,7 +17,7 @@ public sealed class StaticQuantizationPass : ICompressionPass
 {
     public string Name => "quantize-int8";
     public PassStage Stage => PassStage.Quantize;
-    public IReadOnlyList<OptionsGroup> Reads => [QuantizationOptions.Group];
+    public IReadOnlyList<OptionsGroup> Reads => [QuantizationOptions.Group, BiasCorrectionOptions.Group];
     public bool IsRequested(CompressionPolicy policy) => policy.AnyLayer<QuantizationOptions>(q => q.Quantize == QuantizeMode.Int8);
 
     public void Apply(CompressionContext context)
@@ -40,17 +41,60 @@ public sealed class StaticQuantizationPass : ICompressionPass
             return;
         }
 
-        var (ranges, ranks) = Calibrate(context, candidates.Tensors);
+        var mode = context.Policy.Get<BiasCorrectionOptions>().BiasCorrection;
+        var means = mode == BiasCorrectionMode.Off ? null : new InputMeans(candidates.Ops.Where(o => o.Layer is not null).Select(o => o.Layer!));
+        var (ranges, ranks) = Calibrate(context, candidates.Tensors, means);
         var plan = QdqPlan.Create(context, ranks);
         RecordFloatLayers(context, plan);
-        new QdqRewriter(context, plan, ranges).Apply();
+        // auto compares the model with and without the correction against the float one: keep the original to compare with.
+        var reference = mode == BiasCorrectionMode.Auto ? context.Model.Clone() : null;
+        var rewriter = new QdqRewriter(context, plan, ranges, means);
+        rewriter.Apply();
+        var corrected = rewriter.Corrections.Count > 0 && (mode == BiasCorrectionMode.On || KeepsCorrection(context, reference!, rewriter.Corrections));
+        if (!corrected)
+            foreach (var c in rewriter.Corrections) context.Graph.SetInitializer(Onnx.Tensors.FromInt32s(c.Initializer, [c.Plain.Length], c.Plain));
+        var notes = corrected
+            ? rewriter.Corrections.ToDictionary(c => c.Layer, c => c.AddedBias ? $"; bias added for the correction (‖Δb‖ = {c.RelativeSize:0.####})" : $"; bias corrected (‖Δb‖/‖b‖ = {c.RelativeSize:0.####})", StringComparer.Ordinal)
+            : [];
+        foreach (var record in rewriter.Records)
+            context.Record(notes.TryGetValue(record.Layer, out var note) ? record with { Note = record.Note + note } : record);
+    }
+
+    /// <summary>
+    /// BiasCorrection=auto: whether the corrected model's outputs are strictly closer (MSE over the float outputs, on
+    /// calibration data) to the float model's than the uncorrected one's. Deterministic: same data, same runs; a tie keeps it off.
+    /// </summary>
+    private static bool KeepsCorrection(CompressionContext context, Onnx.OnnxModel reference, IReadOnlyList<QdqRewriter.Correction> corrections)
+    {
+        var outputs = context.Model.Graph.Output.Where(o => o.Type?.TensorType?.ElemType == (int)Onnx.Protobuf.TensorProto.Types.DataType.Float).Select(o => o.Name).ToList();
+        if (outputs.Count == 0) return false;
+        double Mse()
+        {
+            double sum = 0;
+            long count = 0;
+            context.CapturePairedActivations("bias-correction", reference, outputs, (batch, original) =>
+            {
+                foreach (var name in outputs)
+                {
+                    var (a, b) = (batch[name].Data, original[name].Data);
+                    for (var k = 0; k < a.Length; k++) { var d = (double)a[k] - b[k]; sum += d * d; }
+                    count += a.Length;
+                }
+            });
+            return count > 0 ? sum / count : 0;
+        }
+        var with = Mse();
+        foreach (var c in corrections) context.Graph.SetInitializer(Onnx.Tensors.FromInt32s(c.Initializer, [c.Plain.Length], c.Plain));
+        var without = Mse();
+        foreach (var c in corrections) context.Graph.SetInitializer(Onnx.Tensors.FromInt32s(c.Initializer, [c.Corrected.Length], c.Corrected));
+        return with < without;
     }
 
     /// <summary>
     /// Runs the calibration data through the model once, feeding every tensor's values to its own calibrator batch by
     /// batch (memory: one batch plus fixed-size statistics per tensor). Returns each tensor's range and rank.
     /// </summary>
-    public static (Dictionary<string, ActivationRange> Ranges, Dictionary<string, int> Ranks) Calibrate(CompressionContext context, IReadOnlyList<string> tensors)
+    public static (Dictionary<string, ActivationRange> Ranges, Dictionary<string, int> Ranks) Calibrate(CompressionContext context, IReadOnlyList<string> tensors, InputMeans? means = null)
     {
         // Model inputs (and reshapes of them) are raw data, not activations with a tail: clipping them cuts signal
         // (entropy clips Fashion-MNIST images at their background level), so they keep their observed range.
@@ -64,6 +108,7 @@ public sealed class StaticQuantizationPass : ICompressionPass
             {
                 calibrators[name].Collect(tensor.Data);
                 ranks[name] = tensor.Shape.Length;
+                means?.Add(name, tensor);
             }
         });
         return (calibrators.ToDictionary(p => p.Key, p => p.Value.ComputeRange(), StringComparer.Ordinal), ranks);

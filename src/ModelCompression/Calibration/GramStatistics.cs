@@ -21,6 +21,18 @@ internal sealed class GramStatistics(int features, int outputs)
     public double TargetSquaredNorm { get; set; }
     public long Rows => (long)Math.Round(Moments[^1]);
 
+    /// <summary>[rows, f] weights and an optional bias as the [rows, f + 1] layout <see cref="RelativeError"/> reads (zero bias when absent).</summary>
+    public static float[] Augment(float[] weights, float[]? bias, int rows, int f)
+    {
+        var result = new float[rows * (f + 1)];
+        for (var r = 0; r < rows; r++)
+        {
+            weights.AsSpan(r * f, f).CopyTo(result.AsSpan(r * (f + 1), f));
+            result[r * (f + 1) + f] = bias?[r] ?? 0;
+        }
+        return result;
+    }
+
     /// <summary>‖Y − (A·x + c)‖ / ‖Y‖ over the calibration rows for A|c as [Outputs, Features + 1] (c last), from the moments alone.</summary>
     public double RelativeError(float[] affine)
     {

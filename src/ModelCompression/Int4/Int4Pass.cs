@@ -1,3 +1,4 @@
+using ModelCompression.Numerics;
 using ModelCompression.Calibration;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
@@ -133,7 +134,7 @@ public sealed class Int4Pass : ICompressionPass
         var dequantized = q.Dequantize();
         layer.WriteMatrix(dequantized);
         var note = target.Why is null ? "rtn; error = ‖ΔW‖/‖W‖" : $"rtn ({target.Why}); error = ‖ΔW‖/‖W‖";
-        return (q, note, Int4Quantizer.WeightError(w, dequantized));
+        return (q, note, DenseMath.RelativeError(w, dequantized));
     }
 
     /// <summary>

@@ -128,19 +128,6 @@ internal static class Int4Quantizer
         return den > 0 ? Math.Sqrt(Math.Max(0, num) / den) : 0;
     }
 
-    /// <summary>‖W − Ŵ‖ / ‖W‖.</summary>
-    public static double WeightError(float[] w, float[] quantized)
-    {
-        double num = 0, den = 0;
-        for (var i = 0; i < w.Length; i++)
-        {
-            double d = w[i] - quantized[i];
-            num += d * d;
-            den += (double)w[i] * w[i];
-        }
-        return den > 0 ? Math.Sqrt(num / den) : 0;
-    }
-
     private static Int4Weights Empty(int rows, int cols, int blockSize, bool symmetric)
     {
         var blocks = (cols + blockSize - 1) / blockSize;

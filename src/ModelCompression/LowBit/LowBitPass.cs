@@ -1,3 +1,4 @@
+using ModelCompression.Numerics;
 using System.Globalization;
 using ModelCompression.Calibration;
 using ModelCompression.Diagnostics;
@@ -105,7 +106,7 @@ public sealed class LowBitPass : ICompressionPass
         var dense = q.Dense();
         if (affine is not null) affine.Write(context.Graph, dense, bias!, q.Cols);
         else layer.WriteMatrix(dense);
-        target.OutputError = stats.RelativeError(Augment(dense, bias, q.Rows, q.Cols));
+        target.OutputError = stats.RelativeError(GramStatistics.Augment(dense, bias, q.Rows, q.Cols));
         target.Fit = affine is null
             ? $"α per channel by least squares on {stats.Rows} calibration rows"
             : $"α per channel and bias by least squares on {stats.Rows} calibration rows";
@@ -120,7 +121,7 @@ public sealed class LowBitPass : ICompressionPass
         var encoding = LowBitEncoding.Build(layer, q);
         var denseBytes = LowBitEncoding.Framed(layer.Weight.CalculateSize());
         var dense = q.Dense();
-        var weightError = LowBitQuantizer.RelativeError(target.Original, dense);
+        var weightError = DenseMath.RelativeError(target.Original, dense);
         string storage;
         if (encoding.Size < denseBytes)
         {
@@ -153,16 +154,4 @@ public sealed class LowBitPass : ICompressionPass
         Layer = layer.Name, Op = layer.OpType, Technique = technique, Shape = layer.WeightShape,
         ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 32, Note = "left in float: " + reason,
     });
-
-    /// <summary>[out, f] weights and an optional bias as [out, f + 1] (zero bias when absent).</summary>
-    private static float[] Augment(float[] weights, float[]? bias, int rows, int f)
-    {
-        var result = new float[rows * (f + 1)];
-        for (var r = 0; r < rows; r++)
-        {
-            weights.AsSpan(r * f, f).CopyTo(result.AsSpan(r * (f + 1), f));
-            result[r * (f + 1) + f] = bias?[r] ?? 0;
-        }
-        return result;
-    }
 }

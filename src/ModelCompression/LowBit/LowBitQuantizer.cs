@@ -121,17 +121,4 @@ internal static class LowBitQuantizer
         }
         return fitted;
     }
-
-    /// <summary>‖a − b‖ / ‖a‖.</summary>
-    public static double RelativeError(float[] a, float[] b)
-    {
-        double num = 0, den = 0;
-        for (var i = 0; i < a.Length; i++)
-        {
-            double d = a[i] - b[i];
-            num += d * d;
-            den += (double)a[i] * a[i];
-        }
-        return den > 0 ? Math.Sqrt(num / den) : 0;
-    }
 }

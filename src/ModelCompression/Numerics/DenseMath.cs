@@ -37,6 +37,19 @@ internal static class DenseMath
         return sum;
     }
 
+    /// <summary>‖a − b‖ / ‖a‖ (0 when a is zero): how much a change moved a weight tensor.</summary>
+    public static double RelativeError(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double num = 0, den = 0;
+        for (var i = 0; i < a.Length; i++)
+        {
+            double d = a[i] - b[i];
+            num += d * d;
+            den += (double)a[i] * a[i];
+        }
+        return den > 0 ? Math.Sqrt(num / den) : 0;
+    }
+
     /// <summary>y += alpha·x.</summary>
     public static void Axpy(double alpha, ReadOnlySpan<double> x, Span<double> y)
     {

@@ -149,14 +149,14 @@ public sealed class StructuredPruningPass : ICompressionPass
         {
             var sub = stats.Select(features);
             var bias = affine?.ReadBias(graph, context.Model);
-            var prior = bias is null ? narrowed : Augment(narrowed, bias, layer.OutFeatures, features.Length);
+            var prior = bias is null ? narrowed : GramStatistics.Augment(narrowed, bias, layer.OutFeatures, features.Length);
             var fitted = LeastSquares.Fit(sub, bias is not null, damping, prior) ?? prior;
             var n = bias is null ? features.Length : features.Length + 1;
             var weights = new float[layer.OutFeatures * features.Length];
             for (var o = 0; o < layer.OutFeatures; o++) fitted.AsSpan(o * n, features.Length).CopyTo(weights.AsSpan(o * features.Length));
             if (affine is null) LayerWeights.Write(graph, layer, weights, layer.OutFeatures, features.Length);
             else affine.Write(graph, weights, Enumerable.Range(0, layer.OutFeatures).Select(o => fitted[o * n + features.Length]).ToArray(), features.Length);
-            error = sub.RelativeError(bias is null ? Augment(weights, new float[layer.OutFeatures], layer.OutFeatures, features.Length) : fitted);
+            error = sub.RelativeError(bias is null ? GramStatistics.Augment(weights, new float[layer.OutFeatures], layer.OutFeatures, features.Length) : fitted);
             note = $"input channels {channels} → {kept.Length}, refit by least squares; error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows";
         }
         var after = Layer(graph, node);
@@ -209,17 +209,6 @@ public sealed class StructuredPruningPass : ICompressionPass
                 Array.Copy(data, (o * dims[axis] + kept[k]) * inner, result, (o * kept.Length + k) * inner, inner);
         dims[axis] = kept.Length;
         return Tensors.FromFloats(tensor.Name, dims, result);
-    }
-
-    private static float[] Augment(float[] weights, float[] bias, int rows, int f)
-    {
-        var result = new float[rows * (f + 1)];
-        for (var r = 0; r < rows; r++)
-        {
-            weights.AsSpan(r * f, f).CopyTo(result.AsSpan(r * (f + 1), f));
-            result[r * (f + 1) + f] = bias[r];
-        }
-        return result;
     }
 
     private LayerRecord Record(WeightedLayer layer, bool residual, string note, long? before = null) => new()

@@ -1,3 +1,4 @@
+using ModelCompression.Numerics;
 using ModelCompression.Calibration;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
@@ -48,7 +49,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
             ? MagnitudePruner.PruneNm(w, layer.OutFeatures, layer.InFeatures, pattern)
             : MagnitudePruner.Prune(w, target.PruneCount);
         layer.WriteMatrix(pruned);
-        context.Record(Record(target, "magnitude", pruned, RelativeChange(w, pruned), note));
+        context.Record(Record(target, "magnitude", pruned, DenseMath.RelativeError(w, pruned), note));
     }
 
     /// <summary>
@@ -76,7 +77,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var affine = AffineLayer.From(context.Graph, layer);
         var f = layer.InFeatures;
         var cols = affine is null ? f : f + 1;
-        var current = Augment(affine?.ReadWeights(context.Model) ?? layer.ReadMatrix(context.Model), affine?.ReadBias(context.Graph, context.Model), layer.OutFeatures, f);
+        var current = GramStatistics.Augment(affine?.ReadWeights(context.Model) ?? layer.ReadMatrix(context.Model), affine?.ReadBias(context.Graph, context.Model), layer.OutFeatures, f);
         var prior = affine is null ? Narrow(current, layer.OutFeatures, f) : current;
         var fitted = LeastSquares.Fit(stats, affine is not null, target.Options.PruneDamping, prior) ?? prior;
         var hessian = affine is null ? stats.Hessian() : stats.Moments;
@@ -89,21 +90,9 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var weights = affine is null ? result.Weights : Narrow(result.Weights, layer.OutFeatures, f);
         if (affine is null) layer.WriteMatrix(weights);
         else affine.Write(context.Graph, weights, Column(result.Weights, layer.OutFeatures, cols, f), f);
-        var error = stats.RelativeError(affine is null ? Augment(weights, null, layer.OutFeatures, f) : result.Weights);
+        var error = stats.RelativeError(affine is null ? GramStatistics.Augment(weights, null, layer.OutFeatures, f) : result.Weights);
         var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";
         context.Record(Record(target, "sparsegpt", weights, error, note));
-    }
-
-    /// <summary>[out, f] weights and an optional bias as [out, f + 1] (zero bias when absent).</summary>
-    private static float[] Augment(float[] weights, float[]? bias, int rows, int f)
-    {
-        var result = new float[rows * (f + 1)];
-        for (var r = 0; r < rows; r++)
-        {
-            weights.AsSpan(r * f, f).CopyTo(result.AsSpan(r * (f + 1), f));
-            result[r * (f + 1) + f] = bias?[r] ?? 0;
-        }
-        return result;
     }
 
     /// <summary>The first <paramref name="f"/> columns of a [rows, f + 1] matrix.</summary>
@@ -133,17 +122,5 @@ public sealed class UnstructuredPruningPass : ICompressionPass
             Sparsity = (double)zeros / layer.Parameters, ReconstructionError = error,
             Note = note is null ? variant : $"{variant}; {note}",
         };
-    }
-
-    private static double RelativeChange(float[] before, float[] after)
-    {
-        double num = 0, den = 0;
-        for (var i = 0; i < before.Length; i++)
-        {
-            double d = before[i] - after[i];
-            num += d * d;
-            den += (double)before[i] * before[i];
-        }
-        return den > 0 ? Math.Sqrt(num / den) : 0;
     }
 }

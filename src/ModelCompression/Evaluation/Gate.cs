@@ -76,8 +76,9 @@ public sealed record GateVerdict(IReadOnlyList<GateFailure> Failures)
 public static class Gate
 {
     /// <param name="validation">The validation data when the caller has loaded (and checked) it already; else it is loaded from the policy.</param>
+    /// <param name="measureLatency">False skips the latency rounds (a search trial that neither optimizes nor constrains latency).</param>
     public static GateMeasurements Measure(string originalPath, string compressedPath, CompressionPolicy policy,
-        CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null, Dataset? validation = null)
+        CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null, Dataset? validation = null, bool measureLatency = true)
     {
         var measurements = new GateMeasurements
         {
@@ -115,7 +116,9 @@ public static class Gate
             : new ModelMetrics(Metrics.TopK(outputs, data.Labels, 1), Metrics.TopK(outputs, data.Labels, gate.TopK), gate.TopK, data.Count);
 
         var batch = data.Batches(policy.Execution.BatchSize).First();
-        var (originalLatency, compressedLatency) = LatencyComparison.Measure(original, compressed, batch, policy.Get<GateOptions>().LatencyRounds, cancellation, Report(progress, "latency"));
+        LatencyStats? originalLatency = null, compressedLatency = null;
+        if (measureLatency)
+            (originalLatency, compressedLatency) = LatencyComparison.Measure(original, compressed, batch, policy.Get<GateOptions>().LatencyRounds, cancellation, Report(progress, "latency"));
         return measurements with
         {
             Original = Score(originalOutputs[names[0]]),

@@ -9,10 +9,10 @@ namespace ModelCompression.Search;
 internal sealed record SearchConstraint(string Name, double Limit, double Start);
 
 /// <summary>What one trial measured: the objective (smaller is better) and each constraint's value, in order.</summary>
-internal sealed record TrialOutcome(double Objective, IReadOnlyList<double> Constraints);
+internal sealed record Observation(double Objective, IReadOnlyList<double> Constraints);
 
 /// <summary>One evaluated point: its knobs, what it measured, and the targets it was judged against then.</summary>
-internal sealed record SearchTrial(int Index, double[] Knobs, TrialOutcome Outcome, IReadOnlyList<double> Targets, bool Feasible, double ElapsedSeconds);
+internal sealed record SearchTrial(int Index, double[] Knobs, Observation Outcome, IReadOnlyList<double> Targets, bool Feasible, double ElapsedSeconds);
 
 internal sealed record SearchResult(IReadOnlyList<SearchTrial> Trials, SearchTrial? Best);
 
@@ -31,7 +31,7 @@ internal static class ConstrainedBayesianSearch
     public const int Candidates = 1024;
 
     public static SearchResult Run(int dimensions, IReadOnlyList<SearchConstraint> constraints, int maxTrials, TimeSpan? maxTime, int seed,
-        Func<double[], TrialOutcome> evaluate, CancellationToken cancellation = default)
+        Func<double[], Observation> evaluate, CancellationToken cancellation = default)
     {
         if (dimensions < 1) throw new ArgumentOutOfRangeException(nameof(dimensions));
         if (maxTrials < 1) throw new ArgumentOutOfRangeException(nameof(maxTrials));
@@ -59,7 +59,7 @@ internal static class ConstrainedBayesianSearch
             ? constraint.Limit
             : constraint.Start + (double)(t + 1) / total * (constraint.Limit - constraint.Start);
 
-    private static bool Meets(TrialOutcome outcome, IReadOnlyList<double> targets) =>
+    private static bool Meets(Observation outcome, IReadOnlyList<double> targets) =>
         double.IsFinite(outcome.Objective) && outcome.Constraints.Select((v, k) => double.IsFinite(v) && v <= targets[k]).All(x => x);
 
     /// <summary>The first points: the centre, then the seeded Halton sequence.</summary>

@@ -7,7 +7,7 @@ public sealed class ConstrainedBayesianSearchTests
 {
     // A compression-shaped problem: both knobs shrink the model (objective) and cost accuracy (constraint), the second
     // knob more steeply; the optimum lies on the constraint's boundary.
-    private static TrialOutcome Problem(double[] x) => new(2 - x[0] - 0.6 * x[1], [0.02 * x[0] * x[0] + 0.05 * Math.Pow(x[1], 3)]);
+    private static Observation Problem(double[] x) => new(2 - x[0] - 0.6 * x[1], [0.02 * x[0] * x[0] + 0.05 * Math.Pow(x[1], 3)]);
 
     private static double TrueOptimum()
     {
@@ -56,7 +56,7 @@ public sealed class ConstrainedBayesianSearchTests
         Assert.AreEqual(0.01, ConstrainedBayesianSearch.Target(drop, 0, 10), 1e-12);
 
         // Trials record the target they were judged against; feasibility is always against the final limit.
-        var result = ConstrainedBayesianSearch.Run(1, [size], 5, null, 0, x => new TrialOutcome(x[0], [1 - 0.9 * x[0]]));
+        var result = ConstrainedBayesianSearch.Run(1, [size], 5, null, 0, x => new Observation(x[0], [1 - 0.9 * x[0]]));
         CollectionAssert.AreEqual(new[] { 0.84, 0.68, 0.52, 0.36, 0.2 }, result.Trials.Select(t => Math.Round(t.Targets[0], 10)).ToArray());
         Assert.IsTrue(result.Trials.All(t => t.Feasible == (t.Outcome.Constraints[0] <= 0.2)));
     }
@@ -66,11 +66,11 @@ public sealed class ConstrainedBayesianSearchTests
     {
         // A trial that produced nothing usable (NaN) is never the answer, and the search goes on around it.
         var result = ConstrainedBayesianSearch.Run(1, [new SearchConstraint("drop", 0.5, 0)], 6, null, 0,
-            x => x[0] > 0.7 ? new TrialOutcome(double.NaN, [double.NaN]) : new TrialOutcome(1 - x[0], [x[0]]));
+            x => x[0] > 0.7 ? new Observation(double.NaN, [double.NaN]) : new Observation(1 - x[0], [x[0]]));
         Assert.AreEqual(6, result.Trials.Count);
         Assert.IsTrue(result.Best!.Knobs[0] <= 0.5);
         // A zero time budget still runs one trial.
-        var once = ConstrainedBayesianSearch.Run(1, [new SearchConstraint("drop", 0.5, 0)], 6, TimeSpan.Zero, 0, x => new TrialOutcome(x[0], [0]));
+        var once = ConstrainedBayesianSearch.Run(1, [new SearchConstraint("drop", 0.5, 0)], 6, TimeSpan.Zero, 0, x => new Observation(x[0], [0]));
         Assert.AreEqual(1, once.Trials.Count);
     }
 }

@@ -1,0 +1,60 @@
+using ModelCompression.Calibration;
+using ModelCompression.Int4;
+using ModelCompression.Passes;
+using ModelCompression.Quantization;
+
+namespace ModelCompression.Search;
+
+/// <summary>
+/// How much one layer's output suffers under each setting the search may give it, estimated alone on the calibration
+/// inputs (the relative output error ‖ΔW·X‖/‖W·X‖ from H = XᵀX; without data, H = I, the relative weight error):
+/// pruning at each of <see cref="SparsityLevels"/> (the smallest w²·H_jj first, as data-aware pruning ranks them,
+/// before any reconstruction, so an upper estimate), int8 per channel and int4 in blocks of 32 by rounding.
+/// </summary>
+internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prunable, bool Int4, double[] PruneErrors, double Int8Error, double Int4Error)
+{
+    public static readonly double[] SparsityLevels = [0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95];
+
+    public static LayerSensitivity Measure(string name, float[] w, int rows, int cols, double[]? hessian, bool prunable, bool int4)
+    {
+        var diagonal = new double[cols];
+        for (var c = 0; c < cols; c++) diagonal[c] = hessian is null ? 1 : Math.Max(0, hessian[(long)c * cols + c]);
+        var saliency = new double[w.Length];
+        for (var i = 0; i < w.Length; i++) saliency[i] = (double)w[i] * w[i] * diagonal[i % cols];
+        var total = saliency.Sum();
+        Array.Sort(saliency);
+        var prefix = 0.0;
+        var pruneErrors = new double[SparsityLevels.Length];
+        var taken = 0;
+        for (var k = 0; k < SparsityLevels.Length; k++)
+        {
+            var count = (int)Math.Round(SparsityLevels[k] * w.Length);
+            for (; taken < count; taken++) prefix += saliency[taken];
+            pruneErrors[k] = total > 0 ? Math.Sqrt(prefix / total) : 0;
+        }
+        var identity = hessian ?? Identity(cols);
+        var int8 = Int8Quantizer.QuantizePerChannel(w, rows, cols);
+        var dequantized = new float[w.Length];
+        for (var i = 0; i < w.Length; i++) dequantized[i] = int8.Values[i] * int8.Scales[i / cols];
+        var int8Error = Int4Quantizer.OutputError(w, dequantized, rows, cols, identity);
+        var int4Error = int4 ? Int4Quantizer.OutputError(w, Int4Quantizer.Rtn(w, rows, cols, 32, symmetric: false).Dequantize(), rows, cols, identity) : double.PositiveInfinity;
+        return new LayerSensitivity(name, w.Length, prunable, int4, pruneErrors, int8Error, int4Error);
+    }
+
+    private static double[] Identity(int n)
+    {
+        var h = new double[(long)n * n];
+        for (var i = 0; i < n; i++) h[(long)i * n + i] = 1;
+        return h;
+    }
+
+    /// <summary>The highest sparsity level whose estimated error is at most <paramref name="budget"/>.</summary>
+    public double SparsityWithin(double budget)
+    {
+        if (!Prunable) return 0;
+        var best = 0.0;
+        for (var k = 0; k < SparsityLevels.Length; k++)
+            if (PruneErrors[k] <= budget) best = SparsityLevels[k];
+        return best;
+    }
+}

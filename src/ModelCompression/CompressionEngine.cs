@@ -62,13 +62,16 @@ public static class CompressionEngine
         Directory.CreateDirectory(reportDirectory);
         // Reports and the kept candidate are named after the output, so runs with different outputs never share them.
         var name = Path.GetFileNameWithoutExtension(outputPath);
-        var cache = PassCache.Open(request.CacheDirectory, source, modelPath);
         var fallback = request.Policy.Get<FallbackOptions>();
+        var auto = request.Policy.Get<SearchOptions>();
+        // A search builds many candidates that share passes: without a cache of the caller's, it keeps a private one.
+        var searchCache = auto.Auto && request.CacheDirectory is null ? Path.Combine(reportDirectory, $"{name}.{Guid.NewGuid():N}.search-cache") : null;
+        var cache = PassCache.Open(request.CacheDirectory ?? searchCache, source, modelPath);
         var lockDiagnostics = new List<Diagnostic>();
 
         // Runs the passes with the given per-layer choices, saves the candidate under a name no other run uses (only
         // the model this run's gate judged can become its output) and gates it.
-        Trial RunTrial(LayerPolicy layers, List<StepTiming> steps)
+        Trial RunTrial(LayerPolicy layers, List<StepTiming> steps, Dataset? data = null, bool latency = true)
         {
             var policy = layers.ApplyTo(request.Policy, modelPath);
             var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration);
@@ -79,7 +82,7 @@ public static class CompressionEngine
                 trial.External = SaveModel(context.Model, trial.Candidate, modelPath);
                 steps.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));
                 step.Restart();
-                trial.Measurements = Gate.Measure(modelPath, trial.Candidate, policy, cancellation, progress, validation);
+                trial.Measurements = Gate.Measure(modelPath, trial.Candidate, policy, cancellation, progress, data ?? validation, latency);
                 trial.Verdict = Gate.Judge(trial.Measurements, policy);
                 steps.Add(new StepTiming("gate", step.Elapsed.TotalMilliseconds));
                 return trial;
@@ -99,7 +102,7 @@ public static class CompressionEngine
             var lockPath = fallback.LockPath(modelPath);
             LockInputs? inputs = null;
             LockFile? existing = null;
-            if (fallback.UsesLock)
+            if (fallback.UsesLock || auto.Auto)
             {
                 inputs = LockInputs.Of(modelPath, source, request.Policy);
                 string? problem = null;
@@ -126,6 +129,40 @@ public static class CompressionEngine
                 chosen.Timings = timings0;
                 trials.Add(chosen);
                 search = new SearchSummary { Mode = stale ? "stale-lock" : "lock", LockFile = lockPath, LockStatus = status, Layers = chosen.Layers.Layers };
+            }
+            else if (auto.Auto)
+            {
+                var watch = Stopwatch.StartNew();
+                // Sensitivities on the model as the graph passes leave it (the policy asks for no technique yet).
+                AutoPolicy space;
+                var prepared = CompressionPipeline.Run(source, request.Policy, modelPath, cache, [], cancellation, progress, calibration);
+                using (prepared.Model) space = AutoPolicy.Measure(prepared);
+                var gate = request.Policy.Get<GateOptions>();
+                var subset = validation!.Take(Math.Min(validation.Count, auto.SearchSamples));
+                var latency = AutoSearch.NeedsLatency(auto, gate);
+                var (log, ranked, closest) = AutoSearch.Run(space, gate, auto, request.Policy.Execution.Seed, layers =>
+                {
+                    using var trial = RunTrial(layers, [], subset, latency);
+                    return trial.Measurements!;
+                }, cancellation);
+                var searchMs = watch.Elapsed.TotalMilliseconds;
+                if (closest is not null)
+                    lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.SearchFoundNothing, Severity.Warning,
+                        $"Auto: none of {log.Count} trials met every threshold on the first {subset.Count} validation samples; the closest ({AutoSearch.Describe(closest)}) is gated", modelPath));
+                // The best trials, judged on all the validation data in turn until one passes (the search subset can flatter).
+                Trial? picked = null;
+                foreach (var layers in ranked)
+                {
+                    var steps = new List<StepTiming>(timings);
+                    var trial = RunTrial(layers, steps);
+                    trial.Timings = steps;
+                    if (picked is null || trial.Verdict!.Passed) { picked?.Dispose(); trials.Remove(picked!); picked = trial; trials.Add(trial); }
+                    else trial.Dispose();
+                    if (trial.Verdict!.Passed) break;
+                }
+                chosen = picked!;
+                chosen.Timings.Add(new StepTiming("search", searchMs));
+                search = new SearchSummary { Mode = "auto", LockFile = lockPath, Layers = chosen.Layers.Layers, Trials = log, Milliseconds = watch.Elapsed.TotalMilliseconds };
             }
             else
             {
@@ -174,7 +211,7 @@ public static class CompressionEngine
             var measurements = chosen.Measurements!;
             var verdict = chosen.Verdict!;
             var timingsOut = chosen.Timings;
-            if (!request.Policy.HasTechnique)
+            if (!request.Policy.HasTechnique && chosen.Layers.IsEmpty)
                 context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
 
             var diagnostics = new List<Diagnostic>(context.Diagnostics);
@@ -194,7 +231,7 @@ public static class CompressionEngine
 
             // The lock is written after a passing run that chose (or re-chose) its layers; a stale lock is never
             // replaced unasked, and a matching one is rewritten only if its text would change (it will not).
-            if (search is not null && inputs is not null && search.Mode is "fallback" or "lock")
+            if (search is not null && inputs is not null && search.Mode is "fallback" or "lock" or "auto")
             {
                 if (verdict.Passed)
                 {
@@ -242,6 +279,11 @@ public static class CompressionEngine
         {
             // Whatever happened (gate passed or failed, runtime error, cancellation), this run's private copies go.
             foreach (var trial in trials) trial.Dispose();
+            if (searchCache is not null && Directory.Exists(searchCache))
+            {
+                try { Directory.Delete(searchCache, recursive: true); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+            }
         }
     }
 

@@ -47,4 +47,5 @@ public static class DiagnosticCodes
     public const string OpsetUpgradeImpossible = "CM0304";
     public const string HighLayerError = "CM0305";
     public const string StaleLockFile = "CM0306";
+    public const string SearchFoundNothing = "CM0307";
 }

@@ -30,6 +30,8 @@ public sealed record SearchSummary
     public IReadOnlyList<RevertedLayer> Reverted { get; init; } = [];
     /// <summary>The per-layer settings the output was made with (policy-file format entries).</summary>
     public IReadOnlyList<LayerChoice> Layers { get; init; } = [];
+    /// <summary>Every trial of an Auto search, in order.</summary>
+    public IReadOnlyList<AutoTrial> Trials { get; init; } = [];
     public int GateRuns => Rounds.Count;
     public double Milliseconds { get; init; }
 }

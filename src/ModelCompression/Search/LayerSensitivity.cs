@@ -13,7 +13,8 @@ namespace ModelCompression.Search;
 /// </summary>
 internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prunable, bool Int4, double[] PruneErrors, double Int8Error, double Int4Error)
 {
-    public static readonly double[] SparsityLevels = [0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95];
+    /// <summary>0, 0.05, …, 0.95: a layer is never emptied.</summary>
+    public static readonly double[] SparsityLevels = Enumerable.Range(0, 20).Select(i => i / 20.0).ToArray();
 
     public static LayerSensitivity Measure(string name, float[] w, int rows, int cols, double[]? hessian, bool prunable, bool int4)
     {

@@ -88,6 +88,7 @@ public static class AccuracyFallback
             ladders.Add(("Codebook", ["256"]));
         if (policy.For<LowRankOptions>(layer).Options.Rank is { IsRatio: true, Value: < 0.5 } rank)
             ladders.Add(("Rank", [Number(rank.Value * 2), .. rank.Value * 4 < 1 ? new[] { Number(rank.Value * 4) } : []]));
+        ladders.RemoveAll(l => l.Values.Count == 0);
         var rungs = new List<LayerChoice>();
         var steps = ladders.Select(l => l.Values.Count).DefaultIfEmpty(0).Max();
         for (var r = 0; r < steps; r++)

@@ -90,6 +90,7 @@ public static class AccuracyFallback
             ladders.Add(("Codebook", ["256"]));
         if (policy.For<LowRankOptions>(layer).Options.Rank is { IsRatio: true, Value: < 0.5 } rank)
             ladders.Add(("Rank", [Number(rank.Value * 2), .. rank.Value * 4 < 1 ? new[] { Number(rank.Value * 4) } : []]));
+        ladders.RemoveAll(l => l.Values.Count == 0);
         var rungs = new List<LayerChoice>();
         var steps = ladders.Select(l => l.Values.Count).DefaultIfEmpty(0).Max();
         for (var r = 0; r < steps; r++)
@@ -139,7 +140,10 @@ public static class AccuracyFallback
         if (ranked.Count == 0) return (null, rounds, []);
         var n = ranked.Count;
         var maxRungs = ranked.Max(c => c.Rungs.Count);
-        LayerPolicy Choices(int rung, int k) => new(ranked.Take(k).Select(c => c.Rungs[Math.Min(rung, c.Rungs.Count - 1)]).ToList());
+        // The top k layers at this rung; the others at the rung before (all n there failed, so none is asked to give
+        // back more than that), or as given on the first rung.
+        LayerPolicy Choices(int rung, int k) => new(ranked.Select((c, i) => i < k ? At(c, rung) : rung == 0 ? null : At(c, rung - 1)).OfType<LayerChoice>().ToList());
+        static LayerChoice At(Candidate c, int rung) => c.Rungs[Math.Min(rung, c.Rungs.Count - 1)];
 
         bool Try(int rung, int k, string step)
         {
@@ -163,11 +167,16 @@ public static class AccuracyFallback
             var chosen = Choices(rung, hi);
             var reverted = ranked.Take(hi).Select((c, i) =>
             {
-                var to = c.Rungs[Math.Min(rung, c.Rungs.Count - 1)];
+                var to = At(c, rung);
                 var reason = $"sensitivity rank {i + 1} of {n}" + (c.Error is { } e ? $" (reconstruction error {e.ToString("0.###", CultureInfo.InvariantCulture)})" : "")
                     + $"; the gate passed with the top {hi} at the {name} rung" + (hi > 1 ? $" and failed with the top {hi - 1}" : "") ;
                 return new RevertedLayer(c.Layer, i + 1, c.Error, c.Current, to.Settings.ContainsKey("Excluded") ? "float (Excluded=true)" : to.Describe(), reason);
-            }).ToList();
+            }).Concat(rung == 0 ? [] : ranked.Skip(hi).Select((c, i) =>
+            {
+                var to = At(c, rung - 1);
+                return new RevertedLayer(c.Layer, hi + i + 1, c.Error, c.Current, to.Settings.ContainsKey("Excluded") ? "float (Excluded=true)" : to.Describe(),
+                    $"sensitivity rank {hi + i + 1} of {n}; held at the previous rung (milder {rung}), not its given setting: with all {n} layers only that far back the gate still failed");
+            })).ToList();
             return (chosen, rounds, reverted);
         }
         return (null, rounds, []);

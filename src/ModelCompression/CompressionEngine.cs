@@ -162,7 +162,9 @@ public static class CompressionEngine
                 }
                 chosen = picked!;
                 chosen.Timings.Add(new StepTiming("search", searchMs));
-                search = new SearchSummary { Mode = "auto", LockFile = lockPath, Layers = chosen.Layers.Layers, Trials = log, Milliseconds = watch.Elapsed.TotalMilliseconds };
+                var chosenText = AutoSearch.Key(chosen.Layers);
+                var chosenTrial = closest is null ? log.FirstOrDefault(t => t.Key == chosenText)?.Index : null;
+                search = new SearchSummary { Mode = "auto", LockFile = lockPath, Layers = chosen.Layers.Layers, Trials = log, ChosenTrial = chosenTrial, Milliseconds = watch.Elapsed.TotalMilliseconds };
             }
             else
             {

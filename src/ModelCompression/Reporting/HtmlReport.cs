@@ -77,7 +77,23 @@ public static class HtmlReport
 
         if (SearchLine(report) is { } searchLine)
         {
-            html.Append("<h2>Fallback</h2><p>").Append(E(searchLine)).Append("</p>");
+            html.Append(report.Search!.Mode == "auto" ? "<h2>Auto</h2><p>" : "<h2>Fallback</h2><p>").Append(E(searchLine)).Append("</p>");
+            if (report.Search.Trials.Count > 0)
+            {
+                var trials = report.Search.Trials;
+                var chosen = report.Search.ChosenTrial;
+                html.Append("<div class=\"charts\">");
+                if (trials.Any(t => t.SizeRatio is not null && t.AccuracyDrop is not null))
+                    html.Append(ParetoChart("Trials: accuracy drop (pt) vs size ratio; filled = meets every threshold, line = Pareto front, ring = chosen",
+                        trials.Where(t => t.SizeRatio is not null && t.AccuracyDrop is not null).Select(t => (t.SizeRatio!.Value, t.AccuracyDrop!.Value * 100, t.Feasible, t.Index == chosen)).ToList()));
+                if (trials.Any(t => t.LatencyRatio is not null && t.AccuracyDrop is not null))
+                    html.Append(ParetoChart("Trials: accuracy drop (pt) vs latency ratio",
+                        trials.Where(t => t.LatencyRatio is not null && t.AccuracyDrop is not null).Select(t => (t.LatencyRatio!.Value, t.AccuracyDrop!.Value * 100, t.Feasible, t.Index == chosen)).ToList()));
+                html.Append(TrajectoryChart("Search trajectory: objective per trial (dots), best that meets every threshold so far (line)",
+                    trials.Select(t => (t.Objective, t.Feasible)).ToList()));
+                html.Append("</div>");
+                Table(html.Append("<h3>Trials</h3>"), TrialColumns, trials.Select(t => TrialCells(t, chosen).ToArray()), i => i is 2 or 3 or 4 or 5);
+            }
             if (report.Search!.Reverted.Count > 0) Table(html, RevertedColumns, report.Search.Reverted.Select(r => RevertedCells(r).ToArray()), i => i is 1 or 2);
             if (report.Search.Rounds.Count > 1) Table(html.Append("<h3>Rounds</h3>"), RoundColumns, report.Search.Rounds.Select(r => RoundCells(r).ToArray()), i => i is 0 or 2 or 3 or 5);
         }
@@ -166,6 +182,69 @@ public static class HtmlReport
     }
 
     /// <summary>A table with a header row; cells of numeric columns are right-aligned.</summary>
+    private const int PlotWidth = 420, PlotHeight = 260, Margin = 44;
+
+    /// <summary>An SVG scatter of trials (x: a ratio, y: the accuracy drop) with the Pareto front of the points that meet every threshold.</summary>
+    private static string ParetoChart(string title, IReadOnlyList<(double X, double Y, bool Feasible, bool Chosen)> points)
+    {
+        var finite = points.Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
+        if (finite.Count == 0) return "";
+        var (x0, x1) = Range(finite.Select(p => p.X).Append(0));
+        var (y0, y1) = Range(finite.Select(p => p.Y).Append(0));
+        double X(double v) => Margin + (v - x0) / (x1 - x0) * (PlotWidth - Margin - 10);
+        double Y(double v) => PlotHeight - Margin + 10 - (v - y0) / (y1 - y0) * (PlotHeight - Margin);
+        var svg = SvgStart(title, x0, x1, y0, y1, X, Y);
+        // Pareto front: feasible points no other feasible point beats on both axes, by x.
+        var front = finite.Where(p => p.Feasible && !finite.Any(q => q.Feasible && q.X <= p.X && q.Y <= p.Y && (q.X < p.X || q.Y < p.Y))).OrderBy(p => p.X).ToList();
+        if (front.Count > 1) svg.Append("<polyline fill=\"none\" stroke=\"#2a7\" stroke-width=\"1.5\" points=\"").Append(string.Join(" ", front.Select(p => $"{F(X(p.X))},{F(Y(p.Y))}"))).Append("\"/>");
+        foreach (var p in finite)
+        {
+            svg.Append($"<circle cx=\"{F(X(p.X))}\" cy=\"{F(Y(p.Y))}\" r=\"3.5\" fill=\"{(p.Feasible ? "#2a7" : "none")}\" stroke=\"{(p.Feasible ? "#2a7" : "#c44")}\"/>");
+            if (p.Chosen) svg.Append($"<circle cx=\"{F(X(p.X))}\" cy=\"{F(Y(p.Y))}\" r=\"8\" fill=\"none\" stroke=\"#000\" stroke-width=\"1.5\"/>");
+        }
+        return svg.Append("</svg></figure>").ToString();
+    }
+
+    /// <summary>An SVG of the objective per trial and the best feasible objective so far.</summary>
+    private static string TrajectoryChart(string title, IReadOnlyList<(double Objective, bool Feasible)> trials)
+    {
+        var finite = trials.Select((t, i) => (I: i + 1.0, t.Objective, t.Feasible)).Where(t => double.IsFinite(t.Objective)).ToList();
+        if (finite.Count == 0) return "";
+        var (x0, x1) = Range(finite.Select(t => t.I).Append(0));
+        var (y0, y1) = Range(finite.Select(t => t.Objective).Append(0));
+        double X(double v) => Margin + (v - x0) / (x1 - x0) * (PlotWidth - Margin - 10);
+        double Y(double v) => PlotHeight - Margin + 10 - (v - y0) / (y1 - y0) * (PlotHeight - Margin);
+        var svg = SvgStart(title, x0, x1, y0, y1, X, Y);
+        var best = double.PositiveInfinity;
+        var line = new List<string>();
+        foreach (var t in finite)
+        {
+            if (t.Feasible) best = Math.Min(best, t.Objective);
+            if (double.IsFinite(best)) line.Add($"{F(X(t.I))},{F(Y(best))}");
+            svg.Append($"<circle cx=\"{F(X(t.I))}\" cy=\"{F(Y(t.Objective))}\" r=\"3\" fill=\"{(t.Feasible ? "#2a7" : "none")}\" stroke=\"{(t.Feasible ? "#2a7" : "#c44")}\"/>");
+        }
+        if (line.Count > 1) svg.Append("<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1.5\" points=\"").Append(string.Join(" ", line)).Append("\"/>");
+        return svg.Append("</svg></figure>").ToString();
+    }
+
+    private static StringBuilder SvgStart(string title, double x0, double x1, double y0, double y1, Func<double, double> x, Func<double, double> y)
+    {
+        var svg = new StringBuilder("<figure><figcaption>").Append(E(title)).Append($"</figcaption><svg viewBox=\"0 0 {PlotWidth} {PlotHeight}\" width=\"{PlotWidth}\" height=\"{PlotHeight}\" font-size=\"10\">");
+        svg.Append($"<line x1=\"{Margin}\" y1=\"{F(y(y0))}\" x2=\"{PlotWidth - 10}\" y2=\"{F(y(y0))}\" stroke=\"#888\"/><line x1=\"{Margin}\" y1=\"{F(y(y0))}\" x2=\"{Margin}\" y2=\"{F(y(y1))}\" stroke=\"#888\"/>");
+        foreach (var v in new[] { x0, (x0 + x1) / 2, x1 }) svg.Append($"<text x=\"{F(x(v))}\" y=\"{F(y(y0) + 14)}\" text-anchor=\"middle\">{E(v.ToString("0.###", Invariant))}</text>");
+        foreach (var v in new[] { y0, (y0 + y1) / 2, y1 }) svg.Append($"<text x=\"{Margin - 4}\" y=\"{F(y(v) + 3)}\" text-anchor=\"end\">{E(v.ToString("0.###", Invariant))}</text>");
+        return svg;
+    }
+
+    private static (double Low, double High) Range(IEnumerable<double> values)
+    {
+        var list = values.Where(double.IsFinite).ToList();
+        var (low, high) = (list.Min(), list.Max());
+        return high > low ? (low, high + (high - low) * 0.05) : (low, low + 1);
+    }
+
+    private static string F(double v) => v.ToString("0.#", Invariant);
+
     private static void Table(StringBuilder html, IReadOnlyList<string> columns, IEnumerable<string[]> rows, Func<int, bool> numeric)
     {
         html.Append("<table><tr>");

@@ -37,6 +37,13 @@ public static class MarkdownReport
                 foreach (var r in report.Search.Reverted) md.AppendLine("| " + string.Join(" | ", RevertedCells(r).Select(Escape)) + " |");
                 md.AppendLine();
             }
+            if (report.Search.Trials.Count > 0)
+            {
+                md.AppendLine("<details><summary>Auto trials (" + report.Search.Trials.Count + ")</summary>").AppendLine();
+                md.AppendLine("| " + string.Join(" | ", TrialColumns) + " |").AppendLine("|" + string.Concat(TrialColumns.Select(_ => "---|")));
+                foreach (var t in report.Search.Trials) md.AppendLine("| " + string.Join(" | ", TrialCells(t, report.Search.ChosenTrial).Select(Escape)) + " |");
+                md.AppendLine().AppendLine("</details>").AppendLine();
+            }
             if (report.Search.Rounds.Count > 1)
             {
                 md.AppendLine("<details><summary>Fallback rounds (" + report.Search.Rounds.Count + ")</summary>").AppendLine();

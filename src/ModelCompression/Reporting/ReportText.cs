@@ -95,6 +95,9 @@ internal static class ReportText
     public static string? SearchLine(CompressionReport report) => report.Search is not { } s ? null : s.Mode switch
     {
         "lock" => $"Per-layer settings from the lock file ({s.Layers.Count} layer(s); no fallback rounds): {s.LockStatus}.",
+        "auto" => $"Auto: {s.Trials.Count} trials in {(s.Milliseconds / 1000).ToString("0.0", Invariant)} s"
+            + (s.ChosenTrial is { } c ? $"; trial {c + 1} chosen, gated on all the validation data" : "; no trial met every threshold, the closest was gated")
+            + $". Lock file: {s.LockStatus ?? "none"}.",
         "stale-lock" => $"Per-layer settings from a stale lock file ({s.Layers.Count} layer(s); no fallback rounds): {s.LockStatus}.",
         _ => s.Rounds.Count <= 1 ? $"Fallback: the policy as given met the accuracy thresholds; nothing reverted. Lock file: {s.LockStatus ?? "none"}."
             : $"Fallback: {s.Reverted.Count} layer(s) reverted in {s.Rounds.Count} gate runs ({(s.Milliseconds / 1000).ToString("0.0", Invariant)} s). Lock file: {s.LockStatus ?? "none"}.",
@@ -103,6 +106,20 @@ internal static class ReportText
     public static readonly string[] RevertedColumns = ["Layer", "Rank", "Error", "From", "To", "Why"];
     public static IEnumerable<string> RevertedCells(Search.RevertedLayer r) =>
         [r.Layer, r.SensitivityRank.ToString(Invariant), r.ReconstructionError is { } e ? e.ToString("0.###", Invariant) : "", r.From, r.To, r.Reason];
+
+    public static readonly string[] TrialColumns = ["Trial", "Knobs", "Objective", "Size", "Latency", "Accuracy drop", "Constraints", "Meets all", "Per-layer settings"];
+    public static IEnumerable<string> TrialCells(Search.AutoTrial t, int? chosen) =>
+    [
+        (t.Index + 1).ToString(Invariant) + (chosen == t.Index ? " ✓" : ""),
+        string.Join(", ", t.Knobs.Select(k => k.ToString("0.000", Invariant))),
+        t.Objective.ToString("0.0000", Invariant),
+        t.SizeRatio is { } size ? size.ToString("0.000", Invariant) + "x" : "",
+        t.LatencyRatio is { } latency ? latency.ToString("0.000", Invariant) + "x" : "",
+        t.AccuracyDrop is { } drop ? (drop * 100).ToString("0.00", Invariant) + " pt" : "",
+        string.Join(", ", t.Constraints.Select(c => $"{c.Key} {c.Value.ToString("0.####", Invariant)} (≤ {t.Targets[c.Key].ToString("0.####", Invariant)})")),
+        t.Feasible ? "yes" : "no",
+        t.Layers,
+    ];
 
     public static readonly string[] RoundColumns = ["Round", "Step", "Accuracy", "Bytes", "Accuracy thresholds", "Time (s)"];
     public static IEnumerable<string> RoundCells(Search.FallbackRound r) =>

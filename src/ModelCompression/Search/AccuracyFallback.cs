@@ -32,6 +32,8 @@ public sealed record SearchSummary
     public IReadOnlyList<LayerChoice> Layers { get; init; } = [];
     /// <summary>Every trial of an Auto search, in order.</summary>
     public IReadOnlyList<AutoTrial> Trials { get; init; } = [];
+    /// <summary>The index of the Auto trial whose per-layer settings the output has; null when no trial met every threshold.</summary>
+    public int? ChosenTrial { get; init; }
     public int GateRuns => Rounds.Count;
     public double Milliseconds { get; init; }
 }

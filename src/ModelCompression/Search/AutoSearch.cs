@@ -9,7 +9,11 @@ public enum SearchObjective { Size, Latency, SizeLatency }
 
 /// <summary>One trial of the search, as the report shows it.</summary>
 public sealed record AutoTrial(int Index, IReadOnlyList<double> Knobs, double Objective, double? SizeRatio, double? LatencyRatio, double? Accuracy, double? AccuracyDrop,
-    IReadOnlyDictionary<string, double> Constraints, IReadOnlyDictionary<string, double> Targets, bool Feasible, string Layers, double Seconds);
+    IReadOnlyDictionary<string, double> Constraints, IReadOnlyDictionary<string, double> Targets, bool Feasible, string Layers, double Seconds)
+{
+    /// <summary>The full per-layer settings (<see cref="AutoSearch.Key"/>); not in the report, which has them for the chosen trial.</summary>
+    [System.Text.Json.Serialization.JsonIgnore] public string Key { get; init; } = "";
+}
 
 /// <summary>
 /// Auto: the gate's thresholds become the constraints of <see cref="ConstrainedBayesianSearch"/> over the knobs of
@@ -79,7 +83,7 @@ public static class AutoSearch
                 var layers = space.Choose(knobs);
                 policies.Add(layers);
                 // Nearby knobs often give the same per-layer settings: built and measured once.
-                var key = string.Join("\n", layers.Layers.Select(l => $"{l.Layer}: {l.Describe()}"));
+                var key = Key(layers);
                 if (!measured.TryGetValue(key, out var m)) measured[key] = m = evaluate(layers);
                 var values = measures.Select(c => c.Value(m) ?? double.NaN).ToList();
                 var objective = Objective(m, options.Objective, gate.SizeMeasure);
@@ -89,7 +93,7 @@ public static class AutoSearch
                     measures.Select((c, k) => (c.Name, values[k])).ToDictionary(x => x.Name, x => x.Item2),
                     measures.Select((c, k) => (c.Name, targets[k])).ToDictionary(x => x.Name, x => x.Item2),
                     double.IsFinite(objective) && values.Select((v, k) => double.IsFinite(v) && v <= measures[k].Limit).All(x => x),
-                    Summarize(layers), (DateTime.UtcNow - started).TotalSeconds));
+                    Summarize(layers), (DateTime.UtcNow - started).TotalSeconds) { Key = key });
                 return new Observation(objective, values);
             }, cancellation);
         var ranked = result.Trials.Where(t => t.Feasible).OrderBy(t => t.Outcome.Objective).ThenBy(t => t.Index)
@@ -102,6 +106,9 @@ public static class AutoSearch
 
     private static double Violation(AutoTrial t, IReadOnlyList<Measure> measures) =>
         measures.Sum(c => t.Constraints[c.Name] is var v && double.IsFinite(v) ? Math.Max(0, v - c.Limit) / Math.Max(Math.Abs(c.Limit), 1e-3) : 1e6);
+
+    /// <summary>The full text of a per-layer policy: equal text, equal candidate.</summary>
+    internal static string Key(LayerPolicy layers) => string.Join("\n", layers.Layers.Select(l => $"{l.Layer}: {l.Describe()}"));
 
     /// <summary>A short text of a per-layer policy: how many layers got each setting.</summary>
     public static string Summarize(LayerPolicy layers) => string.Join("; ", layers.Layers

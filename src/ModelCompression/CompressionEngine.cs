@@ -41,11 +41,21 @@ public static class CompressionEngine
     {
         var timings = new List<StepTiming>();
         var total = Stopwatch.StartNew();
+        if (string.IsNullOrWhiteSpace(request.ModelPath)) throw new CompressionException(DiagnosticCodes.BadUsage, "the model path is empty");
+        if (string.IsNullOrWhiteSpace(request.OutputPath)) throw new CompressionException(DiagnosticCodes.BadUsage, "the output path is empty", request.ModelPath);
+        if (string.IsNullOrWhiteSpace(request.ReportDirectory)) throw new CompressionException(DiagnosticCodes.BadUsage, "the report folder is empty", request.ModelPath);
         var modelPath = Path.GetFullPath(request.ModelPath);
         var outputPath = Path.GetFullPath(request.OutputPath);
+        var reportDirectory = Path.GetFullPath(request.ReportDirectory);
+        if (Directory.Exists(outputPath))
+            throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"the output '{outputPath}' is a folder: name the output model file", modelPath);
         if (string.Equals(modelPath, outputPath, StringComparison.Ordinal))
             throw new CompressionException(DiagnosticCodes.BadUsage, "the output path is the source model: the source is never overwritten; choose another output", modelPath);
 
+        // Folders are checked before any work: a report folder that is a file, or an output folder under a file,
+        // fails now with CM0004 instead of after minutes of compression.
+        CreateFolder(reportDirectory, "report folder", modelPath);
+        CheckFolderCreatable(Path.GetDirectoryName(outputPath)!, modelPath);
         Runtime.OnnxRuntimeSession.EnsureProviderAvailable(Runtime.RuntimeOptions.From(request.Policy), modelPath);
         var step = Stopwatch.StartNew();
         using var source = LoadChecked(modelPath);
@@ -62,8 +72,6 @@ public static class CompressionEngine
         if (!request.Policy.HasTechnique)
             context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
 
-        var reportDirectory = Path.GetFullPath(request.ReportDirectory);
-        Directory.CreateDirectory(reportDirectory);
         // Reports and the kept candidate are named after the output, so runs with different outputs never share them.
         var name = Path.GetFileNameWithoutExtension(outputPath);
         // The model under test has a name no other run uses: only the model this run's gate judged can become its output.
@@ -124,6 +132,30 @@ public static class CompressionEngine
         }
     }
 
+    private static void CreateFolder(string folder, string what, string source)
+    {
+        try
+        {
+            if (File.Exists(folder)) throw new IOException("a file of that name exists");
+            Directory.CreateDirectory(folder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot create the {what} '{folder}': {e.Message}", source, e);
+        }
+    }
+
+    /// <summary>Fails when the folder cannot come into being: it, or the nearest existing folder above it, is a file.</summary>
+    private static void CheckFolderCreatable(string folder, string source)
+    {
+        for (var dir = folder; !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            if (Directory.Exists(dir)) return;
+            if (File.Exists(dir))
+                throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot create the output folder '{folder}': '{dir}' is a file", source);
+        }
+    }
+
     /// <summary>The timing step of the data check.</summary>
     public const string DataStep = "check data";
 
@@ -158,14 +190,24 @@ public static class CompressionEngine
 
     private static void CheckFinite(OnnxModel model, string path)
     {
-        foreach (var tensor in model.Graph.Initializer)
+        // Constant nodes hold weights too (the constant-weights pass turns them into initializers).
+        var constants = new List<(string What, TensorProto Tensor)>();
+        foreach (var node in model.Graph.Node.Where(n => n.OpType == "Constant" && (n.Domain ?? "") is "" or "ai.onnx"))
+            foreach (var a in node.Attribute)
+            {
+                var what = $"Constant node '{node.Name}' (output '{node.Output.FirstOrDefault()}')";
+                if (a.Name == "value" && a.T is not null) constants.Add((what, a.T));
+                else if (a.Name == "value_float") constants.Add((what, Tensors.FromFloats(a.Name, [], [a.F])));
+                else if (a.Name == "value_floats") constants.Add((what, Tensors.FromFloats(a.Name, [a.Floats.Count], a.Floats.ToArray())));
+            }
+        foreach (var (what, tensor) in model.Graph.Initializer.Select(t => (What: $"initializer '{t.Name}'", Tensor: t)).Concat(constants))
         {
             if (tensor.DataType is not ((int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double or (int)TensorProto.Types.DataType.Float16)) continue;
             var values = model.ReadFloats(tensor);
             var bad = Array.FindIndex(values, v => !float.IsFinite(v));
             if (bad >= 0)
                 throw new CompressionException(DiagnosticCodes.NonFiniteWeights,
-                    $"initializer '{tensor.Name}' holds {values[bad]} at element {bad} ({values.Count(v => !float.IsFinite(v))} non-finite values): fix the model before compressing it", path);
+                    $"{what} holds {values[bad]} at element {bad} ({values.Count(v => !float.IsFinite(v))} non-finite values): fix the model before compressing it", path);
         }
     }
 

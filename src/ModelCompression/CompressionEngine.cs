@@ -56,6 +56,9 @@ public static class CompressionEngine
         // fails now with CM0004 instead of after minutes of compression.
         CreateFolder(reportDirectory, "report folder", modelPath);
         CheckFolderCreatable(Path.GetDirectoryName(outputPath)!, modelPath);
+        // Temporaries and candidates of runs that were killed before they could clean up (their process is gone).
+        TempFiles.RemoveStale(Path.GetDirectoryName(outputPath)!, Path.GetFileName(outputPath) + ".");
+        TempFiles.RemoveStale(reportDirectory, Path.GetFileNameWithoutExtension(outputPath) + ".");
         Runtime.OnnxRuntimeSession.EnsureProviderAvailable(Runtime.RuntimeOptions.From(request.Policy), modelPath);
         var step = Stopwatch.StartNew();
         using var source = LoadChecked(modelPath);
@@ -75,7 +78,7 @@ public static class CompressionEngine
         // Reports and the kept candidate are named after the output, so runs with different outputs never share them.
         var name = Path.GetFileNameWithoutExtension(outputPath);
         // The model under test has a name no other run uses: only the model this run's gate judged can become its output.
-        var candidate = Path.Combine(reportDirectory, $"{name}.{Guid.NewGuid():N}.candidate.onnx");
+        var candidate = Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx");
         try
         {
             step.Restart();
@@ -171,6 +174,7 @@ public static class CompressionEngine
         try
         {
             model = OnnxModel.Load(path);
+            CheckNames(model);
             new OnnxGraph(model.Graph).ValidateOrder();
             model.ValidateTensors();
             CheckFinite(model, path);
@@ -185,6 +189,30 @@ public static class CompressionEngine
         {
             model?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// What ONNX requires but the protobuf allows, and ONNX Runtime only rejects when it loads the compressed model
+    /// (then the failure looked like the engine's): unique initializer, input and output names per graph, and Gemm's
+    /// transA/transB flags as 0 or 1.
+    /// </summary>
+    private static void CheckNames(OnnxModel model)
+    {
+        foreach (var graph in new OnnxGraph(model.Graph).SelfAndSubgraphs())
+        {
+            var where = graph.Proto == model.Graph ? "the graph" : $"subgraph '{graph.Proto.Name}'";
+            foreach (var (kind, names) in new[]
+                     {
+                         ("initializer", graph.Proto.Initializer.Select(t => t.Name)),
+                         ("input", graph.Proto.Input.Select(v => v.Name)),
+                         ("output", graph.Proto.Output.Select(v => v.Name)),
+                     })
+                if (names.GroupBy(n => n, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } duplicate)
+                    throw new OnnxFormatException($"{where} has {duplicate.Count()} {kind}s named '{duplicate.Key}'; names must be unique");
+            foreach (var node in graph.Nodes.Where(n => n.OpType == "Gemm" && (n.Domain ?? "") is "" or "ai.onnx"))
+                foreach (var flag in node.Attribute.Where(a => a.Name is "transA" or "transB" && a.I is not (0 or 1)))
+                    throw new OnnxFormatException($"Gemm node '{node.Name}' has {flag.Name}={flag.I}; it must be 0 or 1");
         }
     }
 
@@ -231,7 +259,7 @@ public static class CompressionEngine
     /// </summary>
     private static void Publish(string from, string to, bool external)
     {
-        var temp = $"{to}.{Guid.NewGuid():N}.tmp";
+        var temp = TempFiles.For(to);
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(to)!);

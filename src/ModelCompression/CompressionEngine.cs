@@ -52,10 +52,10 @@ public static class CompressionEngine
         if (string.Equals(modelPath, outputPath, StringComparison.Ordinal))
             throw new CompressionException(DiagnosticCodes.BadUsage, "the output path is the source model: the source is never overwritten; choose another output", modelPath);
 
-        // Folders are checked before any work: a report folder that is a file, or an output folder under a file,
-        // fails now with CM0004 instead of after minutes of compression.
-        CreateFolder(reportDirectory, "report folder", modelPath);
-        CheckFolderCreatable(Path.GetDirectoryName(outputPath)!, modelPath);
+        // Folders are checked before any work (and created only after it, so a run that fails early leaves nothing):
+        // a report folder that is a file, or an output folder under a file, fails now with CM0004, not after minutes.
+        CheckFolderCreatable(reportDirectory, "report folder", modelPath);
+        CheckFolderCreatable(Path.GetDirectoryName(outputPath)!, "output folder", modelPath);
         // Temporaries and candidates of runs that were killed before they could clean up (their process is gone).
         TempFiles.RemoveStale(Path.GetDirectoryName(outputPath)!, Path.GetFileName(outputPath) + ".");
         TempFiles.RemoveStale(reportDirectory, Path.GetFileNameWithoutExtension(outputPath) + ".");
@@ -76,6 +76,7 @@ public static class CompressionEngine
             context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
 
         // Reports and the kept candidate are named after the output, so runs with different outputs never share them.
+        CreateFolder(reportDirectory, "report folder", modelPath);
         var name = Path.GetFileNameWithoutExtension(outputPath);
         // The model under test has a name no other run uses: only the model this run's gate judged can become its output.
         var candidate = Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx");
@@ -149,13 +150,13 @@ public static class CompressionEngine
     }
 
     /// <summary>Fails when the folder cannot come into being: it, or the nearest existing folder above it, is a file.</summary>
-    private static void CheckFolderCreatable(string folder, string source)
+    private static void CheckFolderCreatable(string folder, string what, string source)
     {
         for (var dir = folder; !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
         {
             if (Directory.Exists(dir)) return;
             if (File.Exists(dir))
-                throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot create the output folder '{folder}': '{dir}' is a file", source);
+                throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot create the {what} '{folder}': '{dir}' is a file", source);
         }
     }
 
@@ -218,26 +219,36 @@ public static class CompressionEngine
 
     private static void CheckFinite(OnnxModel model, string path)
     {
-        // Constant nodes hold weights too (the constant-weights pass turns them into initializers).
-        var constants = new List<(string What, TensorProto Tensor)>();
-        foreach (var node in model.Graph.Node.Where(n => n.OpType == "Constant" && (n.Domain ?? "") is "" or "ai.onnx"))
-            foreach (var a in node.Attribute)
-            {
-                var what = $"Constant node '{node.Name}' (output '{node.Output.FirstOrDefault()}')";
-                if (a.Name == "value" && a.T is not null) constants.Add((what, a.T));
-                else if (a.Name == "value_float") constants.Add((what, Tensors.FromFloats(a.Name, [], [a.F])));
-                else if (a.Name == "value_floats") constants.Add((what, Tensors.FromFloats(a.Name, [a.Floats.Count], a.Floats.ToArray())));
-            }
-        foreach (var (what, tensor) in model.Graph.Initializer.Select(t => (What: $"initializer '{t.Name}'", Tensor: t)).Concat(constants))
+        foreach (var tensor in model.Graph.Initializer)
         {
-            if (tensor.DataType is not ((int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double or (int)TensorProto.Types.DataType.Float16)) continue;
+            if (!IsFloat(tensor)) continue;
             var values = model.ReadFloats(tensor);
             var bad = Array.FindIndex(values, v => !float.IsFinite(v));
             if (bad >= 0)
                 throw new CompressionException(DiagnosticCodes.NonFiniteWeights,
-                    $"{what} holds {values[bad]} at element {bad} ({values.Count(v => !float.IsFinite(v))} non-finite values): fix the model before compressing it", path);
+                    $"initializer '{tensor.Name}' holds {values[bad]} at element {bad} ({values.Count(v => !float.IsFinite(v))} non-finite values): fix the model before compressing it", path);
         }
+        // Constant nodes hold weights too (the constant-weights pass turns them into initializers). Only NaN is
+        // refused there: ±inf constants are deliberate (attention masks, open Clip bounds).
+        foreach (var node in new OnnxGraph(model.Graph).SelfAndSubgraphs().SelectMany(g => g.Nodes).Where(n => n.OpType == "Constant" && (n.Domain ?? "") is "" or "ai.onnx"))
+            foreach (var a in node.Attribute)
+            {
+                var values = a.Name switch
+                {
+                    "value" when a.T is not null && IsFloat(a.T) => model.ReadFloats(a.T),
+                    "value_float" => [a.F],
+                    "value_floats" => a.Floats.ToArray(),
+                    _ => [],
+                };
+                var bad = Array.FindIndex(values, float.IsNaN);
+                if (bad >= 0)
+                    throw new CompressionException(DiagnosticCodes.NonFiniteWeights,
+                        $"Constant node '{node.Name}' (output '{node.Output.FirstOrDefault()}') holds NaN at element {bad} ({values.Count(float.IsNaN)} NaN values): fix the model before compressing it", path);
+            }
     }
+
+    private static bool IsFloat(TensorProto tensor) =>
+        tensor.DataType is (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double or (int)TensorProto.Types.DataType.Float16;
 
     /// <summary>Saves the model (large ones with external data); returns whether it has external data.</summary>
     private static bool SaveModel(OnnxModel model, string path, string source)

@@ -97,6 +97,8 @@ public static class CompressionEngine
 
             string? written = null;
             var kept = KeptCandidatePath(reportDirectory, outputPath);
+            // From here to the reports, one run at a time per output and per report name (other processes included).
+            using var outputLock = OutputLock.Acquire([outputPath, Path.Combine(reportDirectory, name)], cancellation);
             if (verdict.Passed || request.GateFailureAsWarning)
             {
                 Publish(candidate, outputPath, external);

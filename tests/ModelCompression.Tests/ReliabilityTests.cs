@@ -207,6 +207,21 @@ public sealed class ReliabilityTests
     }
 
     [TestMethod]
+    public void OutputLock_IsHeldByOneRunAtATime()
+    {
+        var output = Path.Combine(NewDirectory(), "out.onnx");
+        using (var first = OutputLock.Acquire([output, output + ".reports"], CancellationToken.None))
+        {
+            Assert.IsNull(OutputLock.TryAcquire(output), "a second run waits for the first");
+            Assert.IsNull(OutputLock.TryAcquire(output + ".reports"));
+            using var other = OutputLock.TryAcquire(output + ".other");
+            Assert.IsNotNull(other, "another output is not held up");
+        }
+        using var again = OutputLock.TryAcquire(output);
+        Assert.IsNotNull(again, "released when the run ends");
+    }
+
+    [TestMethod]
     public void TemporaryNames_CarryTheProcessId()
     {
         var name = Path.GetFileName(TempFiles.For("/x/out.onnx"));

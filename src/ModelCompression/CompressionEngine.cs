@@ -104,7 +104,7 @@ public static class CompressionEngine
                 inputs = LockInputs.Of(modelPath, source, request.Policy);
                 string? problem = null;
                 if (!fallback.Search) existing = LockFile.Read(lockPath, out problem);
-                if (problem is not null) lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning, $"{problem}: it is ignored; run with Search=true (--search, -p:CompressModelSearch=true) to replace it", lockPath));
+                if (problem is not null) lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning, $"{problem}: it is ignored; run with Search=true (--search true, -p:CompressModelSearch=true) to replace it", lockPath));
             }
 
             if (existing is not null)
@@ -118,7 +118,7 @@ public static class CompressionEngine
                     var changed = existing.Inputs.Differences(inputs!);
                     status = "stale: " + (changed.Count == 0 ? "its hash does not match its inputs" : string.Join(", ", changed) + " changed");
                     lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning,
-                        $"the lock file is stale ({status[7..]} since it was written): its per-layer settings are applied as they are and the gate judges them; run with Search=true (--search, -p:CompressModelSearch=true) to choose again and rewrite it", lockPath));
+                        $"the lock file is stale: {status[7..]} since it was written. Its per-layer settings are applied as they are and the gate judges them; run with Search=true (--search true, -p:CompressModelSearch=true) to choose again and rewrite it", lockPath));
                 }
                 else status = "matched";
                 var timings0 = new List<StepTiming>(timings);

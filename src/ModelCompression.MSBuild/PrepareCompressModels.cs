@@ -47,6 +47,9 @@ public sealed class PrepareCompressModels : Task
     /// <summary>The stamp files (for FileWrites).</summary>
     [Output] public ITaskItem[] StampFiles { get; private set; } = [];
 
+    /// <summary>The engine's default lock file name suffix (FallbackOptions.LockSuffix; the task does not load the engine).</summary>
+    internal const string LockSuffix = ".compress.lock.json";
+
     public override bool Execute()
     {
         if (!ModelItems.Validate(Models, Log, requireReportDirectory: false)) return false;
@@ -77,6 +80,9 @@ public sealed class PrepareCompressModels : Task
 
             var dependencies = new List<string> { engine, stampFile };
             foreach (var value in settings.Values) dependencies.AddRange(FilesNamedBy(value));
+            // The lock file at its default place (a LockFile setting names its own, found above): a lock the user
+            // changes or replaces (a pull, a checkout) must rebuild the model.
+            if (!settings.ContainsKey("LockFile") && File.Exists(model.GetMetadata("FullPath") + LockSuffix)) dependencies.Add(model.GetMetadata("FullPath") + LockSuffix);
 
             var item = new TaskItem(model);
             item.SetMetadata(ModelItems.ReportDirectory, ModelItems.Escape(reportDirectory));

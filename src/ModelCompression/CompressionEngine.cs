@@ -9,6 +9,7 @@ using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Passes;
 using ModelCompression.Policy;
 using ModelCompression.Reporting;
+using ModelCompression.Search;
 
 namespace ModelCompression;
 
@@ -70,28 +71,126 @@ public static class CompressionEngine
         var (calibration, validation) = DataCheck.All(source.Graph, request.Policy);
         timings.Add(new StepTiming(DataStep, step.Elapsed.TotalMilliseconds));
 
-        var context = CompressionPipeline.Run(source, request.Policy, modelPath, PassCache.Open(request.CacheDirectory, source, modelPath), timings, cancellation, progress, calibration);
-        using var working = context.Model;
-        if (!request.Policy.HasTechnique)
-            context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
-
         // Reports and the kept candidate are named after the output, so runs with different outputs never share them.
         CreateFolder(reportDirectory, "report folder", modelPath);
         var name = Path.GetFileNameWithoutExtension(outputPath);
-        // The model under test has a name no other run uses: only the model this run's gate judged can become its output.
-        var candidate = Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx");
+        var cache = PassCache.Open(request.CacheDirectory, source, modelPath);
+        var fallback = request.Policy.Get<FallbackOptions>();
+        var lockDiagnostics = new List<Diagnostic>();
+
+        // Runs the passes with the given per-layer choices, saves the candidate under a name no other run uses (only
+        // the model this run's gate judged can become its output) and gates it.
+        Trial RunTrial(LayerPolicy layers, List<StepTiming> steps)
+        {
+            var policy = layers.ApplyTo(request.Policy, modelPath);
+            var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration);
+            var trial = new Trial(layers, context, Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx"));
+            try
+            {
+                var step = Stopwatch.StartNew();
+                trial.External = SaveModel(context.Model, trial.Candidate, modelPath);
+                steps.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));
+                step.Restart();
+                trial.Measurements = Gate.Measure(modelPath, trial.Candidate, policy, cancellation, progress, validation);
+                trial.Verdict = Gate.Judge(trial.Measurements, policy);
+                steps.Add(new StepTiming("gate", step.Elapsed.TotalMilliseconds));
+                return trial;
+            }
+            catch
+            {
+                trial.Dispose();
+                throw;
+            }
+        }
+
+        var trials = new List<Trial>();
         try
         {
-            step.Restart();
-            var external = SaveModel(working, candidate, modelPath);
-            timings.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));
+            SearchSummary? search = null;
+            Trial chosen;
+            var lockPath = fallback.LockPath(modelPath);
+            LockInputs? inputs = null;
+            LockFile? existing = null;
+            if (fallback.UsesLock)
+            {
+                inputs = LockInputs.Of(modelPath, source, request.Policy);
+                string? problem = null;
+                if (!fallback.Search) existing = LockFile.Read(lockPath, out problem);
+                if (problem is not null) lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning, $"{problem}: it is ignored; run with Search=true (--search true, -p:CompressModelSearch=true) to replace it", lockPath));
+            }
 
-            step.Restart();
-            var measurements = Gate.Measure(modelPath, candidate, request.Policy, cancellation, progress, validation);
-            var verdict = Gate.Judge(measurements, request.Policy);
-            timings.Add(new StepTiming("gate", step.Elapsed.TotalMilliseconds));
+            if (existing is not null)
+            {
+                // A lock is applied as it is: no fallback rounds. A stale one too (CI must not start a search unasked);
+                // the gate still judges the result.
+                var stale = existing.Inputs.Hash != existing.Hash || existing.Hash != inputs!.Hash;
+                string status;
+                if (stale)
+                {
+                    var changed = existing.Inputs.Differences(inputs!);
+                    status = "stale: " + (changed.Count == 0 ? "its hash does not match its inputs" : string.Join(", ", changed) + " changed");
+                    lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning,
+                        $"the lock file is stale: {status[7..]} since it was written. Its per-layer settings are applied as they are and the gate judges them; run with Search=true (--search true, -p:CompressModelSearch=true) to choose again and rewrite it", lockPath));
+                }
+                else status = "matched";
+                var timings0 = new List<StepTiming>(timings);
+                chosen = RunTrial(existing.ToLayerPolicy(), timings0);
+                chosen.Timings = timings0;
+                trials.Add(chosen);
+                search = new SearchSummary { Mode = stale ? "stale-lock" : "lock", LockFile = lockPath, LockStatus = status, Layers = chosen.Layers.Layers };
+            }
+            else
+            {
+                var timings0 = new List<StepTiming>(timings);
+                var watch = Stopwatch.StartNew();
+                var first = RunTrial(LayerPolicy.Empty, timings0);
+                first.Timings = timings0;
+                trials.Add(first);
+                chosen = first;
+                if (fallback.Fallback)
+                {
+                    var firstMs = watch.Elapsed.TotalMilliseconds;
+                    IReadOnlyList<FallbackRound> rounds = [];
+                    IReadOnlyList<RevertedLayer> reverted = [];
+                    if (!AccuracyFallback.AccuracyPassed(first.Verdict!))
+                    {
+                        var ranked = AccuracyFallback.Rank(first.Context.Records, request.Policy);
+                        Trial? lastPassing = null;
+                        (var picked, rounds, reverted) = AccuracyFallback.Run(ranked, first.Outcome, firstMs, layers =>
+                        {
+                            var steps = new List<StepTiming>(timings);
+                            var trial = RunTrial(layers, steps);
+                            trial.Timings = steps;
+                            // Keep only what can still be chosen: the last candidate that passed (bisection only moves to fewer reverted layers).
+                            if (AccuracyFallback.AccuracyPassed(trial.Verdict!))
+                            {
+                                lastPassing?.Dispose();
+                                lastPassing = trial;
+                                trials.Add(trial);
+                            }
+                            else trial.Dispose();
+                            return trial.Outcome;
+                        });
+                        if (picked is not null && lastPassing is not null) chosen = lastPassing;
+                    }
+                    else rounds = [new FallbackRound(0, "as given", [], true, first.Measurements!.Compressed?.Top1, first.Measurements.CompressedBytes, first.Verdict!.Failures.Select(f => $"{f.Code} {f.Message}").ToList(), firstMs)];
+                    search = new SearchSummary { Mode = "fallback", LockFile = lockPath, Rounds = rounds, Reverted = chosen == first ? [] : reverted, Layers = chosen.Layers.Layers, Milliseconds = watch.Elapsed.TotalMilliseconds };
+                    // The time spent on the candidates that were not chosen.
+                    var chosenMs = chosen == first ? firstMs : rounds.Last(r => r.AccuracyPassed).Milliseconds;
+                    if (rounds.Count > 1) chosen.Timings.Add(new StepTiming("fallback", rounds.Sum(r => r.Milliseconds) - chosenMs));
+                }
+            }
+
+            var context = chosen.Context;
+            var working = context.Model;
+            var measurements = chosen.Measurements!;
+            var verdict = chosen.Verdict!;
+            var timingsOut = chosen.Timings;
+            if (!request.Policy.HasTechnique)
+                context.Warn(DiagnosticCodes.NothingToCompress, $"no technique is set ({string.Join(", ", SettingsCatalog.Techniques.Select(t => t.Settings[0].Name))} …): the output is the cleaned-up original");
 
             var diagnostics = new List<Diagnostic>(context.Diagnostics);
+            diagnostics.AddRange(lockDiagnostics);
             var severity = request.GateFailureAsWarning ? Severity.Warning : Severity.Error;
             diagnostics.AddRange(verdict.Failures.Select(f => new Diagnostic(f.Code, severity, f.Message, modelPath)));
 
@@ -101,12 +200,33 @@ public static class CompressionEngine
             using var outputLock = OutputLock.Acquire([outputPath, Path.Combine(reportDirectory, name)], cancellation);
             if (verdict.Passed || request.GateFailureAsWarning)
             {
-                Publish(candidate, outputPath, external);
+                Publish(chosen.Candidate, outputPath, chosen.External);
                 written = outputPath;
                 DeleteModel(kept); // a failed run's candidate would no longer match the reports
             }
-            else Publish(candidate, kept, external);
-            timings.Add(new StepTiming("total", total.Elapsed.TotalMilliseconds));
+            else Publish(chosen.Candidate, kept, chosen.External);
+
+            // The lock is written after a passing run that chose (or re-chose) its layers; a stale lock is never
+            // replaced unasked, and a matching one is rewritten only if its text would change (it will not).
+            if (search is not null && inputs is not null && search.Mode is "fallback" or "lock")
+            {
+                if (verdict.Passed)
+                {
+                    var lockFile = new LockFile
+                    {
+                        Hash = inputs.Hash,
+                        Inputs = inputs,
+                        Constraints = request.Policy.Values.Where(v => v.Key.Group == GateOptions.Group).OrderBy(v => v.Key.Name, StringComparer.Ordinal).ToDictionary(v => v.Key.Name, v => v.Key.Format(v.Value)),
+                        Layers = LockFile.Entries(chosen.Layers),
+                        Gate = new LockGate(true, measurements.Original?.Top1, measurements.Compressed?.Top1, measurements.OriginalBytes, measurements.CompressedBytes),
+                    };
+                    var before = File.Exists(lockPath) ? File.ReadAllText(lockPath) : null;
+                    lockFile.Write(lockPath);
+                    search = search with { LockStatus = search.Mode == "lock" ? "matched" : before == File.ReadAllText(lockPath) ? "unchanged" : "written" };
+                }
+                else if (search.Mode == "fallback") search = search with { LockStatus = "not written (the gate failed)" };
+            }
+            timingsOut.Add(new StepTiming("total", total.Elapsed.TotalMilliseconds));
 
             var weightsBefore = ModelWeights.Find(source);
             var weightsAfter = ModelWeights.Find(working);
@@ -125,16 +245,39 @@ public static class CompressionEngine
                 Measurements = measurements,
                 Verdict = verdict,
                 GateFailureAsWarning = request.GateFailureAsWarning,
+                Search = search,
                 Diagnostics = diagnostics,
-                Timings = timings,
+                Timings = timingsOut,
             };
             ReportWriter.WriteAll(report, reportDirectory, name);
             return new CompressionResult(report, diagnostics);
         }
         finally
         {
-            // Whatever happened (gate passed or failed, runtime error, cancellation), this run's private copy goes.
-            DeleteModel(candidate);
+            // Whatever happened (gate passed or failed, runtime error, cancellation), this run's private copies go.
+            foreach (var trial in trials) trial.Dispose();
+        }
+    }
+
+    /// <summary>One candidate: the per-layer choices it was made with, its model, its saved file and its gate result.</summary>
+    private sealed class Trial(LayerPolicy layers, CompressionContext context, string candidate) : IDisposable
+    {
+        public LayerPolicy Layers { get; } = layers;
+        public CompressionContext Context { get; } = context;
+        public string Candidate { get; } = candidate;
+        public bool External { get; set; }
+        public GateMeasurements? Measurements { get; set; }
+        public GateVerdict? Verdict { get; set; }
+        public List<StepTiming> Timings { get; set; } = [];
+        public TrialOutcome Outcome => new(Verdict!, Measurements!);
+        private bool _disposed;
+
+        public void Dispose()
+        {
+            if (_disposed) return;
+            _disposed = true;
+            Context.Model.Dispose();
+            DeleteModel(Candidate);
         }
     }
 

@@ -71,6 +71,7 @@ public sealed class TaskTests
     {
         File("data/val.npz");
         File("testdata/set_0/input_0.pb");
+        File("models/net.onnx.compress.lock.json", "{}");
         var engine = new RecordingEngine();
         PrepareCompressModels Task(string sparsity) => new()
         {
@@ -97,6 +98,7 @@ public sealed class TaskTests
         CollectionAssert.Contains(dependencies, Path.Combine(_directory, "data", "val.npz"));
         CollectionAssert.Contains(dependencies, Path.Combine(_directory, "testdata", "set_0", "input_0.pb"));
         CollectionAssert.Contains(dependencies, stamp);
+        CollectionAssert.Contains(dependencies, Path.Combine(_directory, "models", "net.onnx.compress.lock.json"), "the lock file is an input");
         Assert.AreEqual(Path.Combine(_directory, "obj", "reports", "models", "net"), first.PreparedModels[0].GetMetadata("_ReportDirectory"));
     }
 

@@ -46,4 +46,5 @@ public static class DiagnosticCodes
     public const string NothingToCompress = "CM0303";
     public const string OpsetUpgradeImpossible = "CM0304";
     public const string HighLayerError = "CM0305";
+    public const string StaleLockFile = "CM0306";
 }

@@ -108,15 +108,15 @@ public sealed class PassCache
     private string ModelFile(string key) => Path.Combine(_directory, key + ".onnx");
     private string StepFile(string key) => Path.Combine(_directory, key + ".steps.json");
 
-    private static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..32];
+    internal static string Hash(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..32];
 
-    private static string HashBytes(string path)
+    internal static string HashBytes(string path)
     {
         using var stream = File.OpenRead(path);
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 
-    private static string HashData(string path) =>
+    internal static string HashData(string path) =>
         File.Exists(path) ? HashBytes(path)
         : Directory.Exists(path) ? Hash(string.Join("\n", Directory.EnumerateFiles(path, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal)
             .Select(f => Path.GetRelativePath(path, f) + " " + Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(f))))))

@@ -1,5 +1,6 @@
 using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
+using ModelCompression.Search;
 
 namespace ModelCompression.Reporting;
 
@@ -14,8 +15,9 @@ public sealed record CompressionReport
 {
     /// <summary>2: one <c>layers</c> row per layer (its final state, the techniques applied, the passes' records as <c>steps</c>); latency per round.
     /// 3: <c>measurements.outputs</c>, one fidelity row per gated output (cosine, SNR, max abs error, agreements), replaces <c>measurements.comparison</c>.
-    /// 4: <c>measurements.originalSizes</c>/<c>compressedSizes</c> (file, Deflate, Brotli bytes); per layer <c>storedSizes</c> and <c>entropyBytes</c>.</summary>
-    public const int CurrentSchemaVersion = 4;
+    /// 4: <c>measurements.originalSizes</c>/<c>compressedSizes</c> (file, Deflate, Brotli bytes); per layer <c>storedSizes</c> and <c>entropyBytes</c>.
+    /// 5: <c>search</c>: how the per-layer settings were chosen (fallback rounds, reverted layers, lock file).</summary>
+    public const int CurrentSchemaVersion = 5;
 
     public int SchemaVersion { get; init; } = CurrentSchemaVersion;
     public string ToolVersion { get; init; } = typeof(CompressionReport).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
@@ -39,6 +41,8 @@ public sealed record CompressionReport
     public required GateMeasurements Measurements { get; init; }
     public required GateVerdict Verdict { get; init; }
     public bool GateFailureAsWarning { get; init; }
+    /// <summary>With Fallback: the rounds, the reverted layers and the lock file; null without.</summary>
+    public SearchSummary? Search { get; init; }
     public required IReadOnlyList<Diagnostic> Diagnostics { get; init; }
     public required IReadOnlyList<StepTiming> Timings { get; init; }
 

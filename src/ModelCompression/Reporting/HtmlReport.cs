@@ -75,6 +75,13 @@ public static class HtmlReport
             html.Append(PairChart("Parameters per layer (thousands): before, nonzero after", layersWithParams.Select(l => new ChartRow(l.Layer + " · " + l.Technique, l.ParametersBefore / 1000.0, l.NonZeroParametersAfter / 1000.0)).ToList(), "0.0"));
         html.Append("</div>");
 
+        if (SearchLine(report) is { } searchLine)
+        {
+            html.Append("<h2>Fallback</h2><p>").Append(E(searchLine)).Append("</p>");
+            if (report.Search!.Reverted.Count > 0) Table(html, RevertedColumns, report.Search.Reverted.Select(r => RevertedCells(r).ToArray()), i => i is 1 or 2);
+            if (report.Search.Rounds.Count > 1) Table(html.Append("<h3>Rounds</h3>"), RoundColumns, report.Search.Rounds.Select(r => RoundCells(r).ToArray()), i => i is 0 or 2 or 3 or 5);
+        }
+
         if (report.Layers.Count > 0)
             Table(html.Append("<h2>Per-layer changes</h2>"), LayerColumns, report.Layers.Select(LayerCells), IsNumericLayerColumn);
 

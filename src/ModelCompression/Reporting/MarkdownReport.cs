@@ -28,6 +28,24 @@ public static class MarkdownReport
             md.AppendLine();
         }
 
+        if (SearchLine(report) is { } searchLine)
+        {
+            md.AppendLine(Escape(searchLine)).AppendLine();
+            if (report.Search!.Reverted.Count > 0)
+            {
+                md.AppendLine("| " + string.Join(" | ", RevertedColumns) + " |").AppendLine("|" + string.Concat(RevertedColumns.Select(_ => "---|")));
+                foreach (var r in report.Search.Reverted) md.AppendLine("| " + string.Join(" | ", RevertedCells(r).Select(Escape)) + " |");
+                md.AppendLine();
+            }
+            if (report.Search.Rounds.Count > 1)
+            {
+                md.AppendLine("<details><summary>Fallback rounds (" + report.Search.Rounds.Count + ")</summary>").AppendLine();
+                md.AppendLine("| " + string.Join(" | ", RoundColumns) + " |").AppendLine("|" + string.Concat(RoundColumns.Select(_ => "---|")));
+                foreach (var r in report.Search.Rounds) md.AppendLine("| " + string.Join(" | ", RoundCells(r).Select(Escape)) + " |");
+                md.AppendLine().AppendLine("</details>").AppendLine();
+            }
+        }
+
         if (report.Layers.Count > 0)
         {
             md.AppendLine("<details><summary>Per-layer changes (" + report.Layers.Count + ")</summary>").AppendLine();

@@ -90,4 +90,21 @@ internal static class ReportText
             yield return ("Latency method", $"{m.LatencyRounds} interleaved rounds, {latency.Runs / Math.Max(1, m.LatencyRounds)} runs per model per round, after {LatencyComparison.WarmupRuns} warm-up runs");
         yield return ("OS / .NET", $"{e.OperatingSystem} / .NET {e.DotnetVersion}");
     }
+
+    /// <summary>The fallback's summary line (how the per-layer settings were chosen), or null without a search.</summary>
+    public static string? SearchLine(CompressionReport report) => report.Search is not { } s ? null : s.Mode switch
+    {
+        "lock" => $"Per-layer settings from the lock file ({s.Layers.Count} layer(s); no fallback rounds): {s.LockStatus}.",
+        "stale-lock" => $"Per-layer settings from a stale lock file ({s.Layers.Count} layer(s); no fallback rounds): {s.LockStatus}.",
+        _ => s.Rounds.Count <= 1 ? $"Fallback: the policy as given met the accuracy thresholds; nothing reverted. Lock file: {s.LockStatus ?? "none"}."
+            : $"Fallback: {s.Reverted.Count} layer(s) reverted in {s.Rounds.Count} gate runs ({(s.Milliseconds / 1000).ToString("0.0", Invariant)} s). Lock file: {s.LockStatus ?? "none"}.",
+    };
+
+    public static readonly string[] RevertedColumns = ["Layer", "Rank", "Error", "From", "To", "Why"];
+    public static IEnumerable<string> RevertedCells(Search.RevertedLayer r) =>
+        [r.Layer, r.SensitivityRank.ToString(Invariant), r.ReconstructionError is { } e ? e.ToString("0.###", Invariant) : "", r.From, r.To, r.Reason];
+
+    public static readonly string[] RoundColumns = ["Round", "Step", "Accuracy", "Bytes", "Accuracy thresholds", "Time (s)"];
+    public static IEnumerable<string> RoundCells(Search.FallbackRound r) =>
+        [r.Round.ToString(Invariant), r.Step, r.Accuracy is { } a ? (a * 100).ToString("0.00", Invariant) + " %" : "", r.CompressedBytes.ToString("N0", Invariant), r.AccuracyPassed ? "pass" : "fail", (r.Milliseconds / 1000).ToString("0.0", Invariant)];
 }

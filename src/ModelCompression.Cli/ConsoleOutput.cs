@@ -28,6 +28,14 @@ public static class ConsoleOutput
         if (m.LatencyRatio is { } l) parts.Add($"latency {MetricFormat.Ratio(l)}");
         parts.Add($"size {MetricFormat.Ratio(m.SizeRatio)}" + (m.DeflateRatio is { } d && m.BrotliRatio is { } br ? $" (deflate {MetricFormat.Ratio(d)}, brotli {MetricFormat.Ratio(br)})" : ""));
         if (m.Original is null) parts.Add("no validation data: accuracy and latency not measured");
+        // How the per-layer settings were chosen, when the fallback or a lock file chose them.
+        if (report.Search is { } search)
+            parts.Add(search.Mode switch
+            {
+                "lock" => "per-layer settings from the lock file",
+                "stale-lock" => "per-layer settings from a stale lock file",
+                _ => search.Reverted.Count == 0 ? $"fallback: nothing reverted ({search.GateRuns} gate run(s))" : $"fallback: {search.Reverted.Count} layer(s) reverted in {search.GateRuns} gate runs",
+            });
         // The output is named too: two items may compress one model into two variants.
         var target = report.Output is null ? report.Model : $"{report.Model} -> {report.Output}";
         return $"{target}: {string.Join(", ", parts)}: {report.VerdictText}";

@@ -113,10 +113,21 @@ internal sealed unsafe class ExternalDataStore : IDisposable
 
         public MappedFile(string path)
         {
-            Length = new FileInfo(path).Length;
-            if (Length == 0) return;
-            _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            try
+            {
+                // The length of what is opened (a link's target; 0 for a device such as /dev/zero), not of the path.
+                var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+                Length = stream.Length;
+                if (Length == 0) { stream.Dispose(); return; }
+                _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+                _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+            {
+                _view?.Dispose();
+                _map?.Dispose();
+                throw new OnnxFormatException($"external data file '{Path.GetFileName(path)}' cannot be read: {e.Message}");
+            }
             byte* p = null;
             _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
             Pointer = p + _view.PointerOffset;

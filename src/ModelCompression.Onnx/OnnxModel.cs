@@ -124,7 +124,7 @@ public sealed class OnnxModel : IDisposable
 
         var output = Proto.Clone();
         // Temporary names of their own, so two saves to one path (or a crashed one's leftovers) never mix files.
-        var token = Guid.NewGuid().ToString("N");
+        var token = TempFiles.NewToken();
         var dataTemp = options.ExternalizeThreshold is null ? null : $"{path}.data.{token}.tmp";
         var modelTemp = $"{path}.{token}.tmp";
         try

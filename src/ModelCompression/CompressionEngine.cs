@@ -42,11 +42,24 @@ public static class CompressionEngine
     {
         var timings = new List<StepTiming>();
         var total = Stopwatch.StartNew();
+        if (string.IsNullOrWhiteSpace(request.ModelPath)) throw new CompressionException(DiagnosticCodes.BadUsage, "the model path is empty");
+        if (string.IsNullOrWhiteSpace(request.OutputPath)) throw new CompressionException(DiagnosticCodes.BadUsage, "the output path is empty", request.ModelPath);
+        if (string.IsNullOrWhiteSpace(request.ReportDirectory)) throw new CompressionException(DiagnosticCodes.BadUsage, "the report folder is empty", request.ModelPath);
         var modelPath = Path.GetFullPath(request.ModelPath);
         var outputPath = Path.GetFullPath(request.OutputPath);
+        var reportDirectory = Path.GetFullPath(request.ReportDirectory);
+        if (Directory.Exists(outputPath))
+            throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"the output '{outputPath}' is a folder: name the output model file", modelPath);
         if (string.Equals(modelPath, outputPath, StringComparison.Ordinal))
             throw new CompressionException(DiagnosticCodes.BadUsage, "the output path is the source model: the source is never overwritten; choose another output", modelPath);
 
+        // Folders are checked before any work (and created only after it, so a run that fails early leaves nothing):
+        // a report folder that is a file, or an output folder under a file, fails now with CM0004, not after minutes.
+        CheckFolderCreatable(reportDirectory, "report folder", modelPath);
+        CheckFolderCreatable(Path.GetDirectoryName(outputPath)!, "output folder", modelPath);
+        // Temporaries and candidates of runs that were killed before they could clean up (their process is gone).
+        TempFiles.RemoveStale(Path.GetDirectoryName(outputPath)!, Path.GetFileName(outputPath) + ".");
+        TempFiles.RemoveStale(reportDirectory, Path.GetFileNameWithoutExtension(outputPath) + ".");
         Runtime.OnnxRuntimeSession.EnsureProviderAvailable(Runtime.RuntimeOptions.From(request.Policy), modelPath);
         var step = Stopwatch.StartNew();
         using var source = LoadChecked(modelPath);
@@ -58,9 +71,8 @@ public static class CompressionEngine
         var (calibration, validation) = DataCheck.All(source.Graph, request.Policy);
         timings.Add(new StepTiming(DataStep, step.Elapsed.TotalMilliseconds));
 
-        var reportDirectory = Path.GetFullPath(request.ReportDirectory);
-        Directory.CreateDirectory(reportDirectory);
         // Reports and the kept candidate are named after the output, so runs with different outputs never share them.
+        CreateFolder(reportDirectory, "report folder", modelPath);
         var name = Path.GetFileNameWithoutExtension(outputPath);
         var fallback = request.Policy.Get<FallbackOptions>();
         var auto = request.Policy.Get<SearchOptions>();
@@ -75,7 +87,7 @@ public static class CompressionEngine
         {
             var policy = layers.ApplyTo(request.Policy, modelPath);
             var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration);
-            var trial = new Trial(layers, context, Path.Combine(reportDirectory, $"{name}.{Guid.NewGuid():N}.candidate.onnx"));
+            var trial = new Trial(layers, context, Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx"));
             try
             {
                 var step = Stopwatch.StartNew();
@@ -107,7 +119,7 @@ public static class CompressionEngine
                 inputs = LockInputs.Of(modelPath, source, request.Policy);
                 string? problem = null;
                 if (!fallback.Search) existing = LockFile.Read(lockPath, out problem);
-                if (problem is not null) lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning, $"{problem}: it is ignored; run with Search=true (--search, -p:CompressModelSearch=true) to replace it", lockPath));
+                if (problem is not null) lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning, $"{problem}: it is ignored; run with Search=true (--search true, -p:CompressModelSearch=true) to replace it", lockPath));
             }
 
             if (existing is not null)
@@ -121,7 +133,7 @@ public static class CompressionEngine
                     var changed = existing.Inputs.Differences(inputs!);
                     status = "stale: " + (changed.Count == 0 ? "its hash does not match its inputs" : string.Join(", ", changed) + " changed");
                     lockDiagnostics.Add(new Diagnostic(DiagnosticCodes.StaleLockFile, Severity.Warning,
-                        $"the lock file is stale ({status[7..]} since it was written): its per-layer settings are applied as they are and the gate judges them; run with Search=true (--search, -p:CompressModelSearch=true) to choose again and rewrite it", lockPath));
+                        $"the lock file is stale: {status[7..]} since it was written. Its per-layer settings are applied as they are and the gate judges them; run with Search=true (--search true, -p:CompressModelSearch=true) to choose again and rewrite it", lockPath));
                 }
                 else status = "matched";
                 var timings0 = new List<StepTiming>(timings);
@@ -223,6 +235,8 @@ public static class CompressionEngine
 
             string? written = null;
             var kept = KeptCandidatePath(reportDirectory, outputPath);
+            // From here to the reports, one run at a time per output and per report name (other processes included).
+            using var outputLock = OutputLock.Acquire([outputPath, Path.Combine(reportDirectory, name)], cancellation);
             if (verdict.Passed || request.GateFailureAsWarning)
             {
                 Publish(chosen.Candidate, outputPath, chosen.External);
@@ -311,6 +325,30 @@ public static class CompressionEngine
         }
     }
 
+    private static void CreateFolder(string folder, string what, string source)
+    {
+        try
+        {
+            if (File.Exists(folder)) throw new IOException("a file of that name exists");
+            Directory.CreateDirectory(folder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot create the {what} '{folder}': {e.Message}", source, e);
+        }
+    }
+
+    /// <summary>Fails when the folder cannot come into being: it, or the nearest existing folder above it, is a file.</summary>
+    private static void CheckFolderCreatable(string folder, string what, string source)
+    {
+        for (var dir = folder; !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            if (Directory.Exists(dir)) return;
+            if (File.Exists(dir))
+                throw new CompressionException(DiagnosticCodes.OutputNotWritable, $"cannot create the {what} '{folder}': '{dir}' is a file", source);
+        }
+    }
+
     /// <summary>The timing step of the data check.</summary>
     public const string DataStep = "check data";
 
@@ -326,6 +364,7 @@ public static class CompressionEngine
         try
         {
             model = OnnxModel.Load(path);
+            CheckNames(model);
             new OnnxGraph(model.Graph).ValidateOrder();
             model.ValidateTensors();
             CheckFinite(model, path);
@@ -343,18 +382,62 @@ public static class CompressionEngine
         }
     }
 
+    /// <summary>
+    /// What ONNX requires but the protobuf allows, and ONNX Runtime only rejects when it loads the compressed model
+    /// (then the failure looked like the engine's): unique initializer, input and output names per graph, and Gemm's
+    /// transA/transB flags as 0 or 1.
+    /// </summary>
+    private static void CheckNames(OnnxModel model)
+    {
+        foreach (var graph in new OnnxGraph(model.Graph).SelfAndSubgraphs())
+        {
+            var where = graph.Proto == model.Graph ? "the graph" : $"subgraph '{graph.Proto.Name}'";
+            foreach (var (kind, names) in new[]
+                     {
+                         ("initializer", graph.Proto.Initializer.Select(t => t.Name)),
+                         ("input", graph.Proto.Input.Select(v => v.Name)),
+                         ("output", graph.Proto.Output.Select(v => v.Name)),
+                     })
+                if (names.GroupBy(n => n, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } duplicate)
+                    throw new OnnxFormatException($"{where} has {duplicate.Count()} {kind}s named '{duplicate.Key}'; names must be unique");
+            foreach (var node in graph.Nodes.Where(n => n.OpType == "Gemm" && (n.Domain ?? "") is "" or "ai.onnx"))
+                foreach (var flag in node.Attribute.Where(a => a.Name is "transA" or "transB" && a.I is not (0 or 1)))
+                    throw new OnnxFormatException($"Gemm node '{node.Name}' has {flag.Name}={flag.I}; it must be 0 or 1");
+        }
+    }
+
     private static void CheckFinite(OnnxModel model, string path)
     {
         foreach (var tensor in model.Graph.Initializer)
         {
-            if (tensor.DataType is not ((int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double or (int)TensorProto.Types.DataType.Float16)) continue;
+            if (!IsFloat(tensor)) continue;
             var values = model.ReadFloats(tensor);
             var bad = Array.FindIndex(values, v => !float.IsFinite(v));
             if (bad >= 0)
                 throw new CompressionException(DiagnosticCodes.NonFiniteWeights,
                     $"initializer '{tensor.Name}' holds {values[bad]} at element {bad} ({values.Count(v => !float.IsFinite(v))} non-finite values): fix the model before compressing it", path);
         }
+        // Constant nodes hold weights too (the constant-weights pass turns them into initializers). Only NaN is
+        // refused there: ±inf constants are deliberate (attention masks, open Clip bounds).
+        foreach (var node in new OnnxGraph(model.Graph).SelfAndSubgraphs().SelectMany(g => g.Nodes).Where(n => n.OpType == "Constant" && (n.Domain ?? "") is "" or "ai.onnx"))
+            foreach (var a in node.Attribute)
+            {
+                var values = a.Name switch
+                {
+                    "value" when a.T is not null && IsFloat(a.T) => model.ReadFloats(a.T),
+                    "value_float" => [a.F],
+                    "value_floats" => a.Floats.ToArray(),
+                    _ => [],
+                };
+                var bad = Array.FindIndex(values, float.IsNaN);
+                if (bad >= 0)
+                    throw new CompressionException(DiagnosticCodes.NonFiniteWeights,
+                        $"Constant node '{node.Name}' (output '{node.Output.FirstOrDefault()}') holds NaN at element {bad} ({values.Count(float.IsNaN)} NaN values): fix the model before compressing it", path);
+            }
     }
+
+    private static bool IsFloat(TensorProto tensor) =>
+        tensor.DataType is (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double or (int)TensorProto.Types.DataType.Float16;
 
     /// <summary>Saves the model (large ones with external data); returns whether it has external data.</summary>
     private static bool SaveModel(OnnxModel model, string path, string source)
@@ -376,7 +459,7 @@ public static class CompressionEngine
     /// </summary>
     private static void Publish(string from, string to, bool external)
     {
-        var temp = $"{to}.{Guid.NewGuid():N}.tmp";
+        var temp = TempFiles.For(to);
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(to)!);

@@ -43,6 +43,15 @@ public sealed record EngineRequest(int Version, bool GateFailureAsWarning, IRead
         var request = JsonSerializer.Deserialize<EngineRequest>(File.ReadAllBytes(path), Json);
         if (request?.Items is null || request.Version != CurrentVersion)
             throw new JsonException($"expected {{ \"version\": {CurrentVersion}, \"items\": [ … ] }} (task and engine come from different package versions?)");
+        // The serializer leaves absent or null fields null whatever their declared nullability: check them here.
+        for (var i = 0; i < request.Items.Count; i++)
+        {
+            var item = request.Items[i];
+            if (item is null) throw new JsonException($"items[{i}] is null");
+            foreach (var (name, value) in new[] { ("model", item.Model), ("output", item.Output), ("reportDirectory", item.ReportDirectory), ("baseDirectory", item.BaseDirectory) })
+                if (string.IsNullOrWhiteSpace(value)) throw new JsonException($"items[{i}].{name} is missing or empty");
+            if (item.Settings?.FirstOrDefault(s => s.Value is null) is { Key: { } key }) throw new JsonException($"items[{i}].settings.{key} is null");
+        }
         return request;
     }
 }

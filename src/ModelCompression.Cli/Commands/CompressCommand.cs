@@ -25,20 +25,24 @@ public static class CompressCommand
         policy.AddTo(command);
         command.SetAction(parse => CompressModelApp.Guard(error, () =>
         {
-            var outputPath = Path.GetFullPath(parse.GetValue(outputOption)!);
+            var outputPath = FullPath(parse.GetValue(outputOption), "--output");
             var request = new CompressionRequest(
                 parse.GetValue(model)!,
                 outputPath,
-                parse.GetValue(reportDir) is { } dir ? Path.GetFullPath(dir) : Path.Combine(Path.GetDirectoryName(outputPath)!, "compress-model-reports"),
+                parse.GetValue(reportDir) is { } dir ? FullPath(dir, "--report-dir") : Path.Combine(Path.GetDirectoryName(outputPath)!, "compress-model-reports"),
                 policy.Parse(parse))
             {
                 GateFailureAsWarning = parse.GetValue(asWarning),
-                CacheDirectory = parse.GetValue(cacheDir) is { } cache ? Path.GetFullPath(cache) : null,
+                CacheDirectory = parse.GetValue(cacheDir) is { } cache ? FullPath(cache, "--cache-dir") : null,
             };
             return Run(request, parse.GetValue(benchmark), output, error, cancellation);
         }));
         return command;
     }
+
+    private static string FullPath(string? path, string option) => string.IsNullOrWhiteSpace(path)
+        ? throw new CompressionException(DiagnosticCodes.BadUsage, $"{option} is empty")
+        : Path.GetFullPath(path);
 
     public static ReturnCode Run(CompressionRequest request, bool benchmark, TextWriter output, TextWriter error, CancellationToken cancellation, string summaryPrefix = "")
     {

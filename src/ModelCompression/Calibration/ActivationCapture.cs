@@ -59,7 +59,8 @@ public static class ActivationCapture
     private static OnnxModel Probe(OnnxModel model, IReadOnlyList<string> valueNames)
     {
         var probe = model.Clone();
-        var existing = probe.Graph.Output.ToDictionary(o => o.Name, StringComparer.Ordinal);
+        var existing = new Dictionary<string, ValueInfoProto>(StringComparer.Ordinal);
+        foreach (var output in probe.Graph.Output) existing.TryAdd(output.Name, output); // duplicates are rejected at load; a probe never fails on them
         probe.Graph.Output.Clear();
         foreach (var name in valueNames)
         {

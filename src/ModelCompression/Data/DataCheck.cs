@@ -32,6 +32,7 @@ public static class DataCheck
     {
         var bound = data.BindTo(ModelInput.FromGraph(graph));
         if (bound.Count == 0) throw new CompressionException(DiagnosticCodes.InvalidData, "calibration data holds no samples", data.Source);
+        RequireFinite(bound, "calibration");
         return bound;
     }
 
@@ -43,6 +44,7 @@ public static class DataCheck
     {
         var bound = data.BindTo(ModelInput.FromGraph(graph));
         if (bound.Count == 0) throw new CompressionException(DiagnosticCodes.InvalidData, "validation data holds no samples", data.Source);
+        RequireFinite(bound, "validation");
         if (policy.Get<Evaluation.GateOptions>().HasAccuracyThreshold && bound.Labels is null)
             throw new CompressionException(DiagnosticCodes.MissingLabels,
                 $"MinAccuracy/MaxAccuracyDrop need class ids under 'label' or 'labels' in the validation data (found: {string.Join(", ", data.Inputs.Select(a => $"'{a.Name}' {a.ShapeText}"))})", data.Source);
@@ -56,6 +58,28 @@ public static class DataCheck
                     $"the labels hold class id {max} (sample {Array.IndexOf(labels, max)}) but model output '{classes.Output}' has {classes.Count} classes (ids 0..{classes.Count - 1})", data.Source);
         }
         return bound;
+    }
+
+    /// <summary>
+    /// A float input with no finite value (all NaN/±inf) calibrates no range and measures nothing: without this check
+    /// static int8 would quantize with empty ranges and write a silently worse model. A stray NaN among finite values
+    /// is left to the calibrators, which skip it.
+    /// </summary>
+    private static void RequireFinite(Dataset bound, string role)
+    {
+        foreach (var array in bound.Inputs)
+        {
+            var finite = array.Data switch
+            {
+                float[] f => f.Length == 0 || Array.Exists(f, float.IsFinite),
+                double[] d => d.Length == 0 || Array.Exists(d, double.IsFinite),
+                Half[] h => h.Length == 0 || Array.Exists(h, Half.IsFinite),
+                _ => true,
+            };
+            if (!finite)
+                throw new CompressionException(DiagnosticCodes.InvalidData,
+                    $"{role} array '{array.Name}' {array.ShapeText} holds no finite value (all NaN or infinite)", bound.Source);
+        }
     }
 
     /// <summary>The first output's static last dimension: the number of classes of a classifier.</summary>

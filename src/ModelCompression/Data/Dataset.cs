@@ -173,7 +173,9 @@ public sealed class Dataset
         foreach (var input in modelInputs)
         {
             var array = arrays.FirstOrDefault(a => a.Name == input.Name)
-                        ?? (modelInputs.Count == 1 && arrays.Count == 1 && source.EndsWith(".npy", StringComparison.OrdinalIgnoreCase) ? arrays[0] : null);
+                        // Runs feed arrays by name: the unnamed .npy takes the input's (its own is the file name).
+                        ?? (modelInputs.Count == 1 && arrays.Count == 1 && source.EndsWith(".npy", StringComparison.OrdinalIgnoreCase)
+                            ? new NdArray(input.Name, arrays[0].Shape, arrays[0].ElementType, arrays[0].Data) : null);
             if (array is null)
             {
                 errors.Add(new Diagnostic(DiagnosticCodes.DataMismatch, Severity.Error,

@@ -54,7 +54,8 @@ public static partial class NpyReader
         if (fortran.Success && fortran.Groups[1].Value == "True") throw new InvalidDataException($"'{name}': Fortran-ordered arrays are not supported; save with np.ascontiguousarray");
         var type = ParseDescr(descr.Groups[1].Value, name);
         var shape = shapeMatch.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(s => long.Parse(s.TrimEnd('L'), CultureInfo.InvariantCulture)).ToArray();
+            .Select(s => long.TryParse(s.TrimEnd('L'), NumberStyles.None, CultureInfo.InvariantCulture, out var d) ? d
+                : throw new InvalidDataException($"'{name}': .npy shape ({shapeMatch.Groups[1].Value}) is not a tuple of non-negative integers")).ToArray();
         long count = 1;
         foreach (var d in shape) count = checked(count * d);
         var bytes = checked(count * NdArray.ElementSize(type));

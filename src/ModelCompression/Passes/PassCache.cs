@@ -75,7 +75,7 @@ public sealed class PassCache
     public void Store(string key, OnnxModel model, CachedSteps steps)
     {
         _used.Add(key);
-        var unique = Guid.NewGuid().ToString("N");
+        var unique = TempFiles.NewToken();
         var modelTemp = ModelFile(key) + "." + unique + ".tmp";
         var stepTemp = StepFile(key) + "." + unique + ".tmp";
         try

@@ -92,6 +92,7 @@ public sealed class WeightedLayer
             var weight = graph.Initializer(node.Input[w]);
             if (weight is null || weight.DataType != (int)TensorProto.Types.DataType.Float) continue;
             if (graph.Root.UsesEverywhere(weight.Name) != 1) continue;
+            if (weight.Dims.Any(d => d <= 0)) continue; // no elements: nothing to compress (and no rank to choose)
             switch (layout)
             {
                 case WeightLayout.Convolution when weight.Dims.Count >= 3:

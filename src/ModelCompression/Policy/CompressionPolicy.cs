@@ -12,7 +12,7 @@ public readonly record struct NmPattern(int N, int M)
 /// <summary>A target rank: a ratio of the full rank (0 &lt; r &lt;= 1) or an absolute rank (&gt;= 1, integer).</summary>
 public readonly record struct RankSpec(double Value, bool IsRatio)
 {
-    public int Resolve(int fullRank) => Math.Clamp(IsRatio ? (int)Math.Round(Value * fullRank) : (int)Value, 1, fullRank);
+    public int Resolve(int fullRank) => fullRank < 1 ? 0 : Math.Clamp(IsRatio ? (int)Math.Round(Value * fullRank) : (int)Value, 1, fullRank);
     public override string ToString() => IsRatio ? Value.ToString("0.###", CultureInfo.InvariantCulture) : ((int)Value).ToString(CultureInfo.InvariantCulture);
 }
 

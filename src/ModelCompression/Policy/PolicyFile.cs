@@ -11,11 +11,22 @@ namespace ModelCompression.Policy;
 /// </summary>
 public static class PolicyFile
 {
+    private static readonly byte[] Utf8Bom = [0xEF, 0xBB, 0xBF];
+    private static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     public static IReadOnlyList<LayerOverride> Load(string path)
     {
         if (!File.Exists(path)) throw new CompressionException(DiagnosticCodes.InvalidPolicyFile, $"policy file '{path}' does not exist", path);
         JsonDocument document;
-        try { document = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new CompressionException(DiagnosticCodes.InvalidPolicyFile, $"cannot read the policy file: {e.Message}", path); }
+        // Editors on Windows save UTF-8 with a byte-order mark; JSON readers must accept it (RFC 8259 §8.1).
+        var text = bytes.AsMemory(bytes.AsSpan().StartsWith(Utf8Bom) ? Utf8Bom.Length : 0);
+        // Checked up front: the JSON reader validates strings only when they are read, and then throws outside JsonException.
+        try { _ = StrictUtf8.GetCharCount(text.Span); }
+        catch (System.Text.DecoderFallbackException e) { throw new CompressionException(DiagnosticCodes.InvalidPolicyFile, $"policy file is not valid UTF-8 (byte {e.Index + (text.Length < bytes.Length ? Utf8Bom.Length : 0)})", path); }
+        try { document = JsonDocument.Parse(text, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }); }
         catch (JsonException e) { throw new CompressionException(DiagnosticCodes.InvalidPolicyFile, $"policy file is not valid JSON: {e.Message}", path); }
 
         using (document)

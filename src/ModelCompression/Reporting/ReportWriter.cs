@@ -15,7 +15,7 @@ public static class ReportWriter
     private static void Write(string path, string text)
     {
         // A temporary name of its own: two runs writing the same report never write into each other's file.
-        var temp = $"{path}.{Guid.NewGuid():N}.tmp";
+        var temp = Onnx.TempFiles.For(path);
         try
         {
             File.WriteAllText(temp, text);

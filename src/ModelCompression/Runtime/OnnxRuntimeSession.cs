@@ -73,7 +73,16 @@ public sealed class OnnxRuntimeSession : IDisposable
     private static SessionOptions CreateOptions(RuntimeOptions runtime, string? file)
     {
         OnnxRuntimeLoader.EnsureConfigured();
-        var options = new SessionOptions { GraphOptimizationLevel = runtime.OptimizationLevel };
+        SessionOptions options;
+        try { options = new SessionOptions { GraphOptimizationLevel = runtime.OptimizationLevel }; }
+        catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
+        {
+            // The first ORT call loads the native library: a file that is not ONNX Runtime (or not one this process
+            // can load) fails here, and every later call in this process fails the same way.
+            var inner = e is TypeInitializationException { InnerException: { } x } ? x : e;
+            throw new CompressionException(DiagnosticCodes.ExecutionProviderUnavailable,
+                $"ONNX Runtime cannot be loaded from '{OnnxRuntimeLoader.LoadedLibrary}': {FirstLine(inner.Message).TrimEnd('.')}. Point OnnxRuntimeLibrary at a libonnxruntime of a matching version, or leave it unset to use the bundled one.", file, e);
+        }
         if (runtime.Threads > 0) options.IntraOpNumThreads = runtime.Threads;
         if (!runtime.Provider.IsCuda) return options;
         try

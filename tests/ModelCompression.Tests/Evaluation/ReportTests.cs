@@ -89,7 +89,7 @@ public sealed class ReportTests
         Assert.AreEqual(report.ParametersBefore, layers.Sum(l => l.ParametersBefore));
 
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "mlp.report.json")));
-        Assert.AreEqual(4, json.RootElement.GetProperty("schemaVersion").GetInt32());
+        Assert.AreEqual(5, json.RootElement.GetProperty("schemaVersion").GetInt32());
         var first = json.RootElement.GetProperty("layers")[0];
         Assert.AreEqual("/hidden.0/Gemm", first.GetProperty("layer").GetString());
         CollectionAssert.AreEqual(new[] { "prune", "int8", "sparse-storage" },

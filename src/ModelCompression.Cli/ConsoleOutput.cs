@@ -28,12 +28,13 @@ public static class ConsoleOutput
         if (m.LatencyRatio is { } l) parts.Add($"latency {MetricFormat.Ratio(l)}");
         parts.Add($"size {MetricFormat.Ratio(m.SizeRatio)}" + (m.DeflateRatio is { } d && m.BrotliRatio is { } br ? $" (deflate {MetricFormat.Ratio(d)}, brotli {MetricFormat.Ratio(br)})" : ""));
         if (m.Original is null) parts.Add("no validation data: accuracy and latency not measured");
-        // How the per-layer settings were chosen, when the fallback or a lock file chose them.
+        // How the per-layer settings were chosen, when Auto, the fallback or a lock file chose them.
         if (report.Search is { } search)
             parts.Add(search.Mode switch
             {
                 "lock" => "per-layer settings from the lock file",
                 "stale-lock" => "per-layer settings from a stale lock file",
+                "auto" => $"auto: {search.Trials.Count} trials" + (search.ChosenTrial is { } c ? $", trial {c + 1} chosen" : ", none met every threshold"),
                 _ => search.Reverted.Count == 0 ? $"fallback: nothing reverted ({search.GateRuns} gate run(s))" : $"fallback: {search.Reverted.Count} layer(s) reverted in {search.GateRuns} gate runs",
             });
         // The output is named too: two items may compress one model into two variants.

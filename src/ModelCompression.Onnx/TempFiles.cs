@@ -18,7 +18,7 @@ public static partial class TempFiles
     public static string For(string path) => $"{path}.{NewToken()}.tmp";
 
     /// <summary>
-    /// Deletes, in <paramref name="directory"/>, the files named <c>prefix…~pid-guid…</c> whose process has ended:
+    /// Deletes, in <paramref name="directory"/>, the files (and folders) named <c>prefix…~pid-guid…</c> whose process has ended:
     /// temporaries and candidates a killed run left behind. Files of live processes (this one included) are left;
     /// a file that cannot be deleted is skipped. Returns the deleted paths.
     /// </summary>
@@ -27,7 +27,8 @@ public static partial class TempFiles
         var removed = new List<string>();
         if (!Directory.Exists(directory)) return removed;
         IEnumerable<string> files;
-        try { files = Directory.EnumerateFiles(directory, prefix + "*").ToList(); }
+        // Folders too: a search keeps its private pass cache in one.
+        try { files = Directory.EnumerateFileSystemEntries(directory, prefix + "*").ToList(); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return removed; }
         foreach (var file in files)
         {
@@ -36,7 +37,8 @@ public static partial class TempFiles
             if (pid == Environment.ProcessId || IsRunning(pid)) continue;
             try
             {
-                File.Delete(file);
+                if (Directory.Exists(file)) Directory.Delete(file, recursive: true);
+                else File.Delete(file);
                 removed.Add(file);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }

@@ -77,7 +77,7 @@ public static class CompressionEngine
         var fallback = request.Policy.Get<FallbackOptions>();
         var auto = request.Policy.Get<SearchOptions>();
         // A search builds many candidates that share passes: without a cache of the caller's, it keeps a private one.
-        var searchCache = auto.Auto && request.CacheDirectory is null ? Path.Combine(reportDirectory, $"{name}.{Guid.NewGuid():N}.search-cache") : null;
+        var searchCache = auto.Auto && request.CacheDirectory is null ? Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.search-cache") : null;
         var cache = PassCache.Open(request.CacheDirectory ?? searchCache, source, modelPath);
         var lockDiagnostics = new List<Diagnostic>();
 

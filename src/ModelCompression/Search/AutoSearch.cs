@@ -92,7 +92,7 @@ public static class AutoSearch
                 log.Add(new AutoTrial(t, knobs, objective, SizeRatio(m, gate.SizeMeasure), m.LatencyRatio, m.Compressed?.Top1, m.Original?.Top1 - m.Compressed?.Top1,
                     measures.Select((c, k) => (c.Name, values[k])).ToDictionary(x => x.Name, x => x.Item2),
                     measures.Select((c, k) => (c.Name, targets[k])).ToDictionary(x => x.Name, x => x.Item2),
-                    double.IsFinite(objective) && values.Select((v, k) => double.IsFinite(v) && v <= measures[k].Limit).All(x => x),
+                    double.IsFinite(objective) && values.Select((v, k) => double.IsFinite(v) && v <= measures[k].Limit + ConstrainedBayesianSearch.Tolerance).All(x => x),
                     Summarize(layers), (DateTime.UtcNow - started).TotalSeconds) { Key = key });
                 return new Observation(objective, values);
             }, cancellation);

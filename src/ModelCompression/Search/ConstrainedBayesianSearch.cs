@@ -60,7 +60,10 @@ internal static class ConstrainedBayesianSearch
             : constraint.Start + (double)(t + 1) / total * (constraint.Limit - constraint.Start);
 
     private static bool Meets(Observation outcome, IReadOnlyList<double> targets) =>
-        double.IsFinite(outcome.Objective) && outcome.Constraints.Select((v, k) => double.IsFinite(v) && v <= targets[k]).All(x => x);
+        double.IsFinite(outcome.Objective) && outcome.Constraints.Select((v, k) => double.IsFinite(v) && v <= targets[k] + Tolerance).All(x => x);
+
+    /// <summary>What the gate allows over a limit (accuracy differences such as 0.9085 − 0.8985 are not exact in binary).</summary>
+    public const double Tolerance = 1e-12;
 
     /// <summary>The first points: the centre, then the seeded Halton sequence.</summary>
     private static double[] InitialPoint(int t, int dimensions, int seed) =>

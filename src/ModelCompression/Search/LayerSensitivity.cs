@@ -8,8 +8,8 @@ namespace ModelCompression.Search;
 /// <summary>
 /// How much one layer's output suffers under each setting the search may give it, estimated alone on the calibration
 /// inputs (the relative output error ‖ΔW·X‖/‖W·X‖ from H = XᵀX; without data, H = I, the relative weight error):
-/// pruning at each of <see cref="SparsityLevels"/> (the smallest w²·H_jj first, as data-aware pruning ranks them,
-/// before any reconstruction, so an upper estimate), int8 per channel and int4 in blocks of 32 by rounding.
+/// pruning at each of <see cref="SparsityLevels"/> (by OBS saliency, with compensation), int8 per channel and int4 in
+/// blocks of 32 by rounding.
 /// </summary>
 internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prunable, bool Int4, double[] PruneErrors, double Int8Error, double Int4Error)
 {
@@ -18,11 +18,13 @@ internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prun
 
     public static LayerSensitivity Measure(string name, float[] w, int rows, int cols, double[]? hessian, bool prunable, bool int4)
     {
-        var diagonal = new double[cols];
-        for (var c = 0; c < cols; c++) diagonal[c] = hessian is null ? 1 : Math.Max(0, hessian[(long)c * cols + c]);
+        // Optimal Brain Surgeon saliency w²/[H⁻¹]_jj: what removing one weight costs once the others of its row
+        // compensate (as SparseGPT's reconstruction does), relative to the layer's output energy tr(W·H·Wᵀ).
+        // Interactions between removed weights are ignored, so the error of a level is an estimate, not a bound.
+        var inverseDiagonal = hessian is null ? null : DampedInverseDiagonal(hessian, cols);
         var saliency = new double[w.Length];
-        for (var i = 0; i < w.Length; i++) saliency[i] = (double)w[i] * w[i] * diagonal[i % cols];
-        var total = saliency.Sum();
+        for (var i = 0; i < w.Length; i++) saliency[i] = (double)w[i] * w[i] / (inverseDiagonal?[i % cols] ?? 1);
+        var total = hessian is null ? w.Sum(x => (double)x * x) : Energy(w, rows, cols, hessian);
         Array.Sort(saliency);
         var prefix = 0.0;
         var pruneErrors = new double[SparsityLevels.Length];
@@ -40,6 +42,31 @@ internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prun
         var int8Error = Int4Quantizer.OutputError(w, dequantized, rows, cols, identity);
         var int4Error = int4 ? Int4Quantizer.OutputError(w, Int4Quantizer.Rtn(w, rows, cols, 32, symmetric: false).Dequantize(), rows, cols, identity) : double.PositiveInfinity;
         return new LayerSensitivity(name, w.Length, prunable, int4, pruneErrors, int8Error, int4Error);
+    }
+
+    /// <summary>The diagonal of (H + λI)⁻¹, λ = 1 % of the mean diagonal (SparseGPT's dampening), from a Cholesky factor.</summary>
+    private static double[] DampedInverseDiagonal(double[] hessian, int n)
+    {
+        var mean = 0.0;
+        for (var i = 0; i < n; i++) mean += hessian[(long)i * n + i];
+        var lambda = Math.Max(0.01 * mean / n, 1e-8);
+        var h = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(n, n, (i, j) => hessian[(long)i * n + j] + (i == j ? lambda : 0));
+        var inverse = h.Cholesky().Solve(MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.DenseIdentity(n));
+        return Enumerable.Range(0, n).Select(i => Math.Max(inverse[i, i], 1e-300)).ToArray();
+    }
+
+    /// <summary>tr(W·H·Wᵀ): the layer's squared output norm on the calibration inputs.</summary>
+    private static double Energy(float[] w, int rows, int cols, double[] hessian)
+    {
+        var total = 0.0;
+        var row = new double[cols];
+        for (var r = 0; r < rows; r++)
+        {
+            for (var c = 0; c < cols; c++) row[c] = w[r * cols + c];
+            for (var i = 0; i < cols; i++)
+                if (row[i] != 0) total += row[i] * Numerics.DenseMath.Dot(hessian.AsSpan(i * cols, cols), row);
+        }
+        return total;
     }
 
     private static double[] Identity(int n)

@@ -6,20 +6,21 @@ using ModelCompression.Policy;
 namespace ModelCompression.Search;
 
 /// <summary>
-/// The search space of <c>Auto</c>: per layer a sparsity and a number format, reached through two global knobs in
+/// The search space of <c>Auto</c>: per layer a sparsity and a number format, reached through three global knobs in
 /// [0, 1] as Tung &amp; Mori do to keep the Gaussian process low-dimensional. The first is the fraction of the
 /// prunable weights to remove, spread over the layers so that their estimated errors (<see cref="LayerSensitivity"/>)
-/// are as equal as the levels allow (one error budget, the smallest that removes enough); the second is an error
-/// budget for the number format on a log scale (<see cref="QuantizationBudget"/>): each layer takes the fewest bits
-/// whose estimated error fits it. Sensitive layers stay mild, robust ones go far, and a knob moves every layer the
-/// same way.
+/// are as equal as the levels allow (one error budget, the smallest that removes enough); the third blends that
+/// allocation with the same sparsity on every layer (1: by sensitivity, 0: uniform), since the estimates ignore how
+/// layers interact; the second is an error budget for the number format on a log scale
+/// (<see cref="QuantizationBudget"/>): each layer takes the fewest bits whose estimated error fits it. A knob moves
+/// every layer the same way.
 /// </summary>
 internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool staticInt8)
 {
     public IReadOnlyList<LayerSensitivity> Layers { get; } = layers;
 
-    /// <summary>Knobs: overall sparsity, quantization error budget.</summary>
-    public const int Dimensions = 2;
+    /// <summary>Knobs: overall sparsity, quantization error budget, how far the sparsity follows the sensitivities.</summary>
+    public const int Dimensions = 3;
 
     /// <summary>The largest overall sparsity the first knob reaches.</summary>
     public const double MaxSparsity = 0.95;
@@ -29,7 +30,11 @@ internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool st
 
     public LayerPolicy Choose(double[] knobs)
     {
-        var sparsities = Allocate(MaxSparsity * Math.Clamp(knobs[0], 0, 1));
+        var overall = MaxSparsity * Math.Clamp(knobs[0], 0, 1);
+        var bySensitivity = Allocate(overall);
+        // The estimates ignore how layers interact, so the search may also lean toward the same sparsity everywhere.
+        var follow = Math.Clamp(knobs[2], 0, 1);
+        var sparsities = bySensitivity.Select((s, i) => Layers[i].Prunable ? Math.Round((follow * s + (1 - follow) * overall) * 20) / 20 : 0).ToArray();
         var quantize = QuantizationBudget(knobs[1]);
         var choices = new List<LayerChoice>();
         for (var i = 0; i < Layers.Count; i++)

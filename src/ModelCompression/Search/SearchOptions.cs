@@ -21,7 +21,7 @@ public sealed record SearchOptions : IOptions<SearchOptions>
         Conflicting = (o, p) => Conflicts(o, p),
     }
         .Add("Auto", Syntax.Bool, SettingScope.Model,
-            "Choose Sparsity and Quantize per layer: per-layer sensitivities from the calibration data, then constrained Bayesian optimization (Tung & Mori, 2018) over two error budgets, each trial built and gated on SearchSamples validation samples, the best one gated on all of them. Needs ValidationData and at least one threshold (MinCosine counts); CalibrationData makes it data-aware. The choice is written to the lock file; later runs apply it without searching.",
+            "Choose Sparsity and Quantize per layer: per-layer sensitivities from the calibration data, then constrained Bayesian optimization (Tung & Mori, 2018) over two knobs (the overall sparsity, spread over the layers by sensitivity, and an error budget for the number format), each trial built and gated on SearchSamples validation samples, the best one gated on all of them. Needs ValidationData and at least one threshold (MinCosine counts); CalibrationData makes it data-aware. The choice is written to the lock file; later runs apply it without searching.",
             o => o.Auto, (o, v) => o with { Auto = v })
         .Add("Objective", Syntax.Enum(("size", SearchObjective.Size), ("latency", SearchObjective.Latency), ("size-latency", SearchObjective.SizeLatency)), SettingScope.Model,
             "What Auto minimizes: size (the size SizeMeasure names), latency (p50 ratio at BatchSize; every trial is timed), or size-latency (their product).",

@@ -61,10 +61,14 @@ public sealed class AutoSearchTests
         Assert.IsTrue(s[0] < s[1], $"sensitive {s[0]} vs robust {s[1]}");
         Assert.AreEqual(0, s[2]);
         Assert.IsTrue(s[0] * 1000 + s[1] * 3000 >= 0.6 * 4000);
+        // The third knob: 0 gives every prunable layer the same sparsity.
+        var uniform = space.Choose([0.6, 0, 0]).Layers;
+        Assert.AreEqual(uniform[0].Settings["Sparsity"], uniform[1].Settings["Sparsity"]);
+        Assert.IsFalse(uniform[2].Settings.ContainsKey("Sparsity"));
         // The second knob: more bits for smaller budgets.
-        Assert.AreEqual("none", space.Choose([0, 0]).Layers[0].Settings["Quantize"]);
-        Assert.AreEqual("int4", space.Choose([0, 1]).Layers[0].Settings["Quantize"]);
-        Assert.AreEqual("int8", space.Choose([0.9, 1]).Layers[1].Settings["Quantize"], "a pruned layer stays int8: int4 blocks would store its zeros");
+        Assert.AreEqual("none", space.Choose([0, 0, 1]).Layers[0].Settings["Quantize"]);
+        Assert.AreEqual("int4", space.Choose([0, 1, 1]).Layers[0].Settings["Quantize"]);
+        Assert.AreEqual("int8", space.Choose([0.9, 1, 1]).Layers[1].Settings["Quantize"], "a pruned layer stays int8: int4 blocks would store its zeros");
     }
 
     [TestMethod]

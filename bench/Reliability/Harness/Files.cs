@@ -1,0 +1,78 @@
+using System.IO.Compression;
+using System.Text;
+
+namespace ModelCompression.Reliability;
+
+/// <summary>Writers for the harness's inputs: .npz/.npy files (valid and broken) and small helpers.</summary>
+public static class Files
+{
+    /// <summary>One .npy array: a raw header text (so tests can break it) and raw element bytes.</summary>
+    public sealed record NpyArray(string Name, string Header, byte[] Data, byte Major = 1);
+
+    public static string Header(string descr, long[] shape, bool fortran = false)
+    {
+        var dims = shape.Length == 1 ? $"({shape[0]},)" : "(" + string.Join(", ", shape) + ")";
+        return $"{{'descr': '{descr}', 'fortran_order': {(fortran ? "True" : "False")}, 'shape': {dims}, }}";
+    }
+
+    public static byte[] Npy(NpyArray array)
+    {
+        var header = array.Header;
+        header = header.PadRight((header.Length + 11 + 63) / 64 * 64 - 11) + "\n";
+        using var stream = new MemoryStream();
+        stream.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', array.Major, 0]);
+        stream.Write(BitConverter.GetBytes((ushort)header.Length));
+        stream.Write(Encoding.ASCII.GetBytes(header));
+        stream.Write(array.Data);
+        return stream.ToArray();
+    }
+
+    public static void WriteNpz(string path, IEnumerable<NpyArray> arrays, string entrySuffix = ".npy")
+    {
+        using var zip = ZipFile.Open(path, ZipArchiveMode.Create);
+        foreach (var array in arrays)
+        {
+            using var stream = zip.CreateEntry(array.Name + entrySuffix).Open();
+            stream.Write(Npy(array));
+        }
+    }
+
+    public static byte[] RandomFloats(Random random, long count, float scale = 1f)
+    {
+        var bytes = new byte[count * 4];
+        for (var i = 0; i < count; i++)
+            BitConverter.TryWriteBytes(bytes.AsSpan(i * 4), (float)(random.NextDouble() * 2 - 1) * scale);
+        return bytes;
+    }
+
+    public static byte[] Labels(Random random, int count, int classes = 10)
+    {
+        var bytes = new byte[count * 8];
+        for (var i = 0; i < count; i++) BitConverter.TryWriteBytes(bytes.AsSpan(i * 8), (long)random.Next(classes));
+        return bytes;
+    }
+
+    /// <summary>A valid data file for the MLP fixture: <c>image</c> [n,1,28,28] float32 and <c>label</c> [n] int64.</summary>
+    public static void WriteValidData(string path, Random random, int samples)
+    {
+        WriteNpz(path,
+        [
+            new NpyArray("image", Header("<f4", [samples, 1, 28, 28]), RandomFloats(random, samples * 784L, 2f)),
+            new NpyArray("label", Header("<i8", [samples]), Labels(random, samples)),
+        ]);
+    }
+
+    /// <summary>SHA-256 of every file under a folder (relative path → hash), to prove inputs were not modified.</summary>
+    public static Dictionary<string, string> Hashes(string directory)
+    {
+        var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var file in Directory.EnumerateFiles(directory, "*", SearchOption.AllDirectories))
+        {
+            var info = new FileInfo(file);
+            if (info.LinkTarget is not null) { hashes[Path.GetRelativePath(directory, file)] = "link:" + info.LinkTarget; continue; }
+            using var stream = File.OpenRead(file);
+            hashes[Path.GetRelativePath(directory, file)] = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(stream));
+        }
+        return hashes;
+    }
+}

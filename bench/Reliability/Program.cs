@@ -4,12 +4,13 @@ using ModelCompression.Reliability;
 
 // Reliability campaign: seeded mutations of the sample MLP, its settings and its data, each run through the CLI's
 // entry point in this process and judged (exit code, coded errors, stack traces, hangs, leftovers, source intact).
-//   dotnet run --project bench/Reliability -c Release -- --count 10000 --seed 1 [--timeout 60] [--only category/kind] [--show 20]
+//   dotnet run --project bench/Reliability -c Release -- --count 10000 --seed 1 [--timeout 60] [--only category/kind] [--show 20] [--small]
 var count = 1000;
 var seed = 1;
 var timeout = 60.0;
 var show = 20;
 string? only = null;
+int? shrink = null;
 for (var i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -19,13 +20,14 @@ for (var i = 0; i < args.Length; i++)
         case "--timeout": timeout = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--show": show = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--only": only = args[++i]; break;
+        case "--small": shrink = 16; break;
         default: Console.Error.WriteLine($"unknown argument '{args[i]}'"); return 2;
     }
 }
 
 var fixture = Path.Combine(AppContext.BaseDirectory, "data", "fmnist_mlp.onnx");
 var fixtureHash = Files.Hashes(Path.GetDirectoryName(fixture)!);
-var mutator = new Mutator(fixture);
+var mutator = new Mutator(fixture, shrink);
 var root = Path.Combine(Path.GetTempPath(), "mc-reliability", Guid.NewGuid().ToString("N"));
 var tally = new Tally();
 var clock = Stopwatch.StartNew();
@@ -41,7 +43,7 @@ for (var index = 0; index < count; index++)
 }
 try { Directory.Delete(root, recursive: true); } catch (IOException) { } // a hung case's folder may still be in use
 
-Console.WriteLine($"seed {seed}, {count} cases in {clock.Elapsed.TotalSeconds:0.0} s; peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024):0} MiB");
+Console.WriteLine($"seed {seed}, {count} cases{(shrink is null ? "" : " (MLP cut to 16 hidden neurons)")} in {clock.Elapsed.TotalSeconds:0.0} s; peak RSS {Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024):0} MiB");
 Console.WriteLine(tally.Table());
 var fixtureIntact = Files.Hashes(Path.GetDirectoryName(fixture)!).SequenceEqual(fixtureHash);
 Console.WriteLine($"fixture model unmodified: {(fixtureIntact ? "yes" : "NO")}");

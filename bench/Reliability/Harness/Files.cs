@@ -76,3 +76,42 @@ public static class Files
         return hashes;
     }
 }
+
+/// <summary>The fixture MLP with its hidden layers cut to their first neurons: same graph, names and input, a fraction of the bytes.</summary>
+public static class Fixture
+{
+    /// <summary>
+    /// Keeps the first <paramref name="hidden"/> neurons of every hidden Gemm (rows of its weight and bias, and the
+    /// matching columns of the next Gemm's weight). A passing case's cost is mostly the gate's Brotli size of the
+    /// original and compressed models, which this cuts from seconds to milliseconds.
+    /// </summary>
+    public static byte[] ShrinkMlp(byte[] model, int hidden)
+    {
+        var proto = ModelCompression.Onnx.Protobuf.ModelProto.Parser.ParseFrom(model);
+        var graph = proto.Graph;
+        graph.ValueInfo.Clear();
+        var gemms = graph.Node.Where(n => n.OpType == "Gemm").ToList();
+        var keepIn = -1; // columns of the current Gemm's weight to keep (-1: all)
+        for (var i = 0; i < gemms.Count; i++)
+        {
+            var weight = graph.Initializer.First(t => t.Name == gemms[i].Input[1]);
+            var bias = graph.Initializer.First(t => t.Name == gemms[i].Input[2]);
+            var rows = (int)weight.Dims[0];
+            var cols = (int)weight.Dims[1];
+            var keepOut = i == gemms.Count - 1 ? rows : Math.Min(hidden, rows);
+            var newCols = keepIn < 0 ? cols : keepIn;
+            var source = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(weight.RawData.Span);
+            var values = new float[keepOut * newCols];
+            for (var r = 0; r < keepOut; r++)
+                for (var c = 0; c < newCols; c++)
+                    values[r * newCols + c] = source[r * cols + c];
+            weight.Dims[0] = keepOut;
+            weight.Dims[1] = newCols;
+            weight.RawData = Google.Protobuf.ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+            bias.Dims[0] = keepOut;
+            bias.RawData = Google.Protobuf.ByteString.CopyFrom(bias.RawData.Span[..(keepOut * 4)]);
+            keepIn = keepOut;
+        }
+        return Google.Protobuf.MessageExtensions.ToByteArray(proto);
+    }
+}

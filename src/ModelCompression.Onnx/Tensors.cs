@@ -23,8 +23,15 @@ public static class ElementTypes
     public static bool IsPacked4Bit(DataType type) => type is DataType.Int4 or DataType.Uint4 or DataType.Float4E2M1;
 
     /// <summary>Bytes that <paramref name="count"/> elements occupy in raw_data.</summary>
-    public static long ByteCount(DataType type, long count) =>
-        IsPacked4Bit(type) ? (count + 1) / 2 : checked(count * SizeInBytes(type));
+    public static long ByteCount(DataType type, long count)
+    {
+        if (IsPacked4Bit(type)) return count / 2 + count % 2;
+        // Counts come from dims in the file: an overflow is a malformed model, not an internal error.
+        var size = SizeInBytes(type);
+        return size == 0 || count <= long.MaxValue / size
+            ? count * size
+            : throw new OnnxFormatException($"{count} elements of {Name(type)} are more bytes than can be addressed");
+    }
 
     public static string Name(DataType type) => type.ToString().ToLowerInvariant();
 }

@@ -151,6 +151,9 @@ public sealed class MalformedInputTests
         StringAssert.Contains(Fails(() => Tensors.View(tensor).ToFloatArray()).Message, "4 stored elements");
         tensor.Dims[0] = 1L << 40;
         StringAssert.Contains(Fails(() => Tensors.View(tensor).ToFloatArray()).Message, "do not fit in one array");
+        // Raw bytes with a shape whose byte count overflows a long.
+        var raw = new TensorProto { Name = "r", DataType = (int)TensorProto.Types.DataType.Float, Dims = { long.MaxValue }, RawData = ByteString.CopyFrom(new byte[16]) };
+        StringAssert.Contains(Fails(() => Tensors.View(raw)).Message, "more bytes than can be addressed");
     }
 
     [TestMethod]

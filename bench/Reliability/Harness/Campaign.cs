@@ -10,6 +10,7 @@ namespace ModelCompression.Reliability;
 /// <summary>What one case did, judged against the contract: a coded failure or a valid output, never anything else.</summary>
 public sealed record Outcome(MutationCase Case, int? ExitCode, IReadOnlyList<string> Codes, string Output)
 {
+    public double Milliseconds { get; init; }
     public bool Hang { get; init; }
     /// <summary>An exception escaped the CLI's entry point (the process would have died).</summary>
     public string? Crash { get; init; }
@@ -44,7 +45,7 @@ public sealed record Outcome(MutationCase Case, int? ExitCode, IReadOnlyList<str
         if (SourceModified) problems.Add("source modified");
         if (BadOutput is not null) problems.Add("bad output: " + BadOutput);
         if (WrongOutcome is not null) problems.Add(WrongOutcome);
-        var text = Output.Length > 600 ? Output[..600] + "…" : Output;
+        var text = Output.Length > 2000 ? Output[..2000] + "…" : Output;
         return $"{Case.Name} → exit {ExitCode?.ToString() ?? "-"} [{string.Join(", ", Codes)}] {string.Join("; ", problems)}{(KnownBug is null ? "" : $" (known: {KnownBug})")}\n    {string.Join(' ', Case.Args.Select(a => a.Contains(' ') ? $"'{a}'" : a))}\n    {text.Replace("\n", "\n    ")}";
     }
 }
@@ -81,6 +82,7 @@ public static partial class Campaign
         using var cancellation = new CancellationTokenSource();
         int? exit = null;
         Exception? escaped = null;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var thread = new Thread(() =>
         {
             try { exit = (int)CompressModelApp.Run(c.Args, output, error, cancellation.Token); }
@@ -100,6 +102,7 @@ public static partial class Campaign
         var outcome = new Outcome(c, hang ? null : exit, codes, text)
         {
             Hang = hang,
+            Milliseconds = clock.Elapsed.TotalMilliseconds,
             Crash = escaped is null ? null : $"{escaped.GetType().Name}: {escaped.Message}",
             StackTrace = StackFrame().IsMatch(text),
             Undocumented = codes.Where(code => !Documented.Contains(code)).ToList(),

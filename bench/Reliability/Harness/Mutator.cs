@@ -36,11 +36,12 @@ public sealed class Mutator
     public IReadOnlyList<(string Category, string Kind)> Kinds => _mutations.Select(m => (m.Category, m.Kind)).ToList();
 
     /// <summary>Writes case <paramref name="index"/> of <paramref name="seed"/> under <paramref name="workDirectory"/> (which must be empty).</summary>
-    public MutationCase Create(int seed, int index, string workDirectory, Func<string, string, bool>? include = null)
+    /// <param name="roundRobin">Take the kinds in turn (case i is kind i mod the number of kinds) instead of at random, so a short run covers them all.</param>
+    public MutationCase Create(int seed, int index, string workDirectory, Func<string, string, bool>? include = null, bool roundRobin = false)
     {
         var random = new Random(unchecked(seed * 1_000_003 + index * 7919));
         var candidates = include is null ? _mutations : _mutations.Where(m => include(m.Category, m.Kind)).ToArray();
-        var mutation = candidates[random.Next(candidates.Length)];
+        var mutation = candidates[roundRobin ? index % candidates.Length : random.Next(candidates.Length)];
         var context = new Context(random, ModelProto.Parser.ParseFrom(_model), _model, workDirectory);
         Directory.CreateDirectory(context.In);
         Directory.CreateDirectory(context.Out);

@@ -8,13 +8,14 @@ public sealed class Tally
 {
     private sealed class Row
     {
-        public int Cases, Exit0, Exit1, Exit2, Exit3, ExitOther, Hangs, Crashes, StackTraces, Internal, LeftBehind, SourceModified, Undocumented, Uncoded, BadOutput, Wrong, Known;
+        public int Ms, Cases, Exit0, Exit1, Exit2, Exit3, ExitOther, Hangs, Crashes, StackTraces, Internal, LeftBehind, SourceModified, Undocumented, Uncoded, BadOutput, Wrong, Known;
     }
 
     private readonly SortedDictionary<string, Row> _rows = new(StringComparer.Ordinal);
     private readonly SortedDictionary<string, int> _codes = new(StringComparer.Ordinal);
     public List<Outcome> Failures { get; } = [];
     public int Cases { get; private set; }
+    public int Passed { get; private set; }
 
     public void Add(Outcome o)
     {
@@ -22,9 +23,10 @@ public sealed class Tally
         var key = $"{o.Case.Category}/{o.Case.Kind}";
         if (!_rows.TryGetValue(key, out var r)) _rows[key] = r = new Row();
         r.Cases++;
+        r.Ms += (int)o.Milliseconds;
         switch (o.ExitCode)
         {
-            case 0: r.Exit0++; break;
+            case 0: r.Exit0++; Passed++; break;
             case 1: r.Exit1++; break;
             case 2: r.Exit2++; break;
             case 3: r.Exit3++; break;
@@ -51,7 +53,7 @@ public sealed class Tally
     public string Table()
     {
         var sb = new StringBuilder();
-        string[] head = ["mutation", "cases", "exit0", "exit1", "exit2", "exit3", "other", "hang", "crash", "stack", "CM0001", "left", "srcmod", "undoc", "nocode", "badout", "wrong", "known"];
+        string[] head = ["mutation", "ms/case", "cases", "exit0", "exit1", "exit2", "exit3", "other", "hang", "crash", "stack", "CM0001", "left", "srcmod", "undoc", "nocode", "badout", "wrong", "known"];
         var lines = _rows.Select(kv => Numbers(kv.Value).Prepend(kv.Key).ToArray()).ToList();
         var total = new Row();
         foreach (var r in _rows.Values)
@@ -63,7 +65,7 @@ public sealed class Tally
         sb.AppendLine("coded errors: " + string.Join(", ", _codes.Select(kv => $"{kv.Key} {kv.Value}")));
         return sb.ToString();
 
-        static string[] Numbers(Row r) => new[] { r.Cases, r.Exit0, r.Exit1, r.Exit2, r.Exit3, r.ExitOther, r.Hangs, r.Crashes, r.StackTraces, r.Internal, r.LeftBehind, r.SourceModified, r.Undocumented, r.Uncoded, r.BadOutput, r.Wrong, r.Known }
+        static string[] Numbers(Row r) => new[] { r.Ms / Math.Max(1, r.Cases), r.Cases, r.Exit0, r.Exit1, r.Exit2, r.Exit3, r.ExitOther, r.Hangs, r.Crashes, r.StackTraces, r.Internal, r.LeftBehind, r.SourceModified, r.Undocumented, r.Uncoded, r.BadOutput, r.Wrong, r.Known }
             .Select(n => n.ToString(CultureInfo.InvariantCulture)).ToArray();
     }
 }

@@ -71,6 +71,10 @@ public static partial class Campaign
     /// </summary>
     public static string? KnownBug(MutationCase c) => c.Detail switch
     {
+        var d when d.EndsWith("graph output listed twice", StringComparison.Ordinal) => "duplicate graph outputs (ActivationCapture.Probe ToDictionary)",
+        var d when d.EndsWith(": empty", StringComparison.Ordinal) && c.Kind == "external-broken" => "external data in an empty file (ExternalDataStore mmap)",
+        var d when d.EndsWith("non-numeric shape", StringComparison.Ordinal) => ".npy header with a non-numeric shape (long.Parse)",
+        "invalid UTF-8" => "policy file with invalid UTF-8",
         _ => null,
     };
 

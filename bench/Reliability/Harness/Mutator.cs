@@ -273,7 +273,8 @@ public sealed class Mutator
         yield return ("structure", "external-broken", c =>
         {
             var t = c.PickInitializer();
-            var form = c.Pick(new[] { "missing", "short", "offset-past-end", "bad-offset", "bad-length", "huge-length", "directory", "unaligned-ok" });
+            var form = c.Pick(new[] { "missing", "short", "offset-past-end", "bad-offset", "bad-length", "huge-length", "directory", "unaligned-ok", "empty" }); 
+
             var length = t.RawData.Length;
             var (_, bytes) = form switch
             {
@@ -287,6 +288,7 @@ public sealed class Mutator
             switch (form)
             {
                 case "missing": break;
+                case "empty": File.WriteAllBytes(file, []); break;
                 case "short": File.WriteAllBytes(file, bytes[..c.Random.Next(bytes.Length)]); break;
                 case "directory": Directory.CreateDirectory(Path.Combine(c.In, "dir")); break;
                 case "unaligned-ok": File.WriteAllBytes(file, [1, 2, 3, .. bytes]); break;
@@ -322,9 +324,12 @@ public sealed class Mutator
         });
         yield return ("structure", "duplicate-names", c =>
         {
-            var form = c.Random.Next(3);
+            var form = c.Random.Next(4);
             switch (form)
             {
+                case 3: // an output listed twice
+                    c.Graph.Output.Add(c.Graph.Output[0].Clone());
+                    break;
                 case 0: // two nodes writing one value
                     c.Graph.Node[1].Output[0] = c.Graph.Node[0].Output[0];
                     break;
@@ -335,7 +340,7 @@ public sealed class Mutator
                     foreach (var n in c.Graph.Node) n.Name = "same";
                     break;
             }
-            c.Detail = new[] { "two producers of one value", "graph input listed twice", "every node named 'same'" }[form];
+            c.Detail = new[] { "two producers of one value", "graph input listed twice", "every node named 'same'", "graph output listed twice" }[form];
         });
         yield return ("structure", "opset-ir", c =>
         {
@@ -420,6 +425,7 @@ public sealed class Mutator
                 ("bad glob", () => Encoding.UTF8.GetBytes($$"""{ "layers": [ { "match": "{{c.Pick(new[] { "[", "***", "\\\\", "[z-a]", "{a,b", "?[!", new string('*', 5000) + "x" })}}", "Sparsity": 0.5 } ] }""")),
                 ("huge number", () => Encoding.UTF8.GetBytes("""{ "layers": [ { "match": "*", "Rank": 1e999 } ] }""")),
                 ("conflicting entries", () => Encoding.UTF8.GetBytes("""{ "layers": [ { "match": "*", "Rank": 0.5, "RankEnergy": 0.9 } ] }""")),
+                ("invalid UTF-8", () => [.. Encoding.UTF8.GetBytes("""{ "layers": [ { "match": " """), 0xFF, 0xFE, 0xC3, .. Encoding.UTF8.GetBytes(""" ", "Sparsity": 0.5 } ] }""")]),
                 ("random bytes", () => { var b = new byte[c.Random.Next(1, 256)]; c.Random.NextBytes(b); return b; }),
             };
             var form = c.Pick(forms);
@@ -537,6 +543,7 @@ public sealed class Mutator
             ("huge shape", () => Files.WriteNpz(path, [new Files.NpyArray("image", Files.Header("<f4", [1L << 40, 1, 28, 28]), new byte[64]), label])),
             ("negative shape", () => Files.WriteNpz(path, [new Files.NpyArray("image", Files.Header("<f4", [-8, 1, 28, 28]), new byte[64]), label])),
             ("header garbage", () => Files.WriteNpz(path, [new Files.NpyArray("image", r.Next(4) switch { 0 => "{'descr': '<f4'", 1 => "", 2 => "not a dict", _ => "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 1, 28, 28), 'shape': (" }, new byte[64]), label])),
+            ("non-numeric shape", () => Files.WriteNpz(path, [new Files.NpyArray("image", "{'descr': '<f4', 'fortran_order': False, 'shape': ('a', 1), }", new byte[64]), label])),
             ("fortran order", () => Files.WriteNpz(path, [new Files.NpyArray("image", Files.Header("<f4", [n, 1, 28, 28], fortran: true), new byte[n * 784 * 4]), label])),
             ("npy version 9", () => Files.WriteNpz(path, [Image() with { Major = 9 }, label])),
             ("labels out of range", () => Files.WriteNpz(path, [Image(), new Files.NpyArray("label", Files.Header("<i8", [n]), Enumerable.Repeat(r.Next(2) == 0 ? -1L : 99L, n).SelectMany(BitConverter.GetBytes).ToArray())])),

@@ -66,15 +66,11 @@ public static partial class Campaign
     private static partial Regex StackFrame();
 
     /// <summary>
-    /// Bugs on record (issue #15, "what a campaign found") whose fixes are in flight: a case that fails only through
-    /// one of these is counted apart rather than as a new finding. Null when the case is not one of them.
+    /// Bugs on record whose fixes are in flight: a case that fails only through one of these is counted apart rather
+    /// than as a new finding. None today (add an entry here when a finding is filed, remove it with its fix).
     /// </summary>
     public static string? KnownBug(MutationCase c) => c.Detail switch
     {
-        var d when d.EndsWith("graph output listed twice", StringComparison.Ordinal) => "duplicate graph outputs (ActivationCapture.Probe ToDictionary)",
-        var d when d.EndsWith(": empty", StringComparison.Ordinal) && c.Kind == "external-broken" => "external data in an empty file (ExternalDataStore mmap)",
-        var d when d.EndsWith("non-numeric shape", StringComparison.Ordinal) => ".npy header with a non-numeric shape (long.Parse)",
-        "invalid UTF-8" => "policy file with invalid UTF-8",
         _ => null,
     };
 

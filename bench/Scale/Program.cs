@@ -26,6 +26,7 @@ var cases = (Value("--cases") ?? string.Join(",", Child.Cases.Keys)).Split(',', 
 var root = Value("--work") is { } w ? Directory.CreateDirectory(Path.Combine(w, $"scale-{Guid.NewGuid():N}")).FullName : Directory.CreateTempSubdirectory("scale-bench").FullName;
 Console.WriteLine($"ONNX Runtime {OrtEnv.Instance().GetVersionString()}, {Environment.ProcessorCount} logical CPUs; work folder {root}");
 var rows = new List<string[]>();
+if (cases is ["none"]) cases = [];
 foreach (var label in sizes)
 {
     var shape = ModelShape.For(label);
@@ -105,7 +106,13 @@ internal static class Child
             };
             settings.AddRange(Cases[name].Select(c => new KeyValuePair<string, string>(c.Key, c.Value)));
             var policy = PolicySettings.Parse(settings, Path.GetDirectoryName(model)!);
-            var result = CompressionEngine.Compress(new CompressionRequest(model, output, Path.GetDirectoryName(output)!, policy) { GateFailureAsWarning = true });
+            // Stage changes go to stderr with their time, to see where a slow case spends it (run a case by hand).
+            string? stage = null;
+            var progress = new Progress<(string Stage, double Fraction)>(p =>
+            {
+                if (p.Stage != stage) Console.Error.WriteLine($"{Stopwatch.GetElapsedTime(start).TotalSeconds,7:0.0} s {stage = p.Stage}");
+            });
+            var result = CompressionEngine.Compress(new CompressionRequest(model, output, Path.GetDirectoryName(output)!, policy) { GateFailureAsWarning = true }, progress: progress);
             var timings = result.Report.Timings;
             pass = timings.Where(t => !NotPasses.Contains(t.Step)).Sum(t => t.Milliseconds) / 1e3;
             steps = string.Join(", ", timings.Where(t => t.Step != "total" && t.Milliseconds >= 50).Select(t => $"{t.Step} {t.Milliseconds / 1e3:0.0}"));

@@ -69,16 +69,48 @@ internal sealed unsafe class ExternalDataStore : IDisposable
         return file.Length == 0 ? ReadOnlySpan<byte>.Empty : new ReadOnlySpan<byte>(file.Pointer + info.Offset, (int)length);
     }
 
-    /// <summary>Resolves a location relative to the model folder; locations that escape it are rejected.</summary>
+    /// <summary>
+    /// Resolves a location relative to the model folder; locations that escape it are rejected: by their text
+    /// (absolute, <c>..</c>) and after following links, so a symlink inside the folder cannot reach a file outside.
+    /// </summary>
     public static string ResolveLocation(string baseDirectory, string tensorName, string location)
     {
         if (Path.IsPathRooted(location) || location.Contains('\\') && Path.IsPathRooted(location.Replace('\\', '/')))
             throw new OnnxFormatException($"tensor '{tensorName}': external data location '{location}' is an absolute path; it must be relative to the model's folder");
         var full = Path.GetFullPath(Path.Combine(baseDirectory, location));
-        var root = Path.TrimEndingDirectorySeparator(Path.GetFullPath(baseDirectory)) + Path.DirectorySeparatorChar;
-        if (!full.StartsWith(root, StringComparison.Ordinal))
+        if (!IsInside(full, Path.GetFullPath(baseDirectory)))
             throw new OnnxFormatException($"tensor '{tensorName}': external data location '{location}' escapes the model's folder");
-        return full;
+        // The model folder itself may be reached through links (/tmp on macOS); compare real paths with real paths.
+        var real = RealPath(full);
+        if (!IsInside(real, RealPath(baseDirectory)))
+            throw new OnnxFormatException($"tensor '{tensorName}': external data location '{location}' escapes the model's folder through a symbolic link");
+        // The real path: sizes and maps of a link are those of its target.
+        return real;
+    }
+
+    private static bool IsInside(string path, string directory) =>
+        path.StartsWith(Path.TrimEndingDirectorySeparator(directory) + Path.DirectorySeparatorChar, StringComparison.Ordinal);
+
+    /// <summary>The path with every link along it followed (parts that do not exist are kept as written).</summary>
+    internal static string RealPath(string path)
+    {
+        var full = Path.GetFullPath(path);
+        var root = Path.GetPathRoot(full)!;
+        var current = root;
+        var parts = new Queue<string>(full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries));
+        // Each link followed can add parts; a bound on the links followed stops loops (a -> b -> a).
+        for (var links = 0; parts.Count > 0;)
+        {
+            var next = Path.Combine(current, parts.Dequeue());
+            FileSystemInfo info = Directory.Exists(next) ? new DirectoryInfo(next) : new FileInfo(next);
+            if (info.LinkTarget is not { } target) { current = next; continue; }
+            if (++links > 40) throw new OnnxFormatException($"'{path}': too many levels of symbolic links");
+            var resolved = Path.GetFullPath(target, current);
+            var rest = parts.ToArray();
+            parts = new Queue<string>(resolved[Path.GetPathRoot(resolved)!.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries).Concat(rest));
+            current = Path.GetPathRoot(resolved)!;
+        }
+        return current;
     }
 
     private MappedFile Open(string tensorName, string location)

@@ -77,7 +77,35 @@ public sealed class OnnxModel : IDisposable
             throw new OnnxFormatException($"'{displayName}' is not a valid ONNX model: it has no graph");
         if (!proto.HasIrVersion || proto.IrVersion <= 0)
             throw new OnnxFormatException($"'{displayName}' is not a valid ONNX model: ir_version is missing");
+        CheckSubgraphDepth(proto, displayName);
         return new OnnxModel(proto, new ExternalDataStore(baseDirectory), ownsStore: true);
+    }
+
+    /// <summary>
+    /// Deepest nesting of subgraphs (If/Loop/Scan bodies inside bodies) a model may have. Real models nest a few
+    /// levels; the passes walk subgraphs recursively, so a crafted model is stopped here with a clear error.
+    /// </summary>
+    public const int MaxSubgraphDepth = 16;
+
+    private static void CheckSubgraphDepth(ModelProto proto, string displayName)
+    {
+        // Iterative, so the check itself cannot recurse without bound.
+        var pending = new Stack<(GraphProto Graph, int Depth)>();
+        pending.Push((proto.Graph, 0));
+        foreach (var f in proto.Functions)
+            foreach (var g in f.Node.SelectMany(n => n.Attribute).SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)))
+                pending.Push((g, 1));
+        while (pending.Count > 0)
+        {
+            var (graph, depth) = pending.Pop();
+            if (depth > MaxSubgraphDepth)
+                throw new OnnxFormatException($"'{displayName}' is not a valid ONNX model: subgraphs nested more than {MaxSubgraphDepth} levels deep");
+            foreach (var a in graph.Node.SelectMany(n => n.Attribute))
+            {
+                if (a.G is not null) pending.Push((a.G, depth + 1));
+                foreach (var g in a.Graphs) pending.Push((g, depth + 1));
+            }
+        }
     }
 
     /// <summary>A deep copy of the message that shares this model's external data (the original must outlive it).</summary>

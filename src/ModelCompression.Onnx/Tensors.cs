@@ -23,8 +23,15 @@ public static class ElementTypes
     public static bool IsPacked4Bit(DataType type) => type is DataType.Int4 or DataType.Uint4 or DataType.Float4E2M1;
 
     /// <summary>Bytes that <paramref name="count"/> elements occupy in raw_data.</summary>
-    public static long ByteCount(DataType type, long count) =>
-        IsPacked4Bit(type) ? (count + 1) / 2 : checked(count * SizeInBytes(type));
+    public static long ByteCount(DataType type, long count)
+    {
+        if (IsPacked4Bit(type)) return count / 2 + count % 2;
+        // Counts come from dims in the file: an overflow is a malformed model, not an internal error.
+        var size = SizeInBytes(type);
+        return size == 0 || count <= long.MaxValue / size
+            ? count * size
+            : throw new OnnxFormatException($"{count} elements of {Name(type)} are more bytes than can be addressed");
+    }
 
     public static string Name(DataType type) => type.ToString().ToLowerInvariant();
 }
@@ -79,7 +86,9 @@ public readonly ref struct TensorData
     /// <summary>Every element converted to float (numeric types, float16/bfloat16, packed int4/uint4).</summary>
     public float[] ToFloatArray()
     {
-        var n = checked((int)ElementCount);
+        var n = ArrayLength();
+        // Typed fields: the count is checked before allocating, so dims from the file cannot size a huge array.
+        if (!_hasBytes) CheckTypedCount(n);
         var result = new float[n];
         if (!_hasBytes) { FillFromTypedFields(result); return result; }
         var b = _bytes;
@@ -107,7 +116,7 @@ public readonly ref struct TensorData
     /// <summary>Every element of an integer tensor as int64 (shape tensors, labels, axes).</summary>
     public long[] ToInt64Array()
     {
-        var n = checked((int)ElementCount);
+        var n = ArrayLength();
         if (!_hasBytes && ElementType == DataType.Int64) return Tensors.ToArray(Proto.Int64Data);
         var floats = ElementType is DataType.Int64 or DataType.Uint64 ? null : ToFloatArray();
         var result = new long[n];
@@ -117,10 +126,22 @@ public readonly ref struct TensorData
         return result;
     }
 
-    private void FillFromTypedFields(float[] result)
+    private void CheckTypedCount(int expected)
     {
         var p = Proto;
-        int available = ElementType switch
+        var available = TypedCount();
+        if (available < expected || (ElementType is not (DataType.Int4 or DataType.Uint4) && available != expected))
+            throw new OnnxFormatException($"tensor '{p.Name}': {available} stored elements for shape [{string.Join(",", p.Dims)}] ({expected} expected)");
+    }
+
+    private int ArrayLength() => ElementCount <= Array.MaxLength
+        ? (int)ElementCount
+        : throw new OnnxFormatException($"tensor '{Proto.Name}': {ElementCount} elements do not fit in one array");
+
+    private int TypedCount()
+    {
+        var p = Proto;
+        return ElementType switch
         {
             DataType.Float => p.FloatData.Count,
             DataType.Double => p.DoubleData.Count,
@@ -129,8 +150,11 @@ public readonly ref struct TensorData
             DataType.Int4 or DataType.Uint4 => p.Int32Data.Count * 2,
             _ => p.Int32Data.Count,
         };
-        if (available < result.Length || (ElementType is not (DataType.Int4 or DataType.Uint4) && available != result.Length))
-            throw new OnnxFormatException($"tensor '{p.Name}': {available} stored elements for shape [{string.Join(",", p.Dims)}] ({result.Length} expected)");
+    }
+
+    private void FillFromTypedFields(float[] result)
+    {
+        var p = Proto;
         for (var i = 0; i < result.Length; i++)
         {
             result[i] = ElementType switch

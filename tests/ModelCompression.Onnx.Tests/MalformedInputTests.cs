@@ -91,6 +91,72 @@ public sealed class MalformedInputTests
     }
 
     [TestMethod]
+    [DataRow("file")]
+    [DataRow("directory")]
+    public void ExternalDataReachedThroughASymlinkOutsideTheFolder_IsRejected(string linkKind)
+    {
+        // The link's text stays inside the folder; only following it shows the bytes come from outside.
+        var (dir, path) = ExternalCopy();
+        var outside = TempDirectory();
+        File.Copy(path + ".data", System.IO.Path.Combine(outside, "w.data"));
+        var location = linkKind == "file" ? "link.data" : "sub/w.data";
+        if (linkKind == "file") File.CreateSymbolicLink(System.IO.Path.Combine(dir, "link.data"), System.IO.Path.Combine(outside, "w.data"));
+        else Directory.CreateSymbolicLink(System.IO.Path.Combine(dir, "sub"), outside);
+        using var model = OnnxModel.Load(path);
+        var tensor = model.Graph.Initializer.First(t => t.DataLocation == TensorProto.Types.DataLocation.External);
+        var info = ExternalDataInfo.Parse(tensor);
+        ExternalDataInfo.Write(tensor.ExternalData, location, info.Offset, info.Length);
+        var e = Fails(() => model.GetTensor(tensor));
+        StringAssert.Contains(e.Message, "escapes the model's folder through a symbolic link");
+    }
+
+    [TestMethod]
+    public void ExternalDataThroughASymlinkThatStaysInsideTheFolder_IsRead()
+    {
+        var (dir, path) = ExternalCopy();
+        File.CreateSymbolicLink(System.IO.Path.Combine(dir, "alias.data"), "external.onnx.data");
+        using var model = OnnxModel.Load(path);
+        var tensor = model.Graph.Initializer.First(t => t.DataLocation == TensorProto.Types.DataLocation.External);
+        var expected = model.ReadFloats(tensor);
+        var info = ExternalDataInfo.Parse(tensor);
+        ExternalDataInfo.Write(tensor.ExternalData, "alias.data", info.Offset, info.Length);
+        using var viaLink = OnnxModel.Parse(model.Proto.ToByteArray(), dir);
+        CollectionAssert.AreEqual(expected, viaLink.ReadFloats(viaLink.Graph.Initializer.First(t => t.Name == tensor.Name)));
+    }
+
+    [TestMethod]
+    public void SubgraphsNestedPastTheLimit_AreRejected()
+    {
+        static ModelProto Nested(int depth)
+        {
+            var graph = new GraphProto { Name = "g0" };
+            for (var d = 1; d <= depth; d++)
+            {
+                var node = new NodeProto { OpType = "If", Input = { "c" }, Output = { $"y{d}" } };
+                node.Attribute.Add(new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = graph });
+                graph = new GraphProto { Name = $"g{d}", Node = { node } };
+            }
+            return new ModelProto { IrVersion = 8, Graph = graph };
+        }
+        using (OnnxModel.Parse(Nested(OnnxModel.MaxSubgraphDepth).ToByteArray(), TempDirectory())) { }
+        var e = Fails(() => OnnxModel.Parse(Nested(OnnxModel.MaxSubgraphDepth + 1).ToByteArray(), TempDirectory()));
+        StringAssert.Contains(e.Message, "nested more than 16 levels deep");
+    }
+
+    [TestMethod]
+    public void TypedFieldsWithAHugeShape_AreRejectedBeforeAllocating()
+    {
+        // 2^30 elements claimed, 4 stored: the count is checked before a 4 GB array is made.
+        var tensor = new TensorProto { Name = "w", DataType = (int)TensorProto.Types.DataType.Float, Dims = { 1L << 30 }, FloatData = { 1, 2, 3, 4 } };
+        StringAssert.Contains(Fails(() => Tensors.View(tensor).ToFloatArray()).Message, "4 stored elements");
+        tensor.Dims[0] = 1L << 40;
+        StringAssert.Contains(Fails(() => Tensors.View(tensor).ToFloatArray()).Message, "do not fit in one array");
+        // Raw bytes with a shape whose byte count overflows a long.
+        var raw = new TensorProto { Name = "r", DataType = (int)TensorProto.Types.DataType.Float, Dims = { long.MaxValue }, RawData = ByteString.CopyFrom(new byte[16]) };
+        StringAssert.Contains(Fails(() => Tensors.View(raw)).Message, "more bytes than can be addressed");
+    }
+
+    [TestMethod]
     public void Cycle_IsRejectedByTopologicalSort()
     {
         var graph = new GraphProto { Name = "cyclic" };

@@ -80,12 +80,14 @@ public static class Gate
     public static GateMeasurements Measure(string originalPath, string compressedPath, CompressionPolicy policy,
         CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null, Dataset? validation = null, bool measureLatency = true)
     {
+        var originalBytes = OnnxModel.FileSizeWithExternalData(originalPath);
         var measurements = new GateMeasurements
         {
-            OriginalBytes = OnnxModel.FileSizeWithExternalData(originalPath),
+            OriginalBytes = originalBytes,
             CompressedBytes = OnnxModel.FileSizeWithExternalData(compressedPath),
             OriginalSizes = DeployedSize.OfModel(originalPath),
-            CompressedSizes = DeployedSize.OfModel(compressedPath),
+            // The original's size picks the codec settings for both, so a large model and its candidate compare like for like.
+            CompressedSizes = DeployedSize.OfModel(compressedPath, originalBytes),
             BatchSize = policy.Execution.BatchSize,
             LatencyRounds = policy.Get<GateOptions>().LatencyRounds,
         };

@@ -38,6 +38,35 @@ public sealed class DeployedSizeTests
     }
 
     [TestMethod]
+    public void LargeModel_IsCompressedAsAStream_OverTheFileAndItsExternalData()
+    {
+        var dir = Directory.CreateTempSubdirectory("mc-size-stream").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "a.onnx");
+            using (var model = Onnx.OnnxModel.Load(Fixtures.Mlp)) model.Save(path, new Onnx.SaveOptions { ExternalizeThreshold = 1024 });
+            var files = new[] { path, path + ".data" };
+            var bytes = files.SelectMany(File.ReadAllBytes).ToArray();
+            var inMemory = DeployedSize.OfModel(path);
+            // A limit of 0 sends this small model down the path large models take.
+            var streamed = DeployedSize.OfModel(path, null, streamedLimit: 0);
+            Assert.AreEqual(bytes.Length, streamed.File);
+            Assert.AreEqual(inMemory.File, streamed.File);
+            Assert.AreEqual(DeployedSize.StreamedQuality, streamed.BrotliQuality);
+            // Fastest Deflate and Brotli 5 of the same bytes: what the one-shot codecs give at those settings, to a few per cent.
+            using var buffer = new MemoryStream();
+            using (var deflate = new DeflateStream(buffer, CompressionLevel.Fastest, leaveOpen: true)) deflate.Write(bytes);
+            Assert.AreEqual(buffer.Length, streamed.Deflate, buffer.Length * 0.02);
+            var output = new byte[BrotliEncoder.GetMaxCompressedLength(bytes.Length)];
+            Assert.IsTrue(BrotliEncoder.TryCompress(bytes, output, out var written, DeployedSize.StreamedQuality, DeployedSize.BrotliWindow));
+            Assert.AreEqual(written, streamed.Brotli, written * 0.02);
+            // The candidate is measured like its original: a large reference picks the streamed settings for a small model too.
+            Assert.AreEqual(DeployedSize.StreamedQuality, DeployedSize.OfModel(path, referenceBytes: DeployedSize.StreamedLimit + 1).BrotliQuality);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [TestMethod]
     public void EntropyBound_IsShannonEntropyTimesCount()
     {
         Assert.AreEqual(0.5, DeployedSize.EntropyBytes([0, 0, 1, 1], 1), 1e-12); // 1 bit × 4

@@ -3,7 +3,7 @@ using System.Globalization;
 using ModelCompression;
 using ModelCompression.Policy;
 
-// Usage: dotnet run -c Release --project bench/AutoPolicy -- [--models mlp,resnet] [--max-drop 0.01] [--trials 16]
+// Usage: dotnet run -c Release --project bench/AutoPolicy -- [--models mlp,resnet] [--max-drop 0.01] [--trials 16] [--auto-only]
 // For each fixture: a grid of uniform policies (one Sparsity and one Quantize for every layer: PruneScope=layer, and the
 // default global allocation as a second baseline) gated at MaxAccuracyDrop, then Auto under the same threshold; prints
 // the smallest passing file of each and the ratio, with times. Every run goes through the engine the CLI and MSBuild
@@ -37,7 +37,7 @@ foreach (var name in models)
 
     Console.WriteLine($"\n## {name}\n\n| policy | size ratio | accuracy drop | gate | time |\n|---|---:|---:|---|---:|");
     var best = new Dictionary<string, (string Label, double Ratio)>();
-    foreach (var scope in new[] { "layer", "global" })
+    foreach (var scope in args.Contains("--auto-only") ? [] : new[] { "layer", "global" })
         foreach (var sparsity in new[] { "0", "0.5", "0.7", "0.8", "0.85", "0.9", "0.95" })
             foreach (var quantize in sparsity == "0" ? new[] { "none", "int8", "int4" } : ["none", "int8"])
             {

@@ -9,13 +9,12 @@ namespace ModelCompression.Search;
 /// The search space of <c>Auto</c>: per layer a sparsity and a number format, reached through three global knobs in
 /// [0, 1] as Tung &amp; Mori do to keep the Gaussian process low-dimensional. The first is the fraction of the
 /// prunable weights to remove, spread over the layers so that their estimated errors (<see cref="LayerSensitivity"/>)
-/// are as equal as the levels allow (one error budget, the smallest that removes enough); the third blends that
-/// allocation with the same sparsity on every layer (1: by sensitivity, 0: uniform), since the estimates ignore how
-/// layers interact; the second is an error budget for the number format on a log scale
+/// are as equal as the levels allow (one error budget, the smallest that removes enough) or, by the third knob, as
+/// the default global allocation or uniformly (<see cref="Spread"/>); the second is an error budget for the number format on a log scale
 /// (<see cref="QuantizationBudget"/>): each layer takes the fewest bits whose estimated error fits it. A knob moves
 /// every layer the same way.
 /// </summary>
-internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool staticInt8)
+internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool staticInt8, IReadOnlyList<float[]>? magnitudeScores = null)
 {
     public IReadOnlyList<LayerSensitivity> Layers { get; } = layers;
 
@@ -25,16 +24,20 @@ internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool st
     /// <summary>The largest overall sparsity the first knob reaches.</summary>
     public const double MaxSparsity = 0.95;
 
+    /// <summary>
+    /// The first knob in [0, 1] as the overall sparsity, the kept fraction on a log scale (1 − 0.05^knob: 0, 0.53,
+    /// 0.78, 0.89, 0.95 at 0, ¼, ½, ¾, 1), so the knob spends as much of its range on 80–95 %, where accuracy turns,
+    /// as on 0–80 %.
+    /// </summary>
+    public static double Sparsity(double knob) => 1 - Math.Pow(1 - MaxSparsity, Math.Clamp(knob, 0, 1));
+
     /// <summary>The second knob in [0, 1] as a relative-error budget from 10⁻³ to 0.3 (log scale).</summary>
     public static double QuantizationBudget(double knob) => Math.Pow(10, -3 + 2.5 * Math.Clamp(knob, 0, 1));
 
     public LayerPolicy Choose(double[] knobs)
     {
-        var overall = MaxSparsity * Math.Clamp(knobs[0], 0, 1);
-        var bySensitivity = Allocate(overall);
-        // The estimates ignore how layers interact, so the search may also lean toward the same sparsity everywhere.
-        var follow = Math.Clamp(knobs[2], 0, 1);
-        var sparsities = bySensitivity.Select((s, i) => Layers[i].Prunable ? Math.Round((follow * s + (1 - follow) * overall) * 20) / 20 : 0).ToArray();
+        var overall = Sparsity(knobs[0]);
+        var sparsities = Spread(overall, knobs[2]);
         var quantize = QuantizationBudget(knobs[1]);
         var choices = new List<LayerChoice>();
         for (var i = 0; i < Layers.Count; i++)
@@ -50,6 +53,34 @@ internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool st
             choices.Add(new LayerChoice(layer.Layer, settings));
         }
         return new LayerPolicy(choices);
+    }
+
+    /// <summary>
+    /// Per layer, the sparsity at <paramref name="overall"/>, spread by the third knob along three allocations: the same
+    /// sparsity everywhere (0), the default global one (½), the one by estimated error (1), linearly between them. The
+    /// estimates ignore how layers interact and neither of the others is best on every model, so the search decides.
+    /// </summary>
+    public double[] Spread(double overall, double knob)
+    {
+        var t = Math.Clamp(knob, 0, 1);
+        var (from, to, f) = t <= 0.5
+            ? (Layers.Select(l => l.Prunable ? overall : 0).ToArray(), DefaultAllocation(overall), t * 2)
+            : (DefaultAllocation(overall), Allocate(overall), t * 2 - 1);
+        return from.Select((a, i) => Layers[i].Prunable ? Math.Round(((1 - f) * a + f * to[i]) * 100) / 100 : 0).ToArray();
+    }
+
+    /// <summary>
+    /// Per layer, the sparsity <c>PruneScope=global</c> gives (one threshold over the weights' LAMP scores, see
+    /// <see cref="Pruning.PruningTargets"/>); without the scores, the same sparsity on every prunable layer.
+    /// </summary>
+    public double[] DefaultAllocation(double overall)
+    {
+        if (magnitudeScores is null || overall <= 0) return Layers.Select(l => l.Prunable ? overall : 0).ToArray();
+        var prunable = Enumerable.Range(0, Layers.Count).Where(i => Layers[i].Prunable).ToList();
+        var counts = Pruning.PruningTargets.ThresholdCounts(prunable.Select(i => magnitudeScores[i]).ToList(), overall, Math.Max(Pruning.PruningTargets.MaxLayerSparsity, overall));
+        var result = new double[Layers.Count];
+        for (var k = 0; k < prunable.Count; k++) result[prunable[k]] = (double)counts[k] / Layers[prunable[k]].Parameters;
+        return result;
     }
 
     /// <summary>Per layer, the sparsity within the smallest common error budget that removes at least <paramref name="overall"/> of the prunable weights.</summary>
@@ -83,14 +114,17 @@ internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool st
             .ToList();
         IReadOnlyList<GramStatistics>? grams = context.HasCalibration && layers.Count > 0 ? new LayerCapture(context, "auto").InputGrams(layers) : null;
         var measured = new List<LayerSensitivity>();
+        var scores = new List<float[]>();
         for (var i = 0; i < layers.Count; i++)
         {
             var layer = layers[i];
             var prunable = OpRegistry.WhyNot(layer.Node, OpTechnique.Prune) is null && EdgeLayers.RoleOf(layer) is null
                 && (layer.Layout != WeightLayout.Convolution || layer.Group == 1);
             var int4 = layer.Layout != WeightLayout.Convolution || layer.Group == 1;
-            measured.Add(LayerSensitivity.Measure(layer.Name, layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures, grams?[i].Hessian(), prunable, int4));
+            var weights = layer.ReadMatrix(context.Model);
+            measured.Add(LayerSensitivity.Measure(layer.Name, weights, layer.OutFeatures, layer.InFeatures, grams?[i].Hessian(), prunable, int4));
+            scores.Add(prunable ? Pruning.PruningTargets.Lamp(weights) : []);
         }
-        return new AutoPolicy(measured, context.HasCalibration);
+        return new AutoPolicy(measured, context.HasCalibration, scores);
     }
 }

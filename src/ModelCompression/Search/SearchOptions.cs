@@ -13,7 +13,7 @@ public sealed record SearchOptions : IOptions<SearchOptions>
     public int SearchTrials { get; init; } = DefaultTrials;
     public const int DefaultTrials = 16;
     public double? SearchSeconds { get; init; }
-    public int SearchSamples { get; init; } = 1000;
+    public int SearchSamples { get; init; } = 2000;
 
     public static OptionsGroup<SearchOptions> Group { get; } = new OptionsGroup<SearchOptions>("Auto", 74,
         "A per-layer policy chosen for you: the gate's thresholds are the constraints, the objective is minimized.", isTechnique: false)
@@ -21,7 +21,7 @@ public sealed record SearchOptions : IOptions<SearchOptions>
         Conflicting = (o, p) => Conflicts(o, p),
     }
         .Add("Auto", Syntax.Bool, SettingScope.Model,
-            "Choose Sparsity and Quantize per layer: per-layer sensitivities from the calibration data, then constrained Bayesian optimization (Tung & Mori, 2018) over two knobs (the overall sparsity, spread over the layers by sensitivity, and an error budget for the number format), each trial built and gated on SearchSamples validation samples, the best one gated on all of them. Needs ValidationData and at least one threshold (MinCosine counts); CalibrationData makes it data-aware. The choice is written to the lock file; later runs apply it without searching.",
+            "Choose Sparsity and Quantize per layer: per-layer sensitivities from the calibration data, then constrained Bayesian optimization (Tung & Mori, 2018) over three knobs (the overall sparsity, how its spread over the layers follows their sensitivities, and an error budget for the number format), each trial built and gated on SearchSamples validation samples, the best one gated on all of them. Needs ValidationData and at least one threshold (MinCosine counts); CalibrationData makes it data-aware. The choice is written to the lock file; later runs apply it without searching.",
             o => o.Auto, (o, v) => o with { Auto = v })
         .Add("Objective", Syntax.Enum(("size", SearchObjective.Size), ("latency", SearchObjective.Latency), ("size-latency", SearchObjective.SizeLatency)), SettingScope.Model,
             "What Auto minimizes: size (the size SizeMeasure names), latency (p50 ratio at BatchSize; every trial is timed), or size-latency (their product).",

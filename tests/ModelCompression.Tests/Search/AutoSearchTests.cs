@@ -57,11 +57,11 @@ public sealed class AutoSearchTests
         LayerSensitivity Layer(string name, long parameters, double steepness) =>
             new(name, parameters, true, true, levels.Select(s => Math.Min(1, steepness * s * s)).ToArray(), 0.01, 0.1);
         var space = new AutoPolicy([Layer("sensitive", 1000, 4), Layer("robust", 3000, 0.5), Layer("head", 100, 1) with { Prunable = false }], staticInt8: true);
-        var s = space.Allocate(0.6);
+        var s = space.Spread(0.6, 1);
         Assert.IsTrue(s[0] < s[1], $"sensitive {s[0]} vs robust {s[1]}");
         Assert.AreEqual(0, s[2]);
         Assert.IsTrue(s[0] * 1000 + s[1] * 3000 >= 0.6 * 4000);
-        // The third knob: 0 gives every prunable layer the same sparsity.
+        // The third knob: 0 gives every prunable layer the same sparsity, 1 the allocation by sensitivity.
         var uniform = space.Choose([0.6, 0, 0]).Layers;
         Assert.AreEqual(uniform[0].Settings["Sparsity"], uniform[1].Settings["Sparsity"]);
         Assert.IsFalse(uniform[2].Settings.ContainsKey("Sparsity"));

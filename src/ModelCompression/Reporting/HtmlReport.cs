@@ -189,18 +189,15 @@ public static class HtmlReport
     {
         var finite = points.Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
         if (finite.Count == 0) return "";
-        var (x0, x1) = Range(finite.Select(p => p.X).Append(0));
-        var (y0, y1) = Range(finite.Select(p => p.Y).Append(0));
-        double X(double v) => Margin + (v - x0) / (x1 - x0) * (PlotWidth - Margin - 10);
-        double Y(double v) => PlotHeight - Margin + 10 - (v - y0) / (y1 - y0) * (PlotHeight - Margin);
-        var svg = SvgStart(title, x0, x1, y0, y1, X, Y);
+        var plot = Plot.Of(finite.Select(p => p.X), finite.Select(p => p.Y));
+        var svg = plot.Start(title);
         // Pareto front: feasible points no other feasible point beats on both axes, by x.
         var front = finite.Where(p => p.Feasible && !finite.Any(q => q.Feasible && q.X <= p.X && q.Y <= p.Y && (q.X < p.X || q.Y < p.Y))).OrderBy(p => p.X).ToList();
-        if (front.Count > 1) svg.Append("<polyline fill=\"none\" stroke=\"#2a7\" stroke-width=\"1.5\" points=\"").Append(string.Join(" ", front.Select(p => $"{F(X(p.X))},{F(Y(p.Y))}"))).Append("\"/>");
+        if (front.Count > 1) svg.Append("<polyline fill=\"none\" stroke=\"#2a7\" stroke-width=\"1.5\" points=\"").Append(string.Join(" ", front.Select(p => $"{F(plot.X(p.X))},{F(plot.Y(p.Y))}"))).Append("\"/>");
         foreach (var p in finite)
         {
-            svg.Append($"<circle cx=\"{F(X(p.X))}\" cy=\"{F(Y(p.Y))}\" r=\"3.5\" fill=\"{(p.Feasible ? "#2a7" : "none")}\" stroke=\"{(p.Feasible ? "#2a7" : "#c44")}\"/>");
-            if (p.Chosen) svg.Append($"<circle cx=\"{F(X(p.X))}\" cy=\"{F(Y(p.Y))}\" r=\"8\" fill=\"none\" stroke=\"#000\" stroke-width=\"1.5\"/>");
+            svg.Append($"<circle cx=\"{F(plot.X(p.X))}\" cy=\"{F(plot.Y(p.Y))}\" r=\"3.5\" fill=\"{(p.Feasible ? "#2a7" : "none")}\" stroke=\"{(p.Feasible ? "#2a7" : "#c44")}\"/>");
+            if (p.Chosen) svg.Append($"<circle cx=\"{F(plot.X(p.X))}\" cy=\"{F(plot.Y(p.Y))}\" r=\"8\" fill=\"none\" stroke=\"#000\" stroke-width=\"1.5\"/>");
         }
         return svg.Append("</svg></figure>").ToString();
     }
@@ -210,37 +207,48 @@ public static class HtmlReport
     {
         var finite = trials.Select((t, i) => (I: i + 1.0, t.Objective, t.Feasible)).Where(t => double.IsFinite(t.Objective)).ToList();
         if (finite.Count == 0) return "";
-        var (x0, x1) = Range(finite.Select(t => t.I).Append(0));
-        var (y0, y1) = Range(finite.Select(t => t.Objective).Append(0));
-        double X(double v) => Margin + (v - x0) / (x1 - x0) * (PlotWidth - Margin - 10);
-        double Y(double v) => PlotHeight - Margin + 10 - (v - y0) / (y1 - y0) * (PlotHeight - Margin);
-        var svg = SvgStart(title, x0, x1, y0, y1, X, Y);
+        var plot = Plot.Of(finite.Select(t => t.I), finite.Select(t => t.Objective));
+        var svg = plot.Start(title);
         var best = double.PositiveInfinity;
         var line = new List<string>();
         foreach (var t in finite)
         {
             if (t.Feasible) best = Math.Min(best, t.Objective);
-            if (double.IsFinite(best)) line.Add($"{F(X(t.I))},{F(Y(best))}");
-            svg.Append($"<circle cx=\"{F(X(t.I))}\" cy=\"{F(Y(t.Objective))}\" r=\"3\" fill=\"{(t.Feasible ? "#2a7" : "none")}\" stroke=\"{(t.Feasible ? "#2a7" : "#c44")}\"/>");
+            if (double.IsFinite(best)) line.Add($"{F(plot.X(t.I))},{F(plot.Y(best))}");
+            svg.Append($"<circle cx=\"{F(plot.X(t.I))}\" cy=\"{F(plot.Y(t.Objective))}\" r=\"3\" fill=\"{(t.Feasible ? "#2a7" : "none")}\" stroke=\"{(t.Feasible ? "#2a7" : "#c44")}\"/>");
         }
         if (line.Count > 1) svg.Append("<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1.5\" points=\"").Append(string.Join(" ", line)).Append("\"/>");
         return svg.Append("</svg></figure>").ToString();
     }
 
-    private static StringBuilder SvgStart(string title, double x0, double x1, double y0, double y1, Func<double, double> x, Func<double, double> y)
+    /// <summary>The axes of an SVG plot: data ranges (from 0) mapped onto the plot area, with three labels per axis.</summary>
+    private sealed record Plot(double X0, double X1, double Y0, double Y1)
     {
-        var svg = new StringBuilder("<figure><figcaption>").Append(E(title)).Append($"</figcaption><svg viewBox=\"0 0 {PlotWidth} {PlotHeight}\" width=\"{PlotWidth}\" height=\"{PlotHeight}\" font-size=\"10\">");
-        svg.Append($"<line x1=\"{Margin}\" y1=\"{F(y(y0))}\" x2=\"{PlotWidth - 10}\" y2=\"{F(y(y0))}\" stroke=\"#888\"/><line x1=\"{Margin}\" y1=\"{F(y(y0))}\" x2=\"{Margin}\" y2=\"{F(y(y1))}\" stroke=\"#888\"/>");
-        foreach (var v in new[] { x0, (x0 + x1) / 2, x1 }) svg.Append($"<text x=\"{F(x(v))}\" y=\"{F(y(y0) + 14)}\" text-anchor=\"middle\">{E(v.ToString("0.###", Invariant))}</text>");
-        foreach (var v in new[] { y0, (y0 + y1) / 2, y1 }) svg.Append($"<text x=\"{Margin - 4}\" y=\"{F(y(v) + 3)}\" text-anchor=\"end\">{E(v.ToString("0.###", Invariant))}</text>");
-        return svg;
-    }
+        public static Plot Of(IEnumerable<double> xs, IEnumerable<double> ys)
+        {
+            var (x0, x1) = Range(xs.Append(0));
+            var (y0, y1) = Range(ys.Append(0));
+            return new Plot(x0, x1, y0, y1);
+        }
 
-    private static (double Low, double High) Range(IEnumerable<double> values)
-    {
-        var list = values.Where(double.IsFinite).ToList();
-        var (low, high) = (list.Min(), list.Max());
-        return high > low ? (low, high + (high - low) * 0.05) : (low, low + 1);
+        public double X(double v) => Margin + (v - X0) / (X1 - X0) * (PlotWidth - Margin - 10);
+        public double Y(double v) => PlotHeight - Margin + 10 - (v - Y0) / (Y1 - Y0) * (PlotHeight - Margin);
+
+        public StringBuilder Start(string title)
+        {
+            var svg = new StringBuilder("<figure><figcaption>").Append(E(title)).Append($"</figcaption><svg viewBox=\"0 0 {PlotWidth} {PlotHeight}\" width=\"{PlotWidth}\" height=\"{PlotHeight}\" font-size=\"10\">");
+            svg.Append($"<line x1=\"{Margin}\" y1=\"{F(Y(Y0))}\" x2=\"{PlotWidth - 10}\" y2=\"{F(Y(Y0))}\" stroke=\"#888\"/><line x1=\"{Margin}\" y1=\"{F(Y(Y0))}\" x2=\"{Margin}\" y2=\"{F(Y(Y1))}\" stroke=\"#888\"/>");
+            foreach (var v in new[] { X0, (X0 + X1) / 2, X1 }) svg.Append($"<text x=\"{F(X(v))}\" y=\"{F(Y(Y0) + 14)}\" text-anchor=\"middle\">{E(v.ToString("0.###", Invariant))}</text>");
+            foreach (var v in new[] { Y0, (Y0 + Y1) / 2, Y1 }) svg.Append($"<text x=\"{Margin - 4}\" y=\"{F(Y(v) + 3)}\" text-anchor=\"end\">{E(v.ToString("0.###", Invariant))}</text>");
+            return svg;
+        }
+
+        private static (double Low, double High) Range(IEnumerable<double> values)
+        {
+            var list = values.Where(double.IsFinite).ToList();
+            var (low, high) = (list.Min(), list.Max());
+            return high > low ? (low, high + (high - low) * 0.05) : (low, low + 1);
+        }
     }
 
     private static string F(double v) => v.ToString("0.#", Invariant);

@@ -46,9 +46,9 @@ foreach (var name in models)
                 var label = $"{(sparsity == "0" ? "" : $"Sparsity={sparsity} PruneScope={scope} ")}Quantize={quantize}";
                 var r = Run(label.Replace(' ', '_').Replace('=', '-'), [("Sparsity", sparsity), ("PruneScope", scope), ("Quantize", quantize)]);
                 Console.WriteLine($"| {label} | {r.Ratio:0.0000} | {r.Drop * 100:0.00} pt | {(r.Passed ? "pass" : "fail")} | {r.Seconds:0.0} s |");
-                var key = sparsity == "0" ? "uniform" : scope == "layer" ? "uniform" : "global";
-                if (r.Passed && (!best.TryGetValue(key, out var b) || r.Ratio < b.Ratio)) best[key] = (label, r.Ratio);
-                if (r.Passed && (!best.TryGetValue("global", out var g) || r.Ratio < g.Ratio) && sparsity == "0") best["global"] = (label, r.Ratio);
+                // An unpruned policy belongs to both grids.
+                foreach (var key in sparsity == "0" ? ["uniform", "global"] : new[] { scope == "layer" ? "uniform" : "global" })
+                    if (r.Passed && (!best.TryGetValue(key, out var b) || r.Ratio < b.Ratio)) best[key] = (label, r.Ratio);
             }
     (string, string)[] auto = trials is null ? [("Auto", "true")] : [("Auto", "true"), ("SearchTrials", trials)];
     // Auto starts from nothing cached: its time is the whole search.

@@ -168,8 +168,11 @@ public static class CompressionEngine
                     var steps = new List<StepTiming>(timings);
                     var trial = RunTrial(layers, steps);
                     trial.Timings = steps;
-                    if (picked is null || trial.Verdict!.Passed) { picked?.Dispose(); trials.Remove(picked!); picked = trial; trials.Add(trial); }
-                    else trial.Dispose();
+                    // The best one is kept for the report even when it fails; a runner-up replaces it only by passing.
+                    if (picked is not null && !trial.Verdict!.Passed) { trial.Dispose(); continue; }
+                    if (picked is not null) { picked.Dispose(); trials.Remove(picked); }
+                    picked = trial;
+                    trials.Add(trial);
                     if (trial.Verdict!.Passed) break;
                 }
                 chosen = picked!;

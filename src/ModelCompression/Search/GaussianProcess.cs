@@ -20,14 +20,15 @@ internal sealed class GaussianProcess
     private readonly Vector<double> _alpha;
     private readonly MathNet.Numerics.LinearAlgebra.Factorization.Cholesky<double> _cholesky;
 
-    public IReadOnlyList<double> LengthScales { get; }
+    private readonly double[] _lengthScales;
+    public IReadOnlyList<double> LengthScales => _lengthScales;
 
     private GaussianProcess(double[][] x, double mean, double scale, double[] lengthScales, Vector<double> alpha, MathNet.Numerics.LinearAlgebra.Factorization.Cholesky<double> cholesky)
     {
         _x = x;
         _mean = mean;
         _scale = scale;
-        LengthScales = lengthScales;
+        _lengthScales = lengthScales;
         _alpha = alpha;
         _cholesky = cholesky;
     }
@@ -70,7 +71,7 @@ internal sealed class GaussianProcess
     /// <summary>Posterior mean and standard deviation at <paramref name="point"/>, in the targets' own units.</summary>
     public (double Mean, double StdDev) Predict(double[] point)
     {
-        var k = Vector<double>.Build.Dense(_x.Length, i => Kernel(_x[i], point, (double[])LengthScales));
+        var k = Vector<double>.Build.Dense(_x.Length, i => Kernel(_x[i], point, _lengthScales));
         var mean = k.DotProduct(_alpha);
         var v = _cholesky.Solve(k);
         var variance = Math.Max(1 + Noise - k.DotProduct(v), 1e-12);

@@ -1,5 +1,6 @@
 using ModelCompression.Calibration;
 using ModelCompression.Int4;
+using ModelCompression.Numerics;
 using ModelCompression.Passes;
 using ModelCompression.Quantization;
 
@@ -35,24 +36,23 @@ internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prun
             for (; taken < count; taken++) prefix += saliency[taken];
             pruneErrors[k] = total > 0 ? Math.Sqrt(prefix / total) : 0;
         }
-        var identity = hessian ?? Identity(cols);
+        double Error(float[] q) => hessian is null ? DenseMath.RelativeError(w, q) : Int4Quantizer.OutputError(w, q, rows, cols, hessian);
         var int8 = Int8Quantizer.QuantizePerChannel(w, rows, cols);
         var dequantized = new float[w.Length];
         for (var i = 0; i < w.Length; i++) dequantized[i] = int8.Values[i] * int8.Scales[i / cols];
-        var int8Error = Int4Quantizer.OutputError(w, dequantized, rows, cols, identity);
-        var int4Error = int4 ? Int4Quantizer.OutputError(w, Int4Quantizer.Rtn(w, rows, cols, 32, symmetric: false).Dequantize(), rows, cols, identity) : double.PositiveInfinity;
+        var int8Error = Error(dequantized);
+        var int4Error = int4 ? Error(Int4Quantizer.Rtn(w, rows, cols, 32, symmetric: false).Dequantize()) : double.PositiveInfinity;
         return new LayerSensitivity(name, w.Length, prunable, int4, pruneErrors, int8Error, int4Error);
     }
 
-    /// <summary>The diagonal of (H + λI)⁻¹, λ = 1 % of the mean diagonal (SparseGPT's dampening), from a Cholesky factor.</summary>
+    /// <summary>The diagonal of (H + μI)⁻¹, μ = 1 % of the mean diagonal (SparseGPT's dampening): Σᵢ (L⁻¹)ᵢⱼ² for H + μI = LLᵀ.</summary>
     private static double[] DampedInverseDiagonal(double[] hessian, int n)
     {
-        var mean = 0.0;
-        for (var i = 0; i < n; i++) mean += hessian[(long)i * n + i];
-        var lambda = Math.Max(0.01 * mean / n, 1e-8);
-        var h = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(n, n, (i, j) => hessian[(long)i * n + j] + (i == j ? lambda : 0));
-        var inverse = h.Cholesky().Solve(MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.DenseIdentity(n));
-        return Enumerable.Range(0, n).Select(i => Math.Max(inverse[i, i], 1e-300)).ToArray();
+        var inverse = DenseMath.LowerInverse(DenseMath.DampedCholesky(hessian, n, 0.01).Factor, n);
+        var diagonal = new double[n];
+        for (var i = 0; i < n; i++)
+            for (var j = 0; j <= i; j++) diagonal[j] += inverse[(long)i * n + j] * inverse[(long)i * n + j];
+        return diagonal.Select(d => Math.Max(d, 1e-300)).ToArray();
     }
 
     /// <summary>tr(W·H·Wᵀ): the layer's squared output norm on the calibration inputs.</summary>
@@ -64,17 +64,11 @@ internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prun
         {
             for (var c = 0; c < cols; c++) row[c] = w[r * cols + c];
             for (var i = 0; i < cols; i++)
-                if (row[i] != 0) total += row[i] * Numerics.DenseMath.Dot(hessian.AsSpan(i * cols, cols), row);
+                if (row[i] != 0) total += row[i] * DenseMath.Dot(hessian.AsSpan(i * cols, cols), row);
         }
         return total;
     }
 
-    private static double[] Identity(int n)
-    {
-        var h = new double[(long)n * n];
-        for (var i = 0; i < n; i++) h[(long)i * n + i] = 1;
-        return h;
-    }
 
     /// <summary>The highest sparsity level whose estimated error is at most <paramref name="budget"/>.</summary>
     public double SparsityWithin(double budget)

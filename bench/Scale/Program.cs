@@ -9,7 +9,7 @@ using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Policy;
 
-// Usage: dotnet run -c Release --project bench/Scale -- [--sizes 0.25,1,3] [--cases int8-dynamic,int8,int4,sparsity,rank]
+// Usage: dotnet run -c Release --project bench/Scale -- [--sizes 0.25,1,3] [--cases int8-dynamic,int8,int4,int4-rtn,sparsity,rank]
 //        [--work <folder>] [--keep]
 // For each size it generates a transformer-shaped fp32 model with external data (fixed seed) plus calibration and
 // validation tokens into a temporary folder, checks ONNX Runtime runs it, then runs each case in a child process of its
@@ -70,6 +70,7 @@ internal static class Child
         ["int8-dynamic"] = [("Quantize", "int8-dynamic")],
         ["int8"] = [("Quantize", "int8")],
         ["int4"] = [("Quantize", "int4")],
+        ["int4-rtn"] = [("Quantize", "int4"), ("Int4Method", "rtn")],
         ["sparsity"] = [("Sparsity", "0.5")],
         ["rank"] = [("Rank", "0.5")],
     };
@@ -87,6 +88,7 @@ internal static class Child
         var stderr = process.StandardError.ReadToEndAsync();
         var stdout = process.StandardOutput.ReadToEnd();
         process.WaitForExit();
+        if (Environment.GetEnvironmentVariable("SCALE_STAGES") == "1") Console.Error.Write(stderr.Result);
         var line = stdout.Split('\n').LastOrDefault(l => l.StartsWith("RESULT ", StringComparison.Ordinal));
         if (line is null) return new ChildResult(0, 0, 0, "", $"exit {process.ExitCode}: {Short(stderr.Result + stdout)}");
         return JsonSerializer.Deserialize<ChildResult>(line["RESULT ".Length..])!;
@@ -110,7 +112,7 @@ internal static class Child
             string? stage = null;
             var progress = new Progress<(string Stage, double Fraction)>(p =>
             {
-                if (p.Stage != stage) Console.Error.WriteLine($"{Stopwatch.GetElapsedTime(start).TotalSeconds,7:0.0} s {stage = p.Stage}");
+                if (p.Stage != stage) Console.Error.WriteLine($"{Stopwatch.GetElapsedTime(start).TotalSeconds,7:0.0} s {stage = p.Stage} (RSS {Kilobytes("VmRSS") / 1e3:0} MB, peak {Kilobytes("VmHWM") / 1e3:0} MB)");
             });
             var result = CompressionEngine.Compress(new CompressionRequest(model, output, Path.GetDirectoryName(output)!, policy) { GateFailureAsWarning = true }, progress: progress);
             var timings = result.Report.Timings;
@@ -125,9 +127,12 @@ internal static class Child
     }
 
     /// <summary>This process's peak resident set (VmHWM), in kB.</summary>
-    private static long PeakKilobytes()
+    private static long PeakKilobytes() => Kilobytes("VmHWM");
+
+    /// <summary>A line of /proc/self/status in kB (VmRSS: now, VmHWM: peak).</summary>
+    private static long Kilobytes(string field)
     {
-        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+        var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith(field + ":", StringComparison.Ordinal));
         return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
     }
 

@@ -238,6 +238,21 @@ public static class Tensors
         return tensor;
     }
 
+    /// <summary>
+    /// A tensor over <paramref name="bytes"/> without copying them: the array becomes the tensor's raw_data, so the
+    /// caller must not change it afterwards (it saves a second copy of a large quantized weight).
+    /// </summary>
+    public static TensorProto Wrap(string name, ReadOnlySpan<long> dims, DataType type, byte[] bytes)
+    {
+        var tensor = new TensorProto { Name = name, DataType = (int)type };
+        foreach (var d in dims) tensor.Dims.Add(d);
+        var expected = ElementTypes.ByteCount(type, ElementCount(tensor));
+        if (bytes.Length != expected)
+            throw new ArgumentException($"tensor '{name}': {bytes.Length} bytes for shape [{string.Join(",", dims.ToArray())}] of {ElementTypes.Name(type)} (expected {expected})");
+        tensor.RawData = UnsafeByteOperations.UnsafeWrap(bytes);
+        return tensor;
+    }
+
     public static TensorProto FromFloats(string name, ReadOnlySpan<long> dims, ReadOnlySpan<float> values) => Create(name, dims, DataType.Float, values);
     public static TensorProto FromInt64s(string name, ReadOnlySpan<long> dims, ReadOnlySpan<long> values) => Create(name, dims, DataType.Int64, values);
     public static TensorProto FromInt8s(string name, ReadOnlySpan<long> dims, ReadOnlySpan<sbyte> values) => Create(name, dims, DataType.Int8, values);

@@ -80,8 +80,11 @@ public sealed class Int4Pass : ICompressionPass
         }
 
         var results = new Dictionary<WeightedLayer, (Int4Weights Weights, string Note, double Error)>();
-        foreach (var target in targets.Where(t => t.Method == Int4Method.Rtn)) results[target.Layer] = Rtn(context, target);
         var gptq = targets.Where(t => t.Method == Int4Method.Gptq).ToList();
+        // Calibrated stages measure their inputs on the model as quantized so far, so round-to-nearest layers go
+        // first; without such stages each layer is quantized just before it is written (one layer's codes in memory).
+        if (gptq.Count > 0)
+            foreach (var target in targets.Where(t => t.Method == Int4Method.Rtn)) results[target.Layer] = Rtn(context, target, keepFloat: true);
         if (gptq.Count > 0)
         {
             var capture = new LayerCapture(context, Name);
@@ -99,7 +102,7 @@ public sealed class Int4Pass : ICompressionPass
                     var result = Int4Quantizer.Gptq(w, layer.OutFeatures, layer.InFeatures, hessian, options.Int4BlockSize, options.Int4Symmetric, options.Int4Damping);
                     if (result is not { } r)
                     {
-                        results[layer] = Rtn(context, ready[k] with { Why = "the input second moments on the calibration data are singular or not finite" });
+                        results[layer] = Rtn(context, ready[k] with { Why = "the input second moments on the calibration data are singular or not finite" }, keepFloat: true);
                         continue;
                     }
                     var dequantized = r.Weights.Dequantize();
@@ -114,7 +117,7 @@ public sealed class Int4Pass : ICompressionPass
 
         foreach (var target in targets)
         {
-            var (weights, note, error) = results[target.Layer];
+            var (weights, note, error) = results.Remove(target.Layer, out var done) ? done : Rtn(context, target, keepFloat: false);
             var storage = target.Layer.Layout == WeightLayout.Convolution ? WriteFoldedBlocks(target.Layer, weights) : WriteMatMulNBits(context, target.Layer, weights);
             var layer = target.Layer;
             context.Record(new LayerRecord
@@ -126,15 +129,18 @@ public sealed class Int4Pass : ICompressionPass
         }
     }
 
-    private static (Int4Weights, string, double) Rtn(CompressionContext context, Target target)
+    private static (Int4Weights, string, double) Rtn(CompressionContext context, Target target, bool keepFloat)
     {
         var layer = target.Layer;
-        var w = layer.ReadMatrix(context.Model);
-        var q = Int4Quantizer.Rtn(w, layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric);
-        var dequantized = q.Dequantize();
-        layer.WriteMatrix(dequantized);
+        // [out, in] rows: read in place when the weight is stored that way, else one transposed copy.
+        var (q, error) = layer.StoredOutIn
+            ? Int4Quantizer.RtnWithError(layer.StoredFloats(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric)
+            : Int4Quantizer.RtnWithError(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric);
+        // Only calibrated stages that follow need the quantized values in the float graph; without them the
+        // dequantized copy (a float per weight) is never built.
+        if (keepFloat) layer.WriteMatrix(q.Dequantize());
         var note = target.Why is null ? "rtn; error = ‖ΔW‖/‖W‖" : $"rtn ({target.Why}); error = ‖ΔW‖/‖W‖";
-        return (q, note, DenseMath.RelativeError(w, dequantized));
+        return (q, note, error);
     }
 
     /// <summary>
@@ -149,12 +155,19 @@ public sealed class Int4Pass : ICompressionPass
         var node = layer.Node;
         int n = q.Rows, k = q.Cols, blocks = q.Blocks, blob = q.BlockSize / 2;
         var packed = new byte[n * blocks * blob];
-        for (var r = 0; r < n; r++)
-            for (var i = 0; i < blocks * q.BlockSize; i++)
+        // Rows are independent: packed in parallel, each byte written by one row's loop (deterministic).
+        Parallel.For(0, n, r =>
+        {
+            var codes = q.Codes.AsSpan(r * k, k);
+            var target = packed.AsSpan(r * blocks * blob, blocks * blob);
+            var i = 0;
+            for (; i + 1 < k; i += 2) target[i >> 1] = (byte)(codes[i] | codes[i + 1] << 4);
+            for (; i < blocks * q.BlockSize; i++)
             {
-                var code = i < k ? q.Codes[r * k + i] : q.ZeroPoints[r * blocks + i / q.BlockSize];
-                packed[r * blocks * blob + i / 2] |= (byte)(code << (i % 2 * 4));
+                var code = i < k ? codes[i] : q.ZeroPoints[r * blocks + i / q.BlockSize];
+                target[i >> 1] |= (byte)(code << (i % 2 * 4));
             }
+        });
         var prefix = layer.Weight.Name + "_int4";
         var b = Tensors.FromUInt8s(graph.FreshName(prefix), [n, blocks, blob], packed);
         var scales = Tensors.FromFloats(graph.FreshName(prefix + "_scales"), [n * blocks], q.Scales);

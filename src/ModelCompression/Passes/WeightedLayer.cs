@@ -54,8 +54,39 @@ public sealed class WeightedLayer
     /// <summary>W as a row-major [out, in] float matrix (a copy).</summary>
     public float[] ReadMatrix(OnnxModel model)
     {
-        var stored = model.ReadFloats(Weight);
-        return StoredOutIn ? stored : Transpose(stored, InFeatures, OutFeatures);
+        if (StoredOutIn) return model.ReadFloats(Weight);
+        return Transpose(StoredFloats(model), InFeatures, OutFeatures);
+    }
+
+    /// <summary>
+    /// The weight as stored, as float32 elements: a view of the memory-mapped or raw bytes when it is stored as
+    /// float32 (no copy), else a converted copy.
+    /// </summary>
+    public ReadOnlySpan<float> StoredFloats(OnnxModel model)
+    {
+        var view = model.GetTensor(Weight);
+        return view.HasRawBytes && view.ElementType == Onnx.Protobuf.TensorProto.Types.DataType.Float ? view.AsSpan<float>() : view.ToFloatArray();
+    }
+
+    /// <summary>
+    /// Symmetric per-channel int8 codes of the weight written into <paramref name="destination"/> laid out
+    /// [in, out] (<paramref name="inOut"/>) or [out, in]; read in place, transposed only when the stored layout is
+    /// the other one.
+    /// </summary>
+    public (float[] Scales, double RelativeError) QuantizeInt8(OnnxModel model, Span<sbyte> destination, bool inOut)
+    {
+        var stored = StoredFloats(model);
+        if (StoredOutIn == !inOut)
+            return StoredOutIn
+                ? Quantization.Int8Quantizer.QuantizeRows(stored, OutFeatures, InFeatures, destination)
+                : Quantization.Int8Quantizer.QuantizeColumns(stored, OutFeatures, InFeatures, destination);
+        var codes = new sbyte[destination.Length];
+        var result = StoredOutIn
+            ? Quantization.Int8Quantizer.QuantizeRows(stored, OutFeatures, InFeatures, codes)
+            : Quantization.Int8Quantizer.QuantizeColumns(stored, OutFeatures, InFeatures, codes);
+        if (StoredOutIn) TransposeInto<sbyte>(codes, OutFeatures, InFeatures, destination);
+        else TransposeInto<sbyte>(codes, InFeatures, OutFeatures, destination);
+        return result;
     }
 
     /// <summary>Writes a [out, in] matrix back as the layer's weight, in the layer's own layout, as float32 (where the weight lives: an outer graph's initializer stays there).</summary>
@@ -70,10 +101,22 @@ public sealed class WeightedLayer
     public static float[] Transpose(ReadOnlySpan<float> m, int rows, int cols)
     {
         var t = new float[m.Length];
-        for (var r = 0; r < rows; r++)
-            for (var c = 0; c < cols; c++)
-                t[c * rows + r] = m[r * cols + c];
+        TransposeInto(m, rows, cols, t);
         return t;
+    }
+
+    /// <summary>Transposes a row-major [rows, cols] matrix into [cols, rows], in tiles so both sides stay in cache.</summary>
+    public static void TransposeInto<T>(ReadOnlySpan<T> m, int rows, int cols, Span<T> t)
+    {
+        const int tile = 32;
+        for (var r0 = 0; r0 < rows; r0 += tile)
+            for (var c0 = 0; c0 < cols; c0 += tile)
+            {
+                int r1 = Math.Min(rows, r0 + tile), c1 = Math.Min(cols, c0 + tile);
+                for (var r = r0; r < r1; r++)
+                    for (var c = c0; c < c1; c++)
+                        t[c * rows + r] = m[r * cols + c];
+            }
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
@@ -153,17 +154,14 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         var graph = layer.Graph;
         var node = layer.Node;
         var name = layer.Name;
-        var weights = Int8Quantizer.QuantizePerChannel(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures);
-
         // MatMulInteger multiplies x·B with B laid out [in, out]; the scale is per column (output). Symmetric weights
-        // leave out B's zero point (the default is 0).
-        var inOut = new sbyte[weights.Values.Length];
-        for (var o = 0; o < layer.OutFeatures; o++)
-            for (var i = 0; i < layer.InFeatures; i++)
-                inOut[i * layer.OutFeatures + o] = weights.Values[o * layer.InFeatures + i];
+        // leave out B's zero point (the default is 0). A weight already stored [in, out] (MatMul) is quantized where it
+        // lies (the memory-mapped source when it is external data), with no float copy and no transpose.
+        var inOut = new byte[layer.Parameters];
+        var weights = layer.QuantizeInt8(context.Model, MemoryMarshal.Cast<byte, sbyte>(inOut.AsSpan()), inOut: true);
         var weightName = graph.FreshName(layer.Weight.Name + "_quantized");
         var weightScale = graph.FreshName(layer.Weight.Name + "_scale");
-        graph.SetInitializer(Tensors.FromInt8s(weightName, [layer.InFeatures, layer.OutFeatures], inOut));
+        graph.SetInitializer(Tensors.Wrap(weightName, [layer.InFeatures, layer.OutFeatures], TensorProto.Types.DataType.Int8, inOut));
         graph.SetInitializer(Tensors.FromFloats(weightScale, [layer.OutFeatures], weights.Scales));
 
         string Value(string suffix) => graph.FreshName($"{name}_{suffix}");

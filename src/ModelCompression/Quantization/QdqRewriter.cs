@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using ModelCompression.BiasCorrection;
 using ModelCompression.Calibration;
 using ModelCompression.Onnx;
@@ -173,9 +174,23 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
     {
         var layer = op.Layer!;
         var node = op.Node;
-        var matrix = layer.ReadMatrix(context.Model);
-        var weights = Int8Quantizer.QuantizePerChannel(matrix, layer.OutFeatures, layer.InFeatures);
-        var delta = means?.Of(layer) is { } m ? BiasCorrector.Delta(layer, matrix, Dequantize(weights, layer.InFeatures), m) : null;
+        // Without bias correction the weight is quantized where it lies, in its stored layout (no float copy); bias
+        // correction needs W and Ŵ as [out, in] matrices.
+        var layerMeans = means?.Of(layer);
+        var stored = new byte[layer.Parameters];
+        float[]? delta = null;
+        float[] weightScales;
+        double relativeError;
+        if (layerMeans is null) (weightScales, relativeError) = layer.QuantizeInt8(context.Model, MemoryMarshal.Cast<byte, sbyte>(stored.AsSpan()), inOut: !layer.StoredOutIn);
+        else
+        {
+            var matrix = layer.ReadMatrix(context.Model);
+            var weights = Int8Quantizer.QuantizePerChannel(matrix, layer.OutFeatures, layer.InFeatures);
+            delta = BiasCorrector.Delta(layer, matrix, Dequantize(weights, layer.InFeatures), layerMeans);
+            (weightScales, relativeError) = (weights.Scales, weights.RelativeError);
+            var codes = layer.StoredOutIn ? weights.Values : TransposeBytes(weights.Values, layer.OutFeatures, layer.InFeatures);
+            MemoryMarshal.AsBytes(codes.AsSpan()).CopyTo(stored);
+        }
         // A Conv or Gemm without a bias gets a zero one to carry the correction (a MatMul has no bias input).
         var addedBias = false;
         if (delta is not null && layer.BiasName is null && CanAddBias(node))
@@ -187,15 +202,14 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
             node.Input[2] = added;
             _graph.Invalidate();
         }
-        var stored = layer.StoredOutIn ? weights.Values : TransposeBytes(weights.Values, layer.OutFeatures, layer.InFeatures);
         var name = layer.Weight.Name;
         var axis = layer.StoredOutIn ? 0 : 1;
         var quantizedName = _graph.FreshName(name + "_quantized");
         var scaleName = _graph.FreshName(name + "_scale");
         var zeroPointName = _graph.FreshName(name + "_zero_point");
         var dequantizedName = _graph.FreshName(name + "_dequantized");
-        _graph.SetInitializer(Tensors.FromInt8s(quantizedName, layer.WeightShape, stored));
-        _graph.SetInitializer(Tensors.FromFloats(scaleName, [layer.OutFeatures], weights.Scales));
+        _graph.SetInitializer(Tensors.Wrap(quantizedName, layer.WeightShape, TensorProto.Types.DataType.Int8, stored));
+        _graph.SetInitializer(Tensors.FromFloats(scaleName, [layer.OutFeatures], weightScales));
         // All zeros, yet explicit: without a weight zero point ORT's QDQ selectors leave the Gemm/Conv unfused.
         _graph.SetInitializer(Tensors.FromInt8s(zeroPointName, [layer.OutFeatures], new sbyte[layer.OutFeatures]));
         _graph.InsertBefore(node, DequantizeLinear(name, quantizedName, scaleName, zeroPointName, dequantizedName, axis));
@@ -205,7 +219,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         if (layer.BiasName is { } biasName)
         {
             var bias = _graph.Initializer(biasName)!;
-            var biasScales = Int8Quantizer.BiasScales(ParametersOf(node.Input[0]).Scale, weights.Scales);
+            var biasScales = Int8Quantizer.BiasScales(ParametersOf(node.Input[0]).Scale, weightScales);
             var floats = context.Model.ReadFloats(bias);
             var quantizedBias = Int8Quantizer.QuantizeBias(floats, biasScales);
             var biasQuantizedName = _graph.FreshName(biasName + "_quantized");
@@ -243,7 +257,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
         {
             Layer = layer.Name, Op = layer.OpType, Technique = "int8", Shape = layer.WeightShape,
             ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 8,
-            ReconstructionError = weights.RelativeError,
+            ReconstructionError = relativeError,
             Note = $"{kernel}: uint8 activations, int8 per-channel weights" + (op.FoldedRelu is not null ? "; Relu folded into the output quantization" : ""),
         });
     }

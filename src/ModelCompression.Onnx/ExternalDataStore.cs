@@ -70,6 +70,31 @@ internal sealed unsafe class ExternalDataStore : IDisposable
     }
 
     /// <summary>
+    /// Drops this process's mapping of the pages that hold the tensor's external bytes (they stay in the page cache
+    /// and are read back on the next access). A pass that has read a weight once calls it, so the resident set
+    /// holds the weight being worked on, not every weight read so far. Linux and macOS; elsewhere it does nothing.
+    /// </summary>
+    public void Release(TensorProto tensor)
+    {
+        if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
+        var info = ExternalDataInfo.Parse(tensor);
+        MappedFile? file;
+        lock (_gate) _files.TryGetValue(info.Location, out file);
+        if (file is null || file.Length == 0 || info.Offset >= file.Length) return;
+        var length = info.Length >= 0 ? Math.Min(info.Length, file.Length - info.Offset) : file.Length - info.Offset;
+        file.Advise(info.Offset, length);
+    }
+
+    /// <summary>Drops this process's mapping of every mapped page (see <see cref="Release(TensorProto)"/>).</summary>
+    public void ReleaseAll()
+    {
+        if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
+        lock (_gate)
+            foreach (var file in _files.Values)
+                if (file.Length > 0) file.Advise(0, file.Length);
+    }
+
+    /// <summary>
     /// Resolves a location relative to the model folder; locations that escape it are rejected: by their text
     /// (absolute, <c>..</c>) and after following links, so a symlink inside the folder cannot reach a file outside.
     /// </summary>
@@ -142,6 +167,7 @@ internal sealed unsafe class ExternalDataStore : IDisposable
         private readonly MemoryMappedViewAccessor? _view;
         public readonly byte* Pointer;
         public readonly long Length;
+        private readonly byte* _base;
 
         public MappedFile(string path)
         {
@@ -162,7 +188,20 @@ internal sealed unsafe class ExternalDataStore : IDisposable
             }
             byte* p = null;
             _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            _base = p;
             Pointer = p + _view.PointerOffset;
+        }
+
+        /// <summary>madvise(MADV_DONTNEED) over the whole pages inside [offset, offset + length) of a read-only file mapping.</summary>
+        public void Advise(long offset, long length)
+        {
+            if (_view is null) return;
+            var page = Environment.SystemPageSize;
+            // The mapping itself starts on a page; only pages wholly inside the range are dropped.
+            var start = (long)(Pointer - _base) + offset;
+            var first = (start + page - 1) / page * page;
+            var end = (start + length) / page * page;
+            if (end > first) _ = Native.madvise((nint)(_base + first), (nuint)(end - first), Native.DontNeed);
         }
 
         public void Dispose()
@@ -173,4 +212,13 @@ internal sealed unsafe class ExternalDataStore : IDisposable
             _map!.Dispose();
         }
     }
+}
+
+internal static partial class Native
+{
+    /// <summary>MADV_DONTNEED: the same value on Linux and macOS.</summary>
+    public const int DontNeed = 4;
+
+    [System.Runtime.InteropServices.LibraryImport("libc", SetLastError = true)]
+    public static partial int madvise(nint address, nuint length, int advice);
 }

@@ -124,6 +124,18 @@ public sealed class OnnxModel : IDisposable
 
     public float[] ReadFloats(TensorProto tensor) => GetTensor(tensor).ToFloatArray();
 
+    /// <summary>
+    /// Lets the pages of a tensor's external data leave this process's resident set once it has been read (the data
+    /// stays readable: the next access maps the pages again). Nothing for tensors stored in the message.
+    /// </summary>
+    public void ReleasePages(TensorProto tensor)
+    {
+        if (tensor.HasDataLocation && tensor.DataLocation == DataLocation.External) _store.Release(tensor);
+    }
+
+    /// <summary>Like <see cref="ReleasePages(TensorProto)"/> for every external-data page mapped so far.</summary>
+    public void ReleasePages() => _store.ReleaseAll();
+
     public long OpsetVersion(string domain = "")
     {
         foreach (var opset in Proto.OpsetImport)
@@ -172,6 +184,8 @@ public sealed class OnnxModel : IDisposable
                         var offset = (data.Position + 4095) / 4096 * 4096;
                         data.Position = offset;
                         data.Write(bytes);
+                        // Read once from the source's map: its pages need not stay in this process's resident set.
+                        if (isExternal) _store.Release(tensor);
                         tensor.ClearRawData();
                         tensor.DataLocation = DataLocation.External;
                         ExternalDataInfo.Write(tensor.ExternalData, dataFileName, offset, bytes.Length);
@@ -221,6 +235,21 @@ public sealed class OnnxModel : IDisposable
         var size = output.CalculateSize();
         if (size < 0 || size > ProtobufLimit) throw new OnnxFormatException("model is past protobuf's 2 GB limit inline; save it with external data and load it from its path");
         return output.ToByteArray();
+    }
+
+    /// <summary>Whether any tensor stores its data in an external file.</summary>
+    public bool HasExternalData() => AllTensors(Proto).Any(t => t.HasDataLocation && t.DataLocation == DataLocation.External);
+
+    /// <summary>
+    /// The message as bytes with external-data references kept as they are (relative to <see cref="BaseDirectory"/>):
+    /// for ONNX Runtime sessions created from memory that are told that folder, so weights are neither copied into
+    /// the message nor bound by protobuf's 2 GB limit.
+    /// </summary>
+    public byte[] ToBytesWithExternalReferences()
+    {
+        var size = Proto.CalculateSize();
+        if (size < 0 || size > ProtobufLimit) throw new OnnxFormatException("model is past protobuf's 2 GB limit even with its external data left out");
+        return Proto.ToByteArray();
     }
 
     /// <summary>Every tensor in the model: initializers, sparse initializers, attribute tensors, subgraphs, functions.</summary>

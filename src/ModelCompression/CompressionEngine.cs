@@ -92,6 +92,8 @@ public static class CompressionEngine
             {
                 var step = Stopwatch.StartNew();
                 trial.External = SaveModel(context.Model, trial.Candidate, modelPath);
+                // The passes and the save have read the source's weights; the gate's runtime sessions map them again.
+                source.ReleasePages();
                 steps.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));
                 step.Restart();
                 trial.Measurements = Gate.Measure(modelPath, trial.Candidate, policy, cancellation, progress, data ?? validation, latency);
@@ -414,6 +416,12 @@ public static class CompressionEngine
         foreach (var tensor in model.Graph.Initializer)
         {
             if (!IsFloat(tensor)) continue;
+            // float32 bytes are checked where they lie (the memory map for external data), then let go of: loading a
+            // large model does not keep every weight resident. Other types are converted (a copy) as before.
+            var view = model.GetTensor(tensor);
+            var clean = view.HasRawBytes && view.ElementType == TensorProto.Types.DataType.Float && AllFinite(view.AsSpan<float>());
+            model.ReleasePages(tensor);
+            if (clean) continue;
             var values = model.ReadFloats(tensor);
             var bad = Array.FindIndex(values, v => !float.IsFinite(v));
             if (bad >= 0)
@@ -439,6 +447,18 @@ public static class CompressionEngine
             }
     }
 
+    /// <summary>Whether no element is NaN or ±inf (exponent bits all ones), a vector at a time.</summary>
+    private static bool AllFinite(ReadOnlySpan<float> values)
+    {
+        var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<float, uint>(values);
+        var exponent = new System.Numerics.Vector<uint>(0x7F800000u);
+        var i = 0;
+        for (; i <= bits.Length - System.Numerics.Vector<uint>.Count; i += System.Numerics.Vector<uint>.Count)
+            if (System.Numerics.Vector.EqualsAny(new System.Numerics.Vector<uint>(bits.Slice(i)) & exponent, exponent)) return false;
+        for (; i < values.Length; i++) if (!float.IsFinite(values[i])) return false;
+        return true;
+    }
+
     private static bool IsFloat(TensorProto tensor) =>
         tensor.DataType is (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Double or (int)TensorProto.Types.DataType.Float16;
 
@@ -448,7 +468,10 @@ public static class CompressionEngine
         try
         {
             var size = model.Proto.CalculateSize();
-            var external = size is < 0 or > 1_900_000_000;
+            // Past protobuf's limit, and for a large source stored with external data (it keeps that form: its weights
+            // are written straight from the memory map to the side file, and ONNX Runtime maps them back in the gate).
+            var external = size is < 0 or > 1_900_000_000
+                || (model.HasExternalData() && OnnxModel.FileSizeWithExternalData(source) > DeployedSize.StreamedLimit);
             model.Save(path, external ? new SaveOptions { ExternalizeThreshold = 1024 } : null);
             return external;
         }

@@ -17,7 +17,7 @@ public static class ActivationCapture
     {
         if (valueNames.Count == 0) return;
         var names = valueNames.Distinct().ToList();
-        using var session = OnnxRuntimeSession.Create(Probe(model, names).ToBytes(), runtime);
+        using var session = OnnxRuntimeSession.Create(Probe(model, names), runtime);
         var bound = data.BindTo(ModelInput.FromGraph(model.Graph));
         var done = 0;
         foreach (var batch in bound.Batches(batchSize))
@@ -39,8 +39,8 @@ public static class ActivationCapture
     {
         if (valueNames.Count == 0) return;
         var names = valueNames.Distinct().ToList();
-        using var session = OnnxRuntimeSession.Create(Probe(model, names).ToBytes(), runtime);
-        using var referenceSession = OnnxRuntimeSession.Create(Probe(reference, names).ToBytes(), runtime);
+        using var session = OnnxRuntimeSession.Create(Probe(model, names), runtime);
+        using var referenceSession = OnnxRuntimeSession.Create(Probe(reference, names), runtime);
         var bound = data.BindTo(ModelInput.FromGraph(model.Graph));
         var done = 0;
         foreach (var batch in bound.Batches(batchSize))

@@ -154,7 +154,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
         }
         KeepOnly(probe, graph, outputs);
 
-        using var session = OnnxRuntimeSession.Create(probe.ToBytes(), context.Runtime);
+        using var session = OnnxRuntimeSession.Create(probe, context.Runtime);
         var done = 0;
         var batchIndex = 0;
         foreach (var batch in Data.Batches(context.Policy.Execution.BatchSize))

@@ -93,7 +93,9 @@ public static class Gate
         };
         if (policy.Data.ValidationData is null) return measurements;
 
-        var runtime = RuntimeOptions.From(policy);
+        // Models past the streamed-size limit are judged without prepacked weight copies (both sessions alike, so the
+        // latency ratio compares like with like): peak memory stays near the two models' own sizes.
+        var runtime = RuntimeOptions.From(policy) with { Prepacking = originalBytes <= DeployedSize.StreamedLimit };
         Dataset data;
         using (var model = OnnxModel.Load(originalPath))
             data = DataCheck.Validation(validation ?? Dataset.Load(policy.Data.ValidationData), model.Graph, policy);

@@ -10,7 +10,7 @@ public static class Predictions
     /// <summary>The first output, stacked as [N, …].</summary>
     public static FloatTensor Run(OnnxModel model, Dataset data, RuntimeOptions runtime, int batchSize, CancellationToken cancellation = default, IProgress<double>? progress = null)
     {
-        using var session = OnnxRuntimeSession.Create(model.ToBytes(), runtime);
+        using var session = OnnxRuntimeSession.Create(model, runtime);
         return Run(session, data.BindTo(ModelInput.FromGraph(model.Graph)), batchSize, cancellation, progress);
     }
 

@@ -136,6 +136,7 @@ public sealed class Int4Pass : ICompressionPass
         var (q, error) = layer.StoredOutIn
             ? Int4Quantizer.RtnWithError(layer.StoredFloats(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric)
             : Int4Quantizer.RtnWithError(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric);
+        context.Model.ReleasePages(layer.Weight);
         // Only calibrated stages that follow need the quantized values in the float graph; without them the
         // dequantized copy (a float per weight) is never built.
         if (keepFloat) layer.WriteMatrix(q.Dequantize());

@@ -159,6 +159,7 @@ public sealed class DynamicQuantizationPass : ICompressionPass
         // lies (the memory-mapped source when it is external data), with no float copy and no transpose.
         var inOut = new byte[layer.Parameters];
         var weights = layer.QuantizeInt8(context.Model, MemoryMarshal.Cast<byte, sbyte>(inOut.AsSpan()), inOut: true);
+        context.Model.ReleasePages(layer.Weight);
         var weightName = graph.FreshName(layer.Weight.Name + "_quantized");
         var weightScale = graph.FreshName(layer.Weight.Name + "_scale");
         graph.SetInitializer(Tensors.Wrap(weightName, [layer.InFeatures, layer.OutFeatures], TensorProto.Types.DataType.Int8, inOut));

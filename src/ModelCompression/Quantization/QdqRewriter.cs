@@ -202,6 +202,7 @@ internal sealed class QdqRewriter(CompressionContext context, QdqPlan plan, IRea
             node.Input[2] = added;
             _graph.Invalidate();
         }
+        context.Model.ReleasePages(layer.Weight);
         var name = layer.Weight.Name;
         var axis = layer.StoredOutIn ? 0 : 1;
         var quantizedName = _graph.FreshName(name + "_quantized");

@@ -3,6 +3,7 @@ using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using ModelCompression.Data;
 using ModelCompression.Diagnostics;
+using ModelCompression.Onnx;
 using ModelCompression.Policy;
 
 namespace ModelCompression.Runtime;
@@ -10,6 +11,13 @@ namespace ModelCompression.Runtime;
 /// <summary>How sessions are created: execution provider, intra-op threads, graph optimization level.</summary>
 public sealed record RuntimeOptions(ExecutionProviderSpec Provider, int Threads = 0, GraphOptimizationLevel OptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL)
 {
+    /// <summary>
+    /// False turns off ONNX Runtime's weight prepacking (a second, kernel-ready copy of every MatMul/Gemm/Conv weight
+    /// made at session creation): the gate of a large model holds two sessions at once and would otherwise hold
+    /// both models' weights twice.
+    /// </summary>
+    public bool Prepacking { get; init; } = true;
+
     public static RuntimeOptions From(CompressionPolicy policy) => new(policy.Execution.ExecutionProvider, policy.Execution.Threads);
 }
 
@@ -49,13 +57,27 @@ public sealed class OnnxRuntimeSession : IDisposable
     public static OnnxRuntimeSession Create(byte[] model, RuntimeOptions runtime, string? file = null) =>
         Create(options => new InferenceSession(model, options), runtime, file);
 
+    /// <summary>
+    /// A session over a model in memory. A model with external data is handed over with its references kept and
+    /// ONNX Runtime reads the data from the model's folder itself, so a model past 2 GB inline can still be run and
+    /// its weights are not copied into a serialized message first.
+    /// </summary>
+    public static OnnxRuntimeSession Create(OnnxModel model, RuntimeOptions runtime, string? file = null)
+    {
+        if (!model.HasExternalData()) return Create(model.ToBytes(), runtime, file);
+        var bytes = model.ToBytesWithExternalReferences();
+        return Create(options => new InferenceSession(bytes, options), runtime, file, model.BaseDirectory);
+    }
+
     /// <summary>A session over a model file (ONNX Runtime resolves its external data itself).</summary>
     public static OnnxRuntimeSession Create(string path, RuntimeOptions runtime) =>
         Create(options => new InferenceSession(path, options), runtime, path);
 
-    private static OnnxRuntimeSession Create(Func<SessionOptions, InferenceSession> open, RuntimeOptions runtime, string? file)
+    private static OnnxRuntimeSession Create(Func<SessionOptions, InferenceSession> open, RuntimeOptions runtime, string? file, string? externalDataFolder = null)
     {
         var options = CreateOptions(runtime, file);
+        // Where a model given as bytes finds its external data (ONNX Runtime's session option for exactly this).
+        if (externalDataFolder is not null) options.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalDataFolder);
         try
         {
             return new OnnxRuntimeSession(open(options), options, file);
@@ -84,6 +106,7 @@ public sealed class OnnxRuntimeSession : IDisposable
                 $"ONNX Runtime cannot be loaded from '{OnnxRuntimeLoader.LoadedLibrary}': {FirstLine(inner.Message).TrimEnd('.')}. Point OnnxRuntimeLibrary at a libonnxruntime of a matching version, or leave it unset to use the bundled one.", file, e);
         }
         if (runtime.Threads > 0) options.IntraOpNumThreads = runtime.Threads;
+        if (!runtime.Prepacking) options.AddSessionConfigEntry("session.disable_prepacking", "1");
         if (!runtime.Provider.IsCuda) return options;
         try
         {

@@ -1,0 +1,45 @@
+using ModelCompression.Calibration;
+using ModelCompression.Evaluation;
+using ModelCompression.Onnx;
+using ModelCompression.Runtime;
+
+namespace ModelCompression.Tests.Evaluation;
+
+/// <summary>
+/// Sessions over a model held in memory whose weights are external data: ONNX Runtime gets the message with its
+/// references (not the weights inlined) and reads them from the model's folder, so models past 2 GB inline still run.
+/// </summary>
+[TestClass]
+public sealed class ExternalDataSessionTests
+{
+    [TestMethod]
+    public void ModelWithExternalData_RunsFromMemory_WithItsReferencesKept_AndMatchesTheInlineModel()
+    {
+        var dir = Directory.CreateTempSubdirectory("external-session").FullName;
+        try
+        {
+            using (var inline = OnnxModel.Load(Fixtures.Mlp)) inline.Save(Path.Combine(dir, "m.onnx"), new SaveOptions { ExternalizeThreshold = 1024 });
+            using var external = OnnxModel.Load(Path.Combine(dir, "m.onnx"));
+            Assert.IsTrue(external.HasExternalData());
+            // The message handed to ONNX Runtime leaves the weights out: it is smaller than their side file.
+            Assert.IsTrue(external.ToBytesWithExternalReferences().Length < new FileInfo(Path.Combine(dir, "m.onnx.data")).Length);
+
+            using var reference = OnnxModel.Load(Fixtures.Mlp);
+            var data = Fixtures.ValidationData.Take(64);
+            CollectionAssert.AreEqual(Predictions.Run(reference, data, Fixtures.Cpu, 32).Data, Predictions.Run(external, data, Fixtures.Cpu, 32).Data);
+
+            // Calibration captures run the same way (a probe model with extra outputs, its weights still external).
+            var value = reference.Graph.Node[0].Output[0];
+            var expected = new List<float[]>();
+            var actual = new List<float[]>();
+            ActivationCapture.Run(reference, [value], data, Fixtures.Cpu, 32, batch => expected.Add(batch[value].Data));
+            ActivationCapture.Run(external, [value], data, Fixtures.Cpu, 32, batch => actual.Add(batch[value].Data));
+            Assert.AreEqual(expected.Count, actual.Count);
+            for (var i = 0; i < expected.Count; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}

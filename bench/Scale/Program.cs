@@ -19,25 +19,6 @@ CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 string? Value(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
 
-if (Value("--probe-session") is { } probePath)
-{
-    long Rss() => long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmRSS:")).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1000;
-    var mode = Value("--mode") ?? "default";
-    using var o = new SessionOptions();
-    if (mode.Contains("noprepack")) o.AddSessionConfigEntry("session.disable_prepacking", "1");
-    if (mode.Contains("noopt")) o.GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL;
-    if (mode.Contains("basic")) o.GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC;
-    if (mode.Contains("noarena")) o.EnableCpuMemArena = false;
-    Console.WriteLine($"{mode}: before {Rss()} MB");
-    using var s = new InferenceSession(probePath, o);
-    using var s2 = Value("--second") is { } second ? new InferenceSession(second, o) : null;
-    Console.WriteLine($"{mode}: session {Rss()} MB");
-    var shape = ModelShape.For("0.25");
-    var tokens = new DenseTensor<long>(Enumerable.Range(0, shape.Sequence).Select(i => (long)(i * 7 % shape.Vocabulary)).ToArray(), [1, shape.Sequence]);
-    using (var r = s.Run([NamedOnnxValue.CreateFromTensor(ModelGenerator.Input, tokens)])) { }
-    Console.WriteLine($"{mode}: run {Rss()} MB");
-    return 0;
-}
 if (Value("--case") is { } single) return Child.Run(single, Value("--model")!, Value("--output")!, Value("--calibration")!, Value("--validation")!);
 
 var sizes = (Value("--sizes") ?? "0.25,1,3").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

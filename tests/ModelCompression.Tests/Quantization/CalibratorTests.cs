@@ -166,6 +166,36 @@ public sealed class CalibratorTests
     }
 
     [TestMethod]
+    public void QuantizeColumns_OfTheTranspose_GivesTheCodesAndScalesOfTheRowRule()
+    {
+        // Sizes that are not multiples of the vector width nor of the 16-row work chunks, with ties (x.5 steps) and a zero channel.
+        var random = new Random(11);
+        const int outs = 37, ins = 53;
+        var w = Enumerable.Range(0, outs * ins).Select(i => (float)(random.NextDouble() - 0.5) * (1 + i % 7)).ToArray();
+        for (var i = 0; i < ins; i++) w[5 * ins + i] = 0;
+        w[3 * ins] = 127f; w[3 * ins + 1] = 0.5f; w[3 * ins + 2] = -1.5f;
+        var inOut = ModelCompression.Passes.WeightedLayer.Transpose(w, outs, ins);
+
+        var rows = Int8Quantizer.QuantizePerChannel(w, outs, ins);
+        var columns = new sbyte[w.Length];
+        var (scales, error) = Int8Quantizer.QuantizeColumns(inOut, outs, ins, columns);
+
+        CollectionAssert.AreEqual(rows.Scales, scales);
+        for (var o = 0; o < outs; o++)
+            for (var i = 0; i < ins; i++)
+            {
+                Assert.AreEqual(rows.Values[o * ins + i], columns[i * outs + o], $"[{o}, {i}]");
+                Assert.AreEqual((sbyte)Math.Clamp(MathF.Round(w[o * ins + i] / scales[o], MidpointRounding.ToEven), -127, 127), rows.Values[o * ins + i], $"scalar rule at [{o}, {i}]");
+            }
+        Assert.AreEqual(rows.RelativeError, error, 1e-6);
+        // Channel 3 has a scale of exactly 1: ties round to even (0.5 → 0, −1.5 → −2); the all-zero channel 5 gets scale 1.
+        Assert.AreEqual(1f, scales[3]);
+        Assert.AreEqual((sbyte)0, columns[1 * outs + 3]);
+        Assert.AreEqual((sbyte)-2, columns[2 * outs + 3]);
+        Assert.AreEqual(1f, scales[5]);
+    }
+
+    [TestMethod]
     public void OnHalfGrid_RoundsUpWithinTwoToTheMinusTenOrLeavesTheScale()
     {
         Assert.AreEqual(0.5f, Int8Quantizer.OnHalfGrid(0.5f));

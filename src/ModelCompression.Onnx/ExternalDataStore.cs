@@ -201,7 +201,7 @@ internal sealed unsafe class ExternalDataStore : IDisposable
             var start = (long)(Pointer - _base) + offset;
             var first = (start + page - 1) / page * page;
             var end = (start + length) / page * page;
-            if (end > first) _ = Native.madvise((nint)(_base + first), (nuint)(end - first), Native.DontNeed);
+            if (end > first) Native.DontNeedPages((nint)(_base + first), (nuint)(end - first));
         }
 
         public void Dispose()
@@ -219,6 +219,19 @@ internal static partial class Native
     /// <summary>MADV_DONTNEED: the same value on Linux and macOS.</summary>
     public const int DontNeed = 4;
 
+    private static bool _unavailable;
+
+    /// <summary>
+    /// The advice is only an optimization of the resident set: a C library that cannot be loaded or lacks madvise turns
+    /// it off for the process instead of failing the run.
+    /// </summary>
+    public static void DontNeedPages(nint address, nuint length)
+    {
+        if (_unavailable) return;
+        try { _ = madvise(address, length, DontNeed); }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { _unavailable = true; }
+    }
+
     [System.Runtime.InteropServices.LibraryImport("libc", SetLastError = true)]
-    public static partial int madvise(nint address, nuint length, int advice);
+    private static partial int madvise(nint address, nuint length, int advice);
 }

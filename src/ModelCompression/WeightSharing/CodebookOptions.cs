@@ -2,6 +2,8 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.WeightSharing;
 
+public enum CodebookMethod { Auto, Nearest, Gptq }
+
 /// <summary>Weight sharing: each layer's weights replaced by indices into a small per-layer codebook of shared values.</summary>
 public sealed record CodebookOptions : IOptions<CodebookOptions>
 {
@@ -13,16 +15,25 @@ public sealed record CodebookOptions : IOptions<CodebookOptions>
     /// the ResNet 1.9 points at 16 values. An iteration costs O(k log n), so even the cap is cheap.
     /// </summary>
     public int CodebookIterations { get; init; } = 1000;
+    public CodebookMethod CodebookMethod { get; init; } = CodebookMethod.Auto;
+
+    /// <summary>The assignment that runs: auto is gptq when calibration data is given, else nearest.</summary>
+    public CodebookMethod MethodFor(bool calibrated) => CodebookMethod != CodebookMethod.Auto ? CodebookMethod : calibrated ? CodebookMethod.Gptq : CodebookMethod.Nearest;
 
     public static OptionsGroup<CodebookOptions> Group { get; } = new OptionsGroup<CodebookOptions>("Weight sharing", 45,
         "Weights replaced by indices into a per-layer codebook of shared values.", isTechnique: true)
     {
         Active = o => o.Codebook is not null,
+        NeedsCalibration = o => o.Codebook is not null && o.CodebookMethod == CodebookMethod.Gptq ? ["CodebookMethod=gptq"] : [],
     }
         .Add("Codebook", Syntax.Optional(Syntax.Integer(2, 256)), SettingScope.PerLayer,
             "Weight sharing: the number of shared values per Conv/Gemm/MatMul weight, found by k-means; stored as uint8 indices (or two 4-bit ones per byte for k ≤ 16, whichever Brotli codes smaller) plus the float codebook, expanded by ONNX Runtime at load. Exact zeros (pruned weights) stay zero.",
             o => o.Codebook, (o, v) => o with { Codebook = v })
         .Add("CodebookIterations", Syntax.Integer(1, 10000), SettingScope.Model,
             "Weight sharing: most k-means iterations per layer (it stops earlier when the clusters are stable).",
-            o => o.CodebookIterations, (o, v) => o with { CodebookIterations = v });
+            o => o.CodebookIterations, (o, v) => o with { CodebookIterations = v })
+        .Add("CodebookMethod", Syntax.Enum(("auto", CodebookMethod.Auto), ("nearest", CodebookMethod.Nearest), ("gptq", CodebookMethod.Gptq)), SettingScope.PerLayer,
+            "Weight sharing: auto = gptq when CalibrationData is given, else nearest; nearest = each weight to its nearest shared value; gptq = assigned input by input, each input's error compensated in the inputs not yet assigned (GPTQ), then the shared values and the bias refitted to the layer's outputs on the calibration data (needs CalibrationData).",
+            o => o.CodebookMethod, (o, v) => o with { CodebookMethod = v },
+            explain: (v, p) => v == CodebookMethod.Auto ? PolicySettings.FormatEnum(new CodebookOptions().MethodFor(p.Data.CalibrationData is not null)) : null);
 }

@@ -108,7 +108,7 @@ public sealed class CodebookPass : ICompressionPass
         var cols = affine is null ? f : f + 1;
         var augmented = affine is null ? w : Calibration.GramStatistics.Augment(w, affine.ReadBias(context.Graph, context.Model), rows, f);
         var moments = affine is null ? stats.Hessian() : stats.Moments;
-        var result = CodebookGptq.Assign(augmented, rows, cols, f, moments, initial, keepZero, Damping);
+        var result = CodebookGptq.Assign(augmented, rows, cols, f, moments, initial, keepZero, Pruning.UnstructuredPruningPass.Damping(Damping, f, stats.Rows));
         if (result is null) return new Fitted(original, Stored(layer, initial), "nearest (the input second moments on the calibration data are singular or not finite)", null, null);
 
         var nearest = new float[augmented.Length];
@@ -133,7 +133,10 @@ public sealed class CodebookPass : ICompressionPass
         return new Fitted(original, Stored(layer, assigned), method, error, Restore);
     }
 
-    /// <summary>GPTQ dampening: a fraction of the mean diagonal of the input second moments (as Int4Damping, PruneDamping).</summary>
+    /// <summary>
+    /// GPTQ dampening, a fraction of the mean diagonal of the input second moments (as Int4Damping), raised with the
+    /// features per calibration row as SparseGPT's is (<see cref="Pruning.UnstructuredPruningPass.Damping"/>).
+    /// </summary>
     private const double Damping = 0.01;
 
     /// <summary>Indices of a [out, in] assignment in the weight's stored order.</summary>

@@ -56,7 +56,7 @@ internal static class CodebookGptq
         var values = initial.Values;
         var pruned = new bool[rows * features];
         if (keepZero) for (var i = 0; i < pruned.Length; i++) pruned[i] = initial.Indices[i] == 0;
-        var indices = Sweep(w, rows, cols, features, u, values, offset, pruned);
+        var indices = Sweep(w, rows, cols, features, u, values, offset, pruned, initial.Lambda, initial.Bits);
 
         // Refit the entries to the assignment, then the bias.
         if (Refit(weights, rows, cols, features, moments, indices, values, offset) is { } refitted)
@@ -80,7 +80,7 @@ internal static class CodebookGptq
     }
 
     /// <summary>The GPTQ sweep: assigns every weight of the first <paramref name="features"/> columns in place, returns the indices.</summary>
-    private static byte[] Sweep(double[] w, int rows, int cols, int features, double[] u, float[] values, int offset, bool[] pruned)
+    private static byte[] Sweep(double[] w, int rows, int cols, int features, double[] u, float[] values, int offset, bool[] pruned, double lambda, double[]? bits)
     {
         var entries = values.Length - offset;
         var midpoints = new double[Math.Max(0, entries - 1)];
@@ -101,7 +101,7 @@ internal static class CodebookGptq
                     int index;
                     if (pruned[r * features + col]) index = 0;
                     else if (entries == 0) index = 0;
-                    else index = offset + Nearest(midpoints, x);
+                    else index = offset + (bits is null ? Nearest(midpoints, x) : ScalarKMeans.Cheapest(values, bits, lambda, x, offset));
                     indices[r * features + col] = (byte)index;
                     var q = offset == 1 && index == 0 ? 0.0 : values[index];
                     var err = (x - q) / d;

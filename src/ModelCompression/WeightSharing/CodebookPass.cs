@@ -86,7 +86,7 @@ public sealed class CodebookPass : ICompressionPass
     {
         var w = context.Model.ReadFloats(layer.Weight);
         // Pruned weights must stay exactly zero: they get a fixed entry of their own.
-        var result = ScalarKMeans.Fit(w, k, maxIterations, keepZero: w.Any(x => x == 0));
+        var result = ScalarKMeans.Fit(w, k, maxIterations, keepZero: w.Any(x => x == 0), Rate);
         return new Fitted(w, result, why is null ? "nearest" : $"nearest ({why})", null, null);
     }
 
@@ -104,7 +104,7 @@ public sealed class CodebookPass : ICompressionPass
         var rows = layer.OutFeatures;
         var w = layer.ReadMatrix(context.Model);
         var keepZero = w.Any(x => x == 0);
-        var initial = ScalarKMeans.Fit(w, k, maxIterations, keepZero);
+        var initial = ScalarKMeans.Fit(w, k, maxIterations, keepZero, Rate);
         var cols = affine is null ? f : f + 1;
         var augmented = affine is null ? w : Calibration.GramStatistics.Augment(w, affine.ReadBias(context.Graph, context.Model), rows, f);
         var moments = affine is null ? stats.Hessian() : stats.Moments;
@@ -138,6 +138,7 @@ public sealed class CodebookPass : ICompressionPass
     /// features per calibration row as SparseGPT's is (<see cref="Pruning.UnstructuredPruningPass.Damping"/>).
     /// </summary>
     private const double Damping = 0.01;
+    private static readonly double Rate = double.TryParse(Environment.GetEnvironmentVariable("MC_KAPPA"), System.Globalization.CultureInfo.InvariantCulture, out var v) ? v : 0;
 
     /// <summary>Indices of a [out, in] assignment in the weight's stored order.</summary>
     private static SharedWeights Stored(WeightedLayer layer, SharedWeights outIn)

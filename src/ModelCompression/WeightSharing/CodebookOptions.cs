@@ -16,6 +16,13 @@ public sealed record CodebookOptions : IOptions<CodebookOptions>
     /// </summary>
     public int CodebookIterations { get; init; } = 1000;
     public CodebookMethod CodebookMethod { get; init; } = CodebookMethod.Auto;
+    /// <summary>
+    /// Entropy-constrained clustering: the price of one bit of index entropy, in units of the layer's plain k-means
+    /// mean squared error (0 = plain k-means, nearest value). Models ship entropy-coded (zip, Brotli), where an index
+    /// costs its entropy, not ⌈log2 k⌉. MLP 90 % SparseGPT + 16 values, Brotli % of the fp32 file / top-1: 0 → 2.73 %
+    /// / 89.45 %, 2 → 2.58 % / 89.50 %, 4 → 2.45 % / 89.35 %, 8 → 2.30 % / 88.65 %.
+    /// </summary>
+    public double CodebookRate { get; init; } = 4;
 
     /// <summary>The assignment that runs: auto is gptq when calibration data is given, else nearest.</summary>
     public CodebookMethod MethodFor(bool calibrated) => CodebookMethod != CodebookMethod.Auto ? CodebookMethod : calibrated ? CodebookMethod.Gptq : CodebookMethod.Nearest;
@@ -32,6 +39,9 @@ public sealed record CodebookOptions : IOptions<CodebookOptions>
         .Add("CodebookIterations", Syntax.Integer(1, 10000), SettingScope.Model,
             "Weight sharing: most k-means iterations per layer (it stops earlier when the clusters are stable).",
             o => o.CodebookIterations, (o, v) => o with { CodebookIterations = v })
+        .Add("CodebookRate", Syntax.Number(0, 100), SettingScope.PerLayer,
+            "Weight sharing: entropy-constrained k-means; each weight takes the shared value with the least squared error + this × the layer's k-means mean squared error × the bits its index costs once entropy-coded (as zip/Brotli do), so rare values get narrower ranges and the indices compress better; 0 = plain k-means (nearest value).",
+            o => o.CodebookRate, (o, v) => o with { CodebookRate = v })
         .Add("CodebookMethod", Syntax.Enum(("auto", CodebookMethod.Auto), ("nearest", CodebookMethod.Nearest), ("gptq", CodebookMethod.Gptq)), SettingScope.PerLayer,
             "Weight sharing: auto = gptq when CalibrationData is given, else nearest; nearest = each weight to its nearest shared value; gptq = assigned input by input, each input's error compensated in the inputs not yet assigned (GPTQ), then the shared values and the bias refitted to the layer's outputs on the calibration data (needs CalibrationData).",
             o => o.CodebookMethod, (o, v) => o with { CodebookMethod = v },

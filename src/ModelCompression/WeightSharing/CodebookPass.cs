@@ -51,12 +51,13 @@ public sealed class CodebookPass : ICompressionPass
         foreach (var target in targets)
         {
             var (layer, k, options) = target;
+            var rate = Rate(layer, options);
             var why = options.MethodFor(context.HasCalibration) != CodebookMethod.Gptq ? null
                 : layer.InSubgraph ? WeightedLayer.SubgraphReason
                 : layer.Layout == WeightLayout.Convolution && layer.Group != 1 ? "grouped conv (the input statistics need group=1)"
                 : "";
             if (why == "") dataAware.Add(target);
-            else fitted[layer] = Nearest(context, layer, k, options.CodebookIterations, why);
+            else fitted[layer] = Nearest(context, layer, k, options.CodebookIterations, rate, why);
         }
         if (dataAware.Count > 0)
         {
@@ -67,7 +68,7 @@ public sealed class CodebookPass : ICompressionPass
                 context.Cancellation.ThrowIfCancellationRequested();
                 var ready = dataAware.Where((_, i) => stages[i] == stage).ToList();
                 var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList());
-                for (var i = 0; i < ready.Count; i++) fitted[ready[i].Layer] = DataAware(context, ready[i].Layer, ready[i].K, ready[i].Options.CodebookIterations, stats[i]);
+                for (var i = 0; i < ready.Count; i++) fitted[ready[i].Layer] = DataAware(context, ready[i].Layer, ready[i].K, ready[i].Options.CodebookIterations, Rate(ready[i].Layer, ready[i].Options), stats[i]);
             }
         }
         var shared = 0;
@@ -77,16 +78,26 @@ public sealed class CodebookPass : ICompressionPass
     }
 
     /// <summary>
+    /// CodebookRate, except for layers of fewer than <see cref="SmallLayer"/> weights, which keep plain k-means: their
+    /// indices take at most 2 KiB, so entropy coding saves a few hundred bytes there, and such layers are usually the
+    /// most sensitive ones, the first conv and the head (ResNet 70 % + 16 values: 93.05 % top-1 with the stem and the
+    /// head at rate 0, 92.45 % with every layer at 4, the same 5.46 % Brotli size).
+    /// </summary>
+    private static double Rate(WeightedLayer layer, CodebookOptions options) => layer.Parameters < SmallLayer ? 0 : options.CodebookRate;
+
+    private const long SmallLayer = 4096;
+
+    /// <summary>
     /// A layer's codebook before it is stored: the weight as it was (stored order), the shared form (indices in
     /// stored order), how it was assigned, and the bias to write when the assignment corrected it.
     /// </summary>
     private sealed record Fitted(float[] Original, SharedWeights Result, string Method, double? OutputError, Action? Restore);
 
-    private static Fitted Nearest(CompressionContext context, WeightedLayer layer, int k, int maxIterations, string? why)
+    private static Fitted Nearest(CompressionContext context, WeightedLayer layer, int k, int maxIterations, double rate, string? why)
     {
         var w = context.Model.ReadFloats(layer.Weight);
         // Pruned weights must stay exactly zero: they get a fixed entry of their own.
-        var result = ScalarKMeans.Fit(w, k, maxIterations, keepZero: w.Any(x => x == 0), Rate);
+        var result = ScalarKMeans.Fit(w, k, maxIterations, keepZero: w.Any(x => x == 0), rate);
         return new Fitted(w, result, why is null ? "nearest" : $"nearest ({why})", null, null);
     }
 
@@ -95,7 +106,7 @@ public sealed class CodebookPass : ICompressionPass
     /// column that absorbs the compensation where the layer has one); the result is written at once, so the next
     /// stages are measured on it.
     /// </summary>
-    private static Fitted DataAware(CompressionContext context, WeightedLayer layer, int k, int maxIterations, Calibration.GramStatistics stats)
+    private static Fitted DataAware(CompressionContext context, WeightedLayer layer, int k, int maxIterations, double rate, Calibration.GramStatistics stats)
     {
         var original = context.Model.ReadFloats(layer.Weight);
         // Gemm's alpha would scale the shared values: such a layer is assigned without its bias.
@@ -104,7 +115,7 @@ public sealed class CodebookPass : ICompressionPass
         var rows = layer.OutFeatures;
         var w = layer.ReadMatrix(context.Model);
         var keepZero = w.Any(x => x == 0);
-        var initial = ScalarKMeans.Fit(w, k, maxIterations, keepZero, Rate);
+        var initial = ScalarKMeans.Fit(w, k, maxIterations, keepZero, rate);
         var cols = affine is null ? f : f + 1;
         var augmented = affine is null ? w : Calibration.GramStatistics.Augment(w, affine.ReadBias(context.Graph, context.Model), rows, f);
         var moments = affine is null ? stats.Hessian() : stats.Moments;
@@ -138,7 +149,6 @@ public sealed class CodebookPass : ICompressionPass
     /// features per calibration row as SparseGPT's is (<see cref="Pruning.UnstructuredPruningPass.Damping"/>).
     /// </summary>
     private const double Damping = 0.01;
-    private static readonly double Rate = double.TryParse(Environment.GetEnvironmentVariable("MC_KAPPA"), System.Globalization.CultureInfo.InvariantCulture, out var v) ? v : 0;
 
     /// <summary>Indices of a [out, in] assignment in the weight's stored order.</summary>
     private static SharedWeights Stored(WeightedLayer layer, SharedWeights outIn)

@@ -104,8 +104,8 @@ public sealed class CodebookTests
     private static (double Mse, double MeanShift) CalibrationError(OnnxModel model)
     {
         using var original = OnnxModel.Load(Fixtures.Mlp);
-        var reference = Runtime.Predictions.Run(original, Fixtures.CalibrationData.Take(512), Fixtures.Cpu, 256);
-        var outputs = Runtime.Predictions.Run(model, Fixtures.CalibrationData.Take(512), Fixtures.Cpu, 256);
+        var reference = ModelCompression.Evaluation.Predictions.Run(original, Fixtures.CalibrationData.Take(512), Fixtures.Cpu, 256);
+        var outputs = ModelCompression.Evaluation.Predictions.Run(model, Fixtures.CalibrationData.Take(512), Fixtures.Cpu, 256);
         var classes = (int)reference.Shape[^1];
         var shift = new double[classes];
         double squared = 0;
@@ -294,7 +294,9 @@ public sealed class CodebookTests
             Assert.AreEqual(5, records["/hidden.1/Gemm"].Bits);
             StringAssert.Contains(records["/out/Gemm"].Note, "excluded by policy");
             Assert.AreEqual(4, Decode(model, "hidden.0.weight").Distinct().Count());
-            Assert.AreEqual(32, Decode(model, "hidden.1.weight").Distinct().Count());
+            // Entropy-constrained clustering (CodebookRate) may leave entries no weight is worth paying for.
+            var distinct = Decode(model, "hidden.1.weight").Distinct().Count();
+            Assert.IsTrue(distinct is > 16 and <= 32, $"{distinct} shared values");
             Assert.IsNotNull(new OnnxGraph(model.Graph).Initializer("out.weight"), "the excluded head stays a float initializer");
 
             // A policy file alone can ask for the technique, for the layers it names.

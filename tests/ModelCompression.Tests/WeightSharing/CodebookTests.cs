@@ -98,7 +98,7 @@ public sealed class CodebookTests
         Assert.IsTrue(_resNet16 >= _resNetFp32 - 0.01, $"ResNet: k=16 {_resNet16:P2} vs fp32 {_resNetFp32:P2}");
     }
 
-    private static readonly Lazy<(OnnxModel Model, CompressionContext Context)> Nearest16 = new(() => Compress(Fixtures.Mlp, ("Codebook", "16"), ("CodebookMethod", "nearest")));
+    private static readonly Lazy<(OnnxModel Model, CompressionContext Context)> Nearest16 = new(() => Compress(Fixtures.Mlp, ("Codebook", "16"), ("CodebookMethod", "nearest"), ("CodebookRate", "10")));
 
     /// <summary>Mean squared error of the MLP's logits against the fp32 model's on the calibration samples, and ‖mean(Δlogits)‖.</summary>
     private static (double Mse, double MeanShift) CalibrationError(OnnxModel model)
@@ -122,7 +122,8 @@ public sealed class CodebookTests
     [TestMethod]
     public void WithCalibrationData_ErrorCompensatedAssignment_BeatsNearestValue_OnTheOutputs()
     {
-        // Same k-means codebooks, same index prices; only the assignment (and the refit it allows) differs.
+        // Same k-means codebooks, same index prices (the rate gptq gets by default); only the assignment (and the
+        // refit it allows) differs.
         var (nearest, nearestContext) = Nearest16.Value;
         var gptq = CalibrationError(_mlpShared16);
         var plain = CalibrationError(nearest);

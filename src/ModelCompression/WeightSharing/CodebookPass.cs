@@ -56,7 +56,7 @@ public sealed class CodebookPass : ICompressionPass
                 : layer.Layout == WeightLayout.Convolution && layer.Group != 1 ? "grouped conv (the input statistics need group=1)"
                 : "";
             if (why == "") dataAware.Add(target);
-            else fitted[layer] = Nearest(context, layer, k, options.CodebookIterations, Rate(layer, options, CodebookMethod.Nearest), why);
+            else fitted[layer] = Nearest(context, layer, k, options.CodebookIterations, Rate(layer, options, CodebookMethod.Nearest, k), why);
         }
         if (dataAware.Count > 0)
         {
@@ -67,7 +67,7 @@ public sealed class CodebookPass : ICompressionPass
                 context.Cancellation.ThrowIfCancellationRequested();
                 var ready = dataAware.Where((_, i) => stages[i] == stage).ToList();
                 var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList());
-                for (var i = 0; i < ready.Count; i++) fitted[ready[i].Layer] = DataAware(context, ready[i].Layer, ready[i].K, ready[i].Options.CodebookIterations, Rate(ready[i].Layer, ready[i].Options, CodebookMethod.Gptq), stats[i]);
+                for (var i = 0; i < ready.Count; i++) fitted[ready[i].Layer] = DataAware(context, ready[i].Layer, ready[i].K, ready[i].Options.CodebookIterations, Rate(ready[i].Layer, ready[i].Options, CodebookMethod.Gptq, ready[i].K), stats[i]);
             }
         }
         var shared = 0;
@@ -77,12 +77,13 @@ public sealed class CodebookPass : ICompressionPass
     }
 
     /// <summary>
-    /// CodebookRate (<see cref="CodebookOptions.RateFor"/>), except for layers of fewer than <see cref="SmallLayer"/> weights, which keep plain k-means: their
-    /// indices take at most 2 KiB, so entropy coding saves a few hundred bytes there, and such layers are usually the
-    /// most sensitive ones, the first conv and the head (ResNet 70 % + 16 values: 93.05 % top-1 with the stem and the
-    /// head at rate 0, 92.45 % with every layer at 4, the same 5.46 % Brotli size).
+    /// CodebookRate (<see cref="CodebookOptions.RateFor"/>), except for layers of fewer than <see cref="SmallLayer"/>
+    /// weights, which keep plain k-means: their indices take at most 2 KiB, so entropy coding saves a few hundred bytes
+    /// there, and such layers are usually the most sensitive ones, the first conv and the head (ResNet 70 % + 16
+    /// values: 93.05 % top-1 with the stem and the head at rate 0, 92.45 % with every layer at 4, the same 5.46 %
+    /// Brotli size).
     /// </summary>
-    private static double Rate(WeightedLayer layer, CodebookOptions options, CodebookMethod method) => layer.Parameters < SmallLayer ? 0 : options.RateFor(method);
+    private static double Rate(WeightedLayer layer, CodebookOptions options, CodebookMethod method, int k) => layer.Parameters < SmallLayer ? 0 : options.RateFor(method, k);
 
     private const long SmallLayer = 4096;
 

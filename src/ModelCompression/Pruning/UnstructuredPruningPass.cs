@@ -79,9 +79,10 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var cols = affine is null ? f : f + 1;
         var current = GramStatistics.Augment(affine?.ReadWeights(context.Model) ?? layer.ReadMatrix(context.Model), affine?.ReadBias(context.Graph, context.Model), layer.OutFeatures, f);
         var prior = affine is null ? Narrow(current, layer.OutFeatures, f) : current;
-        var fitted = LeastSquares.Fit(stats, affine is not null, target.Options.PruneDamping, prior) ?? prior;
+        var damping = Damping(target.Options.PruneDamping, f, stats.Rows);
+        var fitted = LeastSquares.Fit(stats, affine is not null, damping, prior) ?? prior;
         var hessian = affine is null ? stats.Hessian() : stats.Moments;
-        var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, target.Options.PruneDamping, target.Options.PruneBlockSize);
+        var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, damping, target.Options.PruneBlockSize);
         if (result is null)
         {
             PruneByMagnitude(context, target, "pruned by magnitude: the input second moments on the calibration data are singular or not finite");
@@ -94,6 +95,24 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";
         context.Record(Record(target, "sparsegpt", weights, error, note));
     }
+
+    /// <summary>
+    /// The dampening for a layer with <paramref name="features"/> inputs measured on <paramref name="rows"/> calibration
+    /// rows: at least <paramref name="floor"/> (PruneDamping), and <see cref="DampingPerFeatureRow"/>·f/n when that is
+    /// more. Second moments estimated from n rows in f dimensions are noisy in proportion to f/n (the shrinkage a
+    /// Ledoit–Wolf estimator applies grows the same way), and with n ≲ f they are singular: the refit and the OBS updates
+    /// then fit the calibration rows, not the layer. The MLP's 784- and 512-input layers see 512 calibration rows; the
+    /// ResNet's convolutions see tens of thousands (one per output position), where the floor holds.
+    /// </summary>
+    internal static double Damping(double floor, int features, long rows) => Math.Max(floor, DampingPerFeatureRow * features / Math.Max(1, rows));
+
+    /// <summary>
+    /// Measured at 90 % SparseGPT on the MLP (top-1 on the 2,000 validation images, fp32 90.85 %, with the refit of
+    /// the kept weights): 0.02 → 89.50 %, 0.05 → 89.60 %, 0.1 → 89.35 %, 0.2 → 89.15 %, 0.5 → 88.90 %, 1 → 88.70 %
+    /// (logit MSE lowest at 0.1, 2.76); a fixed 0.01 without this term gave 89.15 %. A larger constant instead would
+    /// cost the ResNet, whose Hessians are well estimated (70 %: logit MSE 0.67 at 0.01, 1.08 at 0.3).
+    /// </summary>
+    private const double DampingPerFeatureRow = 0.1;
 
     /// <summary>The first <paramref name="f"/> columns of a [rows, f + 1] matrix.</summary>
     private static float[] Narrow(float[] augmented, int rows, int f)

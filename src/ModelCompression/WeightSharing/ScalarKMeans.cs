@@ -5,7 +5,9 @@ namespace ModelCompression.WeightSharing;
 /// order (with <c>KeepZero</c>, entry 0 is 0 and every exact zero points at it); <see cref="Indices"/> has one entry
 /// per weight, in the weights' order.
 /// </summary>
-internal sealed record SharedWeights(float[] Values, byte[] Indices, int Iterations, bool Converged);
+/// <see cref="Lambda"/> is the price in squared weight units of one bit of index entropy the assignment paid
+/// (0: nearest value); <see cref="Bits"/> what each entry's index costs, −log2 of its share of the weights it may take.
+internal sealed record SharedWeights(float[] Values, byte[] Indices, int Iterations, bool Converged, double Lambda = 0, double[]? Bits = null);
 
 /// <summary>
 /// One-dimensional k-means (Lloyd) with linear initialization over [min, max] — the initialization Han et al. found
@@ -22,7 +24,7 @@ internal static class ScalarKMeans
     /// remaining k − 1, so zeros stay exactly zero and no nonzero weight becomes zero. Entries no weight uses are
     /// dropped (a layer with fewer distinct values than k).
     /// </summary>
-    public static SharedWeights Fit(ReadOnlySpan<float> weights, int k, int maxIterations, bool keepZero)
+    public static SharedWeights Fit(ReadOnlySpan<float> weights, int k, int maxIterations, bool keepZero, double rate = 0)
     {
         if (k is < 2 or > 256) throw new ArgumentOutOfRangeException(nameof(k), k, "a codebook has 2..256 entries (uint8 indices)");
         var sorted = new List<float>(weights.Length);
@@ -31,6 +33,9 @@ internal static class ScalarKMeans
         Array.Sort(values);
         var free = keepZero ? k - 1 : k;
         var (centroids, iterations, converged) = values.Length == 0 ? (Array.Empty<double>(), 0, true) : Lloyd(values, free, maxIterations);
+        double lambda = 0;
+        double[]? bits = null;
+        if (rate > 0 && centroids.Length > 1) (centroids, bits, lambda) = EntropyConstrained(values, centroids, rate, maxIterations);
 
         // The stored codebook: float centroids, each weight mapped to the nearest of them (midpoints recomputed from
         // the rounded values so that the mapping is exact for what is stored).
@@ -43,7 +48,7 @@ internal static class ScalarKMeans
         for (var i = 0; i < weights.Length; i++)
         {
             var w = weights[i];
-            var index = keepZero && w == 0 ? 0 : offset + Cluster(midpoints, w);
+            var index = keepZero && w == 0 ? 0 : offset + (bits is null ? Cluster(midpoints, w) : Cheapest(entries, bits, lambda, w));
             raw[i] = index;
             used[index] = true;
         }
@@ -59,7 +64,113 @@ internal static class ScalarKMeans
         }
         var indices = new byte[weights.Length];
         for (var i = 0; i < raw.Length; i++) indices[i] = (byte)renumber[raw[i]];
-        return new SharedWeights(table.ToArray(), indices, iterations, converged);
+        return new SharedWeights(table.ToArray(), indices, iterations, converged, lambda, lambda > 0 ? EntryBits(indices, table.Count, offset) : null);
+    }
+
+    /// <summary>−log2 of each entry's share of the weights that may take it (entries from <paramref name="offset"/>; +∞ when unused).</summary>
+    public static double[] EntryBits(byte[] indices, int entries, int offset)
+    {
+        var counts = new long[entries];
+        foreach (var i in indices) counts[i]++;
+        var total = counts.Skip(offset).Sum();
+        var bits = new double[entries];
+        for (var j = 0; j < entries; j++) bits[j] = j < offset || counts[j] == 0 ? double.PositiveInfinity : -Math.Log2((double)counts[j] / total);
+        return bits;
+    }
+
+    /// <summary>The entry (from <paramref name="offset"/>) with the least (x − c)² + λ·bits: the rate-penalized choice.</summary>
+    public static int Cheapest(ReadOnlySpan<float> entries, ReadOnlySpan<double> bits, double lambda, double x, int offset = 0)
+    {
+        var best = offset;
+        var bestCost = double.PositiveInfinity;
+        for (var j = offset; j < entries.Length; j++)
+        {
+            if (double.IsPositiveInfinity(bits[j])) continue;
+            var d = x - entries[j];
+            var cost = d * d + lambda * bits[j];
+            if (cost < bestCost) { bestCost = cost; best = j; }
+        }
+        return best - offset;
+    }
+
+    /// <summary>
+    /// Entropy-constrained scalar quantization (Chou, Lookabaugh &amp; Gray, 1989) from the k-means codebook: each value
+    /// goes to the entry with the least (x − c)² + λ·bits, bits = −log2 of the entry's share, and entries move to their
+    /// cells' means, until no share changes. λ = <paramref name="rate"/> × the k-means mean squared error D. The
+    /// containers that ship models entropy-code them, so what an index costs is its entropy, not ⌈log2 k⌉: rare outer
+    /// entries get narrower cells, frequent inner ones wider, for fewer bits at nearly the same error. Entries whose
+    /// cells empty are dropped. Returns the sorted entries, their bits and λ.
+    /// </summary>
+    private static (double[] Centroids, double[] Bits, double Lambda) EntropyConstrained(float[] sorted, double[] centroids, double rate, int maxIterations)
+    {
+        var n = sorted.Length;
+        var k = centroids.Length;
+        var prefix = new double[n + 1];
+        var squares = new double[n + 1];
+        for (var i = 0; i < n; i++)
+        {
+            prefix[i + 1] = prefix[i] + sorted[i];
+            squares[i + 1] = squares[i] + (double)sorted[i] * sorted[i];
+        }
+        var c = (double[])centroids.Clone();
+        var bits = new double[k]; // all 0: the first pass is the nearest-value assignment, and gives D
+        var counts = Cells(sorted, c, bits, 0, prefix, out var distortion);
+        var lambda = rate * distortion / n;
+        for (var iteration = 0; iteration < maxIterations; iteration++)
+        {
+            for (var j = 0; j < k; j++) bits[j] = counts[j] == 0 ? double.PositiveInfinity : -Math.Log2((double)counts[j] / n);
+            var next = Cells(sorted, c, bits, lambda, prefix, out _);
+            var stable = next.AsSpan().SequenceEqual(counts);
+            counts = next;
+            if (stable) break;
+        }
+        var kept = Enumerable.Range(0, k).Where(j => counts[j] > 0).ToArray();
+        return (kept.Select(j => c[j]).ToArray(), kept.Select(j => -Math.Log2((double)counts[j] / n)).ToArray(), lambda);
+
+        // One assignment (each value to the entry with the least (x − c)² + λ·bits) and update (entries to their cells'
+        // means). The costs are x² plus lines in x with slopes −2c, so the cheapest entry never decreases with x and
+        // the cells are runs of the sorted values: the lower envelope of the lines gives their bounds (O(k log n)).
+        long[] Cells(float[] values, double[] centers, double[] price, double l, double[] sums, out double error)
+        {
+            var hull = new int[k];
+            var bounds = new double[k];
+            var h = 0;
+            for (var j = 0; j < k; j++)
+            {
+                if (double.IsPositiveInfinity(price[j])) continue;
+                var intercept = centers[j] * centers[j] + l * price[j];
+                var x = double.NegativeInfinity;
+                while (h > 0)
+                {
+                    var top = hull[h - 1];
+                    var topIntercept = centers[top] * centers[top] + l * price[top];
+                    // Entry j is cheaper than the top one above x (centers ascend; an equal center: the cheaper stays).
+                    x = centers[j] > centers[top] ? (intercept - topIntercept) / (2 * (centers[j] - centers[top])) : intercept < topIntercept ? double.NegativeInfinity : double.PositiveInfinity;
+                    if (h > 1 && x <= bounds[h - 2] || double.IsNegativeInfinity(x)) { h--; x = double.NegativeInfinity; continue; }
+                    break;
+                }
+                if (double.IsPositiveInfinity(x)) continue;
+                if (h > 0) bounds[h - 1] = x;
+                hull[h++] = j;
+            }
+            var result = new long[k];
+            error = 0;
+            var start = 0;
+            for (var i = 0; i < h; i++)
+            {
+                var end = i == h - 1 ? values.Length : UpperBound(values, bounds[i]);
+                var j = hull[i];
+                result[j] = end - start;
+                if (end > start)
+                {
+                    var sum = sums[end] - sums[start];
+                    error += squares[end] - squares[start] - 2 * centers[j] * sum + (end - start) * centers[j] * centers[j];
+                    centers[j] = sum / (end - start);
+                }
+                start = end;
+            }
+            return result;
+        }
     }
 
     /// <summary>Lloyd iterations over sorted values: ascending centroids, iterations run, whether the clusters settled.</summary>

@@ -2,6 +2,12 @@ using ModelCompression.Policy;
 
 namespace ModelCompression.WeightSharing;
 
+/// <summary>What a codebook entry stands for: one weight, a run of consecutive input weights, or one of two summed stages.</summary>
+public enum CodebookMethod { Scalar, Product, Residual }
+
+/// <summary>How much each weight counts when the codebook is fitted.</summary>
+public enum CodebookWeighting { Auto, None, Activation }
+
 /// <summary>Weight sharing: each layer's weights replaced by indices into a small per-layer codebook of shared values.</summary>
 public sealed record CodebookOptions : IOptions<CodebookOptions>
 {
@@ -13,6 +19,13 @@ public sealed record CodebookOptions : IOptions<CodebookOptions>
     /// the ResNet 1.9 points at 16 values. An iteration costs O(k log n), so even the cap is cheap.
     /// </summary>
     public int CodebookIterations { get; init; } = 1000;
+    public CodebookMethod CodebookMethod { get; init; } = CodebookMethod.Scalar;
+    /// <summary>Inputs per product-quantization sub-vector.</summary>
+    public int CodebookSubvector { get; init; } = 4;
+    public CodebookWeighting CodebookWeighting { get; init; } = CodebookWeighting.Auto;
+
+    /// <summary>Whether the fit weights each weight by its input's second moment (auto: when calibration data is given).</summary>
+    public bool WeightsByActivation(bool hasCalibration) => CodebookWeighting == CodebookWeighting.Activation || (CodebookWeighting == CodebookWeighting.Auto && hasCalibration);
 
     public static OptionsGroup<CodebookOptions> Group { get; } = new OptionsGroup<CodebookOptions>("Weight sharing", 45,
         "Weights replaced by indices into a per-layer codebook of shared values.", isTechnique: true)
@@ -24,5 +37,15 @@ public sealed record CodebookOptions : IOptions<CodebookOptions>
             o => o.Codebook, (o, v) => o with { Codebook = v })
         .Add("CodebookIterations", Syntax.Integer(1, 10000), SettingScope.Model,
             "Weight sharing: most k-means iterations per layer (it stops earlier when the clusters are stable).",
-            o => o.CodebookIterations, (o, v) => o with { CodebookIterations = v });
+            o => o.CodebookIterations, (o, v) => o with { CodebookIterations = v })
+        .Add("CodebookMethod", Syntax.Enum(("scalar", CodebookMethod.Scalar), ("product", CodebookMethod.Product), ("residual", CodebookMethod.Residual)), SettingScope.PerLayer,
+            "Weight sharing: scalar = k shared values; product = k shared vectors of CodebookSubvector consecutive inputs of a weight row (one index per vector; rows whose length is not a multiple fall back to scalar); residual = a scalar codebook plus a second one of k values fitted to what the first misses (two indices per weight, summed at load).",
+            o => o.CodebookMethod, (o, v) => o with { CodebookMethod = v })
+        .Add("CodebookSubvector", Syntax.Integer(2, 16), SettingScope.PerLayer,
+            "Weight sharing, CodebookMethod=product: inputs per shared vector.",
+            o => o.CodebookSubvector, (o, v) => o with { CodebookSubvector = v })
+        .Add("CodebookWeighting", Syntax.Enum(("auto", CodebookWeighting.Auto), ("none", CodebookWeighting.None), ("activation", CodebookWeighting.Activation)), SettingScope.PerLayer,
+            "Weight sharing: auto = activation when CalibrationData is given, else none; activation = k-means weights each weight by its input's second moment E[x²] on the calibration data, so the codebook minimizes a proxy of the layer's output error (needs CalibrationData); none = every weight counts the same.",
+            o => o.CodebookWeighting, (o, v) => o with { CodebookWeighting = v },
+            explain: (v, p) => v == CodebookWeighting.Auto ? (p.Data.CalibrationData is not null ? "activation" : "none") : null);
 }

@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using ModelCompression.Calibration;
 using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Onnx.Protobuf;
@@ -32,7 +33,7 @@ public sealed class CodebookPass : ICompressionPass
         var graph = context.Graph;
         RecordQuantizedLayers(context);
         var graphInputs = graph.GraphInputNames.ToHashSet(StringComparer.Ordinal);
-        var shared = 0;
+        var candidates = new List<(WeightedLayer Layer, CodebookOptions Options, int K)>();
         foreach (var layer in WeightedLayer.FindAll(graph))
         {
             context.Cancellation.ThrowIfCancellationRequested();
@@ -41,22 +42,85 @@ public sealed class CodebookPass : ICompressionPass
             if (context.IsExcluded(layer.Node)) LeaveFloat(context, layer, "excluded by policy");
             else if (OpRegistry.WhyNot(layer.Node, OpTechnique.Codebook) is { } reason) LeaveFloat(context, layer, reason);
             else if (graphInputs.Contains(layer.Weight.Name) || layer.Graph.GraphInputNames.Contains(layer.Weight.Name)) LeaveFloat(context, layer, "the weight is also a graph input (it can be fed at run time)");
-            else if (Share(context, layer, k, options.CodebookIterations)) shared++;
+            else candidates.Add((layer, options, k));
+        }
+        var importance = Importances(context, candidates);
+        var shared = 0;
+        foreach (var (layer, options, k) in candidates)
+        {
+            context.Cancellation.ThrowIfCancellationRequested();
+            if (Share(context, layer, options, k, importance.GetValueOrDefault(layer.Node))) shared++;
         }
         if (shared == 0) context.Warn(DiagnosticCodes.NothingToCompress, "codebook: no Conv/Gemm/MatMul layer with a constant float weight got a smaller shared form");
     }
 
-    private static bool Share(CompressionContext context, WeightedLayer layer, int k, int maxIterations)
+    /// <summary>
+    /// What each input feature of a layer weighs in the fit (CodebookWeighting=activation): its second moment E[x_i²]
+    /// on the calibration data (im2col features for convs), the diagonal of the XᵀX that data-aware pruning uses, so
+    /// Σ E[x_i²](w − c)² is the layer's output error if its inputs were uncorrelated. One capture of the model as it
+    /// reaches this pass serves every layer. A layer it cannot measure (in a subgraph, a grouped conv) is fitted
+    /// unweighted and says why.
+    /// </summary>
+    private Dictionary<NodeProto, Importance> Importances(CompressionContext context, List<(WeightedLayer Layer, CodebookOptions Options, int K)> candidates)
+    {
+        var result = new Dictionary<NodeProto, Importance>(ReferenceEqualityComparer.Instance);
+        var measured = new List<WeightedLayer>();
+        foreach (var (layer, options, _) in candidates)
+        {
+            if (!options.WeightsByActivation(context.HasCalibration)) continue;
+            if (layer.InSubgraph) result[layer.Node] = new Importance(null, 0, "unweighted: " + WeightedLayer.SubgraphReason);
+            else if (layer.Layout == WeightLayout.Convolution && layer.Group != 1) result[layer.Node] = new Importance(null, 0, "unweighted: grouped conv (its input moments are not captured per group)");
+            else measured.Add(layer);
+        }
+        if (measured.Count == 0) return result;
+        var stats = new LayerCapture(context, Name).InputGrams(measured);
+        for (var l = 0; l < measured.Count; l++)
+        {
+            var f = measured[l].InFeatures;
+            var s = stats[l];
+            var h = new double[f];
+            for (var i = 0; i < f; i++) h[i] = s.Moments[i * (f + 1) + i] / Math.Max(1, s.Rows);
+            var mean = h.Average();
+            if (!(mean > 0) || h.Any(x => !double.IsFinite(x)))
+            {
+                result[measured[l].Node] = new Importance(null, 0, "unweighted: the input second moments on the calibration data are zero or not finite");
+                continue;
+            }
+            // A floor far below any input that matters keeps every weight's cluster defined (an input never active
+            // on the calibration data would otherwise leave its weights anywhere).
+            for (var i = 0; i < f; i++) h[i] = Math.Max(h[i], 1e-6 * mean);
+            result[measured[l].Node] = new Importance(h, s.Rows, null);
+        }
+        return result;
+    }
+
+    /// <summary>Per input feature, E[x²] (null: unweighted) on <see cref="Rows"/> calibration rows; <see cref="Why"/> when weighting was asked but not done.</summary>
+    private sealed record Importance(double[]? PerInput, long Rows, string? Why);
+
+    /// <summary>One importance per stored weight element, from one per input feature.</summary>
+    private static double[] PerElement(WeightedLayer layer, double[] perInput)
+    {
+        var n = layer.Parameters;
+        var result = new double[n];
+        for (var s = 0; s < n; s++) result[s] = perInput[layer.StoredOutIn ? s % layer.InFeatures : s / layer.OutFeatures];
+        return result;
+    }
+
+    private static bool Share(CompressionContext context, WeightedLayer layer, CodebookOptions options, int k, Importance? importance)
     {
         // The layer's own graph: in a subgraph the indices, codebook and lookup go there, under names unique in the model.
         var graph = layer.Graph;
         var weight = layer.Weight;
         var w = context.Model.ReadFloats(weight);
         var zeros = w.LongCount(x => x == 0);
-        // Pruned weights must stay exactly zero: they get a fixed entry of their own.
-        var result = ScalarKMeans.Fit(w, k, maxIterations, keepZero: zeros > 0);
-
-        var codebook = Tensors.FromFloats(graph.FreshName(weight.Name + "_codebook"), [result.Values.Length], result.Values);
+        var h = importance?.PerInput;
+        var method = options.CodebookMethod;
+        var fallback = "";
+        if (method == CodebookMethod.Product && layer.InFeatures % options.CodebookSubvector != 0)
+        {
+            method = CodebookMethod.Scalar;
+            fallback = $"; scalar: rows of {layer.InFeatures} inputs do not split into vectors of {options.CodebookSubvector}";
+        }
         // The stored form that ships smallest: containers Brotli/Deflate the model, and packed 4-bit indices, half
         // the file bytes, often entropy-code worse than uint8 ones (a byte that holds two indices hides repeats from
         // the coder). Ties keep uint8 (fewer nodes). Deterministic: Brotli's output depends on its input only.
@@ -64,24 +128,104 @@ public sealed class CodebookPass : ICompressionPass
         // a byte of two indices is zero only when both are, which halves what it can skip (MLP 90 % + k=16: Brotli
         // 55.5 KiB with uint8 indices, 56.7 KiB with packed ones).
         var storedSparse = zeros > 0 && new Pruning.SparseStoragePass().IsRequested(context.Policy);
-        var forms = new List<StoredForm> { Uint8Form(graph, weight, result.Indices) };
-        if (!storedSparse && result.Values.Length <= 16 && result.Indices.Length % 2 == 0 && result.Indices.Length > 0) forms.Add(PackedForm(graph, weight, result.Indices));
-        var chosen = forms.MinBy(f => f.Brotli)!;
+        StoredForm Choose(string stem, byte[] indices, int entries, long[] dims)
+        {
+            var forms = new List<StoredForm> { Uint8Form(graph, stem, dims, indices) };
+            if (!storedSparse && entries <= 16 && indices.Length % 2 == 0 && indices.Length > 0) forms.Add(PackedForm(graph, stem, dims, indices));
+            var chosen = forms.MinBy(f => f.Brotli)!;
+            return chosen with { Alternatives = forms.Count > 1 ? $" (Brotli {string.Join(" vs ", forms.Select(f => $"{f.Label} {f.Brotli}"))} bytes)"
+                : storedSparse && entries <= 16 ? " (kept uint8 for sparse storage)" : "" };
+        }
 
-        var gather = new NodeProto { OpType = "Gather", Name = graph.FreshName(weight.Name + "_codebook_lookup"), Input = { codebook.Name, chosen.Indices }, Output = { weight.Name } };
+        var stem = weight.Name + "_codebook";
+        var elementImportance = h is null || method == CodebookMethod.Product ? null : PerElement(layer, h);
+        var reconstructed = new float[w.Length];
+        var initializers = new List<TensorProto>();
+        var nodes = new List<NodeProto>();
+        string what;
+        int bits;
+        switch (method)
+        {
+            case CodebookMethod.Product:
+            {
+                var d = options.CodebookSubvector;
+                var (rows, cols) = (layer.OutFeatures, layer.InFeatures);
+                var result = ProductKMeans.Fit(layer.ReadMatrix(context.Model), rows, cols, d, k, options.CodebookIterations, zeros > 0,
+                    h ?? Enumerable.Repeat(1.0, cols).ToArray(), context.Policy.Execution.Seed);
+                var entries = result.Values.Length / d;
+                var codebook = Tensors.FromFloats(graph.FreshName(stem), [entries, d], result.Values);
+                var form = Choose(stem, result.Indices, entries, [rows, cols / d]);
+                var outIn = new float[rows * cols];
+                for (var v = 0; v < result.Indices.Length; v++) result.Values.AsSpan(result.Indices[v] * d, d).CopyTo(outIn.AsSpan(v * d, d));
+                (layer.StoredOutIn ? outIn : WeightedLayer.Transpose(outIn, rows, cols)).CopyTo(reconstructed, 0);
+                // Gather gives [rows, cols / d, d]; a Reshape (and for [in, out] weights a Transpose) gives the layout.
+                var vectors = Named(Node("Gather", [codebook.Name, form.Indices], graph.FreshName(stem + "_vectors")), graph.FreshName(stem + "_lookup"));
+                var shape = Tensors.FromInt64s(graph.FreshName(stem + "_shape"), [layer.StoredOutIn ? weight.Dims.Count : 2], layer.StoredOutIn ? weight.Dims.ToArray() : [rows, cols]);
+                var reshape = Named(Node("Reshape", [vectors.Output[0], shape.Name], layer.StoredOutIn ? weight.Name : graph.FreshName(stem + "_out_in")), graph.FreshName(stem + "_reshape"));
+                initializers.AddRange([.. form.Initializers, codebook, shape]);
+                nodes.AddRange([.. form.Nodes, vectors, reshape]);
+                if (!layer.StoredOutIn) nodes.Add(Named(Node("Transpose", [reshape.Output[0]], weight.Name, Ints("perm", 1, 0)), graph.FreshName(stem + "_transpose")));
+                var fewer = entries < k ? $" (of {k} asked)" : "";
+                var settled = result.Converged ? $"settled after {result.Iterations} k-means iterations" : $"{result.Iterations} k-means iterations (the cap)";
+                var zero = zeros > 0 ? "; all-zero vectors kept exact as entry 0" : "";
+                what = $"product quantization: {entries} shared vectors of {d} inputs{fewer}, {settled}{zero}; {form.Label} indices (one per vector) + float [{entries}, {d}] codebook{form.Alternatives}";
+                bits = (int)Math.Ceiling(Math.Log2(Math.Max(2, entries)) / d);
+                break;
+            }
+            default:
+            {
+                // Pruned weights must stay exactly zero: they get a fixed entry of their own (in both stages of residual).
+                var first = ScalarKMeans.Fit(w, k, options.CodebookIterations, keepZero: zeros > 0, elementImportance);
+                for (var i = 0; i < w.Length; i++) reconstructed[i] = first.Values[first.Indices[i]];
+                var stages = new List<(SharedWeights Fit, string Stem)> { (first, stem) };
+                if (method == CodebookMethod.Residual)
+                {
+                    var residual = new float[w.Length];
+                    for (var i = 0; i < w.Length; i++) residual[i] = w[i] - reconstructed[i];
+                    var second = ScalarKMeans.Fit(residual, k, options.CodebookIterations, keepZero: zeros > 0, elementImportance);
+                    // What ONNX Runtime computes: the float sum of the two lookups.
+                    for (var i = 0; i < w.Length; i++) reconstructed[i] += second.Values[second.Indices[i]];
+                    stages.Add((second, weight.Name + "_residual_codebook"));
+                }
+                var parts = new List<string>();
+                var lookups = new List<string>();
+                foreach (var (fit, stageStem) in stages)
+                {
+                    var codebook = Tensors.FromFloats(graph.FreshName(stageStem), [fit.Values.Length], fit.Values);
+                    var form = Choose(stageStem, fit.Indices, fit.Values.Length, weight.Dims.ToArray());
+                    var output = stages.Count == 1 ? weight.Name : graph.FreshName(stageStem + "_values");
+                    var gather = new NodeProto { OpType = "Gather", Name = graph.FreshName(stageStem + "_lookup"), Input = { codebook.Name, form.Indices }, Output = { output } };
+                    initializers.AddRange([.. form.Initializers, codebook]);
+                    nodes.AddRange([.. form.Nodes, gather]);
+                    lookups.Add(output);
+                    var fewer = fit.Values.Length < k ? $" (of {k} asked: fewer distinct values)" : "";
+                    var settled = fit.Converged ? $"settled after {fit.Iterations} k-means iterations" : $"{fit.Iterations} k-means iterations (the cap)";
+                    parts.Add($"{fit.Values.Length} shared values{fewer}, {settled}; {form.Label} indices + float codebook{form.Alternatives}");
+                }
+                if (stages.Count == 2)
+                {
+                    var add = Node("Add", lookups, weight.Name);
+                    add.Name = graph.FreshName(stem + "_sum");
+                    nodes.Add(add);
+                }
+                var zero = zeros > 0 ? "; zeros kept exact as entry 0" : "";
+                what = stages.Count == 2 ? $"residual: {parts[0]}; plus {parts[1]}{zero}" : parts[0] + zero;
+                bits = stages.Sum(s => (int)Math.Ceiling(Math.Log2(s.Fit.Values.Length)));
+                break;
+            }
+        }
+
         var denseBytes = Framed(weight.CalculateSize());
-        var sharedBytes = chosen.Bytes + Framed(codebook.CalculateSize()) + Framed(gather.CalculateSize());
+        var sharedBytes = initializers.Sum(t => Framed(t.CalculateSize())) + nodes.Sum(n => Framed(n.CalculateSize()));
         if (sharedBytes >= denseBytes)
         {
             LeaveFloat(context, layer, $"a codebook would not be smaller ({denseBytes} → {sharedBytes} bytes)");
             return false;
         }
 
-        var reconstructed = new float[w.Length];
         double num = 0, den = 0;
         for (var i = 0; i < w.Length; i++)
         {
-            reconstructed[i] = result.Values[result.Indices[i]];
             double d = w[i] - reconstructed[i];
             num += d * d;
             den += (double)w[i] * w[i];
@@ -89,23 +233,17 @@ public sealed class CodebookPass : ICompressionPass
         var zerosAfter = reconstructed.LongCount(x => x == 0);
 
         graph.RemoveInitializer(weight.Name);
-        foreach (var t in chosen.Initializers) graph.SetInitializer(t);
-        graph.SetInitializer(codebook);
-        foreach (var n in chosen.Nodes.Append(gather)) graph.InsertBefore(layer.Node, n);
+        foreach (var t in initializers) graph.SetInitializer(t);
+        foreach (var n in nodes) graph.InsertBefore(layer.Node, n);
 
-        var entries = result.Values.Length;
-        var settled = result.Converged ? $"settled after {result.Iterations} k-means iterations" : $"{result.Iterations} k-means iterations (the cap)";
-        var fewer = entries < k ? $" (of {k} asked: fewer distinct values)" : "";
-        var zero = zeros > 0 ? "; zeros kept exact as entry 0" : "";
-        var alternatives = forms.Count > 1 ? $" (Brotli {string.Join(" vs ", forms.Select(f => $"{f.Label} {f.Brotli}"))} bytes)"
-            : storedSparse && entries <= 16 ? " (kept uint8 for sparse storage)" : "";
+        var weighting = h is not null ? $"; fitted weighted by input E[x²] on {importance!.Rows} calibration rows" : importance?.Why is { } why ? "; " + why : "";
         context.Record(new LayerRecord
         {
             Layer = layer.Name, Op = layer.OpType, Technique = "codebook", Shape = layer.WeightShape,
             ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters - zerosAfter,
             Sparsity = zerosAfter > 0 ? (double)zerosAfter / layer.Parameters : null,
-            Bits = (int)Math.Ceiling(Math.Log2(entries)), ReconstructionError = den > 0 ? Math.Sqrt(num / den) : 0,
-            Note = $"{entries} shared values{fewer}, {settled}{zero}; {chosen.Label} indices + float codebook{alternatives}: {denseBytes} → {sharedBytes} bytes",
+            Bits = bits, ReconstructionError = den > 0 ? Math.Sqrt(num / den) : 0,
+            Note = $"{what}{fallback}{weighting}: {denseBytes} → {sharedBytes} bytes",
         });
         return true;
     }
@@ -116,16 +254,18 @@ public sealed class CodebookPass : ICompressionPass
     /// </summary>
     private sealed record StoredForm(string Label, IReadOnlyList<TensorProto> Initializers, IReadOnlyList<NodeProto> Nodes, string Indices)
     {
+        /// <summary>The forms compared, for the layer's note.</summary>
+        public string Alternatives { get; init; } = "";
         public long Bytes => Initializers.Sum(t => Framed(t.CalculateSize())) + Nodes.Sum(n => Framed(n.CalculateSize()));
         public long Brotli { get; } = Evaluation.DeployedSize.Brotli(Initializers.SelectMany(t => t.ToByteArray()).Concat(Nodes.SelectMany(n => n.ToByteArray())).ToArray());
     }
 
     /// <summary>One uint8 index per weight, in the weight's shape; a Cast gives Gather the int32 it takes.</summary>
-    private static StoredForm Uint8Form(OnnxGraph graph, TensorProto weight, byte[] indices)
+    private static StoredForm Uint8Form(OnnxGraph graph, string stem, long[] dims, byte[] indices)
     {
-        var stored = Tensors.FromUInt8s(graph.FreshName(weight.Name + "_codebook_indices"), weight.Dims.ToArray(), indices);
-        var cast = Node("Cast", [stored.Name], graph.FreshName(weight.Name + "_codebook_indices_int32"), Int("to", (long)TensorProto.Types.DataType.Int32));
-        cast.Name = graph.FreshName(weight.Name + "_codebook_cast");
+        var stored = Tensors.FromUInt8s(graph.FreshName(stem + "_indices"), dims, indices);
+        var cast = Node("Cast", [stored.Name], graph.FreshName(stem + "_indices_int32"), Int("to", (long)TensorProto.Types.DataType.Int32));
+        cast.Name = graph.FreshName(stem + "_cast");
         return new StoredForm("uint8", [stored], [cast], cast.Output[0]);
     }
 
@@ -134,16 +274,16 @@ public sealed class CodebookPass : ICompressionPass
     /// byte j mod B, low nibble for the first half, high for the second, so unpacking is one broadcast BitShift left by
     /// [4, 0] and one right by 4, which gives both halves in order. All constant: ORT folds it at load like the Cast.
     /// </summary>
-    private static StoredForm PackedForm(OnnxGraph graph, TensorProto weight, byte[] indices)
+    private static StoredForm PackedForm(OnnxGraph graph, string stem, long[] dims, byte[] indices)
     {
         var bytes = indices.Length / 2;
         var packed = new byte[bytes];
         for (var j = 0; j < indices.Length; j++) packed[j % bytes] |= (byte)(indices[j] << (j / bytes * 4));
-        var stored = Tensors.FromUInt8s(graph.FreshName(weight.Name + "_codebook_nibbles"), [1, bytes], packed);
-        var shifts = Tensors.FromUInt8s(graph.FreshName(weight.Name + "_codebook_shifts"), [2, 1], PackedIndicesDecoder.Shifts);
-        var align = Tensors.FromUInt8s(graph.FreshName(weight.Name + "_codebook_align"), [], [4]);
-        var shape = Tensors.FromInt64s(graph.FreshName(weight.Name + "_codebook_shape"), [weight.Dims.Count], weight.Dims.ToArray());
-        string Name(string suffix) => graph.FreshName(weight.Name + "_codebook_" + suffix);
+        var stored = Tensors.FromUInt8s(graph.FreshName(stem + "_nibbles"), [1, bytes], packed);
+        var shifts = Tensors.FromUInt8s(graph.FreshName(stem + "_shifts"), [2, 1], PackedIndicesDecoder.Shifts);
+        var align = Tensors.FromUInt8s(graph.FreshName(stem + "_align"), [], [4]);
+        var shape = Tensors.FromInt64s(graph.FreshName(stem + "_shape"), [dims.Length], dims);
+        string Name(string suffix) => graph.FreshName(stem + "_" + suffix);
         var left = Node("BitShift", [stored.Name, shifts.Name], Name("fields"), String("direction", "LEFT"));
         var right = Node("BitShift", [left.Output[0], align.Name], Name("unpacked"), String("direction", "RIGHT"));
         var reshape = Node("Reshape", [right.Output[0], shape.Name], Name("indices_uint8"));
@@ -176,6 +316,12 @@ public sealed class CodebookPass : ICompressionPass
         Layer = layer.Name, Op = layer.OpType, Technique = "codebook", Shape = layer.WeightShape,
         ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 32, Note = "left in float: " + reason,
     });
+
+    private static NodeProto Named(NodeProto node, string name)
+    {
+        node.Name = name;
+        return node;
+    }
 
     /// <summary>Bytes a message adds to its parent: the message, its field tag and its length.</summary>
     private static long Framed(int size) => size + 1 + CodedOutputStream.ComputeLengthSize(size);

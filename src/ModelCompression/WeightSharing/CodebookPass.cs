@@ -67,7 +67,7 @@ public sealed class CodebookPass : ICompressionPass
         var measured = new List<WeightedLayer>();
         foreach (var (layer, options, _) in candidates)
         {
-            if (!options.WeightsByActivation(context.HasCalibration)) continue;
+            if (!options.WeightsByActivation) continue;
             if (layer.InSubgraph) result[layer.Node] = new Importance(null, 0, "unweighted: " + WeightedLayer.SubgraphReason);
             else if (layer.Layout == WeightLayout.Convolution && layer.Group != 1) result[layer.Node] = new Importance(null, 0, "unweighted: grouped conv (its input moments are not captured per group)");
             else measured.Add(layer);
@@ -116,10 +116,18 @@ public sealed class CodebookPass : ICompressionPass
         var h = importance?.PerInput;
         var method = options.CodebookMethod;
         var fallback = "";
-        if (method == CodebookMethod.Product && layer.InFeatures % options.CodebookSubvector != 0)
+        // Product sub-vectors follow the weight's shape (Stock et al. 2020) instead of runs of the flat row, which
+        // cross kernels and channels: a Gemm/MatMul row or a 1×1 conv's input channels are cut into runs of
+        // CodebookSubvector; a wider conv kernel is one vector (kernel) or, at each kernel position, runs of
+        // CodebookSubvector input channels (channels).
+        var kernel = layer.Layout == WeightLayout.Convolution ? (int)weight.Dims.Skip(2).Aggregate(1L, (a, b) => a * b) : 1;
+        var byKernel = kernel > 1 && options.CodebookConvVector == CodebookConvVector.Kernel;
+        var byChannel = kernel > 1 && !byKernel;
+        var subvector = byKernel ? kernel : options.CodebookSubvector;
+        if (method == CodebookMethod.Product && !byKernel && (layer.InFeatures / kernel) % subvector != 0)
         {
             method = CodebookMethod.Scalar;
-            fallback = $"; scalar: rows of {layer.InFeatures} inputs do not split into vectors of {options.CodebookSubvector}";
+            fallback = $"; scalar: {layer.InFeatures / kernel} input channels do not split into vectors of {subvector}";
         }
         // The stored form that ships smallest: containers Brotli/Deflate the model, and packed 4-bit indices, half
         // the file bytes, often entropy-code worse than uint8 ones (a byte that holds two indices hides repeats from
@@ -148,27 +156,51 @@ public sealed class CodebookPass : ICompressionPass
         {
             case CodebookMethod.Product:
             {
-                var d = options.CodebookSubvector;
+                var d = subvector;
                 var (rows, cols) = (layer.OutFeatures, layer.InFeatures);
-                var result = ProductKMeans.Fit(layer.ReadMatrix(context.Model), rows, cols, d, k, options.CodebookIterations, zeros > 0,
-                    h ?? Enumerable.Repeat(1.0, cols).ToArray(), context.Policy.Execution.Seed);
+                var matrix = layer.ReadMatrix(context.Model);
+                var columnImportance = h ?? Enumerable.Repeat(1.0, cols).ToArray();
+                // By channel: each row's (channel, position) columns reordered to (position, channel), so runs of d
+                // consecutive columns are d input channels at one kernel position.
+                var channels = cols / kernel;
+                int Column(int j) => byChannel ? j % channels * kernel + j / channels : j;
+                if (byChannel)
+                {
+                    var reordered = new float[matrix.Length];
+                    for (var r = 0; r < rows; r++)
+                        for (var j = 0; j < cols; j++) reordered[r * cols + j] = matrix[r * cols + Column(j)];
+                    matrix = reordered;
+                    columnImportance = Enumerable.Range(0, cols).Select(j => columnImportance[Column(j)]).ToArray();
+                }
+                var result = ProductKMeans.Fit(matrix, rows, cols, d, k, options.CodebookIterations, zeros > 0, columnImportance, context.Policy.Execution.Seed);
                 var entries = result.Values.Length / d;
                 var codebook = Tensors.FromFloats(graph.FreshName(stem), [entries, d], result.Values);
                 var form = Choose(stem, result.Indices, entries, [rows, cols / d]);
-                var outIn = new float[rows * cols];
-                for (var v = 0; v < result.Indices.Length; v++) result.Values.AsSpan(result.Indices[v] * d, d).CopyTo(outIn.AsSpan(v * d, d));
+                var decoded = new float[rows * cols];
+                for (var v = 0; v < result.Indices.Length; v++) result.Values.AsSpan(result.Indices[v] * d, d).CopyTo(decoded.AsSpan(v * d, d));
+                var outIn = decoded;
+                if (byChannel)
+                {
+                    outIn = new float[decoded.Length];
+                    for (var r = 0; r < rows; r++)
+                        for (var j = 0; j < cols; j++) outIn[r * cols + Column(j)] = decoded[r * cols + j];
+                }
                 (layer.StoredOutIn ? outIn : WeightedLayer.Transpose(outIn, rows, cols)).CopyTo(reconstructed, 0);
-                // Gather gives [rows, cols / d, d]; a Reshape (and for [in, out] weights a Transpose) gives the layout.
+                // Gather gives [rows, cols / d, d]; a Reshape (and for [in, out] weights, or a conv by channel, a
+                // Transpose) gives the layout.
+                var dims = weight.Dims.ToArray();
+                long[] shaped = !layer.StoredOutIn ? [rows, cols] : byChannel ? [dims[0], .. dims[2..], dims[1]] : dims;
+                long[]? perm = !layer.StoredOutIn ? [1, 0] : byChannel ? [0, dims.Length - 1, .. Enumerable.Range(1, dims.Length - 2).Select(i => (long)i)] : null;
                 var vectors = Named(Node("Gather", [codebook.Name, form.Indices], graph.FreshName(stem + "_vectors")), graph.FreshName(stem + "_lookup"));
-                var shape = Tensors.FromInt64s(graph.FreshName(stem + "_shape"), [layer.StoredOutIn ? weight.Dims.Count : 2], layer.StoredOutIn ? weight.Dims.ToArray() : [rows, cols]);
-                var reshape = Named(Node("Reshape", [vectors.Output[0], shape.Name], layer.StoredOutIn ? weight.Name : graph.FreshName(stem + "_out_in")), graph.FreshName(stem + "_reshape"));
+                var shape = Tensors.FromInt64s(graph.FreshName(stem + "_shape"), [shaped.Length], shaped);
+                var reshape = Named(Node("Reshape", [vectors.Output[0], shape.Name], perm is null ? weight.Name : graph.FreshName(stem + "_shaped")), graph.FreshName(stem + "_reshape"));
                 initializers.AddRange([.. form.Initializers, codebook, shape]);
                 nodes.AddRange([.. form.Nodes, vectors, reshape]);
-                if (!layer.StoredOutIn) nodes.Add(Named(Node("Transpose", [reshape.Output[0]], weight.Name, Ints("perm", 1, 0)), graph.FreshName(stem + "_transpose")));
+                if (perm is not null) nodes.Add(Named(Node("Transpose", [reshape.Output[0]], weight.Name, Ints("perm", perm)), graph.FreshName(stem + "_transpose")));
                 var fewer = entries < k ? $" (of {k} asked)" : "";
                 var settled = result.Converged ? $"settled after {result.Iterations} k-means iterations" : $"{result.Iterations} k-means iterations (the cap)";
                 var zero = zeros > 0 ? "; all-zero vectors kept exact as entry 0" : "";
-                what = $"product quantization: {entries} shared vectors of {d} inputs{fewer}, {settled}{zero}; {form.Label} indices (one per vector) + float [{entries}, {d}] codebook{form.Alternatives}";
+                what = $"product quantization: {entries} shared vectors of {(byKernel ? $"one {string.Join("×", weight.Dims.Skip(2))} kernel, {d} inputs" : byChannel ? $"{d} input channels at one kernel position" : $"{d} inputs")}{fewer}, {settled}{zero}; {form.Label} indices (one per vector) + float [{entries}, {d}] codebook{form.Alternatives}";
                 bits = (int)Math.Ceiling(Math.Log2(Math.Max(2, entries)) / d);
                 break;
             }

@@ -34,6 +34,17 @@ public sealed class CodebookMethodTests
         return outputs.Select((y, i) => Math.Pow(y - _mlpOutputs[i], 2)).Average();
     }
 
+    /// <summary>
+    /// A policy file that asks for the codebook on the MLP's two small layers only (hidden.1, 512×256, and the head),
+    /// so a test that compresses several times stays quick; hidden.0 (784×512) stays float.
+    /// </summary>
+    private static string SmallLayers(string settings)
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"codebook-small-{Guid.NewGuid():N}.json");
+        File.WriteAllText(file, $$"""{ "layers": [ { "match": "/hidden.1/*", {{settings}} }, { "match": "/out/*", {{settings}} } ] }""");
+        return file;
+    }
+
     private static Dictionary<string, LayerRecord> Records(CompressionContext context) =>
         context.Records.Where(r => r.Technique == "codebook").ToDictionary(r => r.Layer);
 
@@ -42,24 +53,28 @@ public sealed class CodebookMethodTests
     {
         foreach (var k in new[] { 4, 8 })
         {
-            var (weighted, context) = Compress(Fixtures.Mlp, ("Codebook", $"{k}"), ("CodebookWeighting", "activation"));
-            var (plain, _) = Compress(Fixtures.Mlp, ("Codebook", $"{k}"), ("CodebookWeighting", "none"));
+            var weightedFile = SmallLayers($"\"Codebook\": {k}, \"CodebookWeighting\": \"activation\"");
+            var plainFile = SmallLayers($"\"Codebook\": {k}");
+            var (weighted, context) = Compress(Fixtures.Mlp, ("PolicyFile", weightedFile));
+            var (plain, _) = Compress(Fixtures.Mlp, ("PolicyFile", plainFile));
+            File.Delete(weightedFile);
+            File.Delete(plainFile);
             double w = OutputMse(weighted), p = OutputMse(plain);
             Console.WriteLine($"k={k}: output MSE weighted {w:G4} vs unweighted {p:G4}; accuracy {Fixtures.Accuracy(weighted):P2} vs {Fixtures.Accuracy(plain):P2}");
             Assert.IsTrue(w < p, $"k={k}: weighted {w} vs unweighted {p}");
+            Assert.AreEqual(2, Records(context).Count);
             Assert.IsTrue(Records(context).Values.All(r => r.Note!.Contains("weighted by input E[x²] on ", StringComparison.Ordinal)),
                 string.Join("\n", Records(context).Values.Select(r => r.Note)));
         }
     }
 
     [TestMethod]
-    public void AutoWeighting_FollowsTheCalibrationData_AndActivationWithoutItIsACodedError()
+    public void Weighting_IsOffByDefault_EvenWithCalibrationData_AndActivationWithoutItIsACodedError()
     {
-        var withoutData = new CompressionContext(OnnxModel.Load(Fixtures.Mlp), Fixtures.Policy(("Codebook", "8")));
-        CompressionPipeline.Run(withoutData);
-        Assert.IsTrue(Records(withoutData).Values.All(r => !r.Note!.Contains("E[x²]", StringComparison.Ordinal)));
+        // The helper passes the calibration data: the fit must still be unweighted unless asked.
         var (_, withData) = Compress(Fixtures.Mlp, ("Codebook", "8"));
-        Assert.IsTrue(Records(withData).Values.All(r => r.Note!.Contains("E[x²]", StringComparison.Ordinal)));
+        Assert.IsTrue(Records(withData).Values.All(r => !r.Note!.Contains("E[x²]", StringComparison.Ordinal)),
+            string.Join("\n", Records(withData).Values.Select(r => r.Note)));
 
         var asked = new CompressionContext(OnnxModel.Load(Fixtures.Mlp), Fixtures.Policy(("Codebook", "8"), ("CodebookWeighting", "activation")));
         var error = Assert.ThrowsExactly<Diagnostics.CompressionException>(() => CompressionPipeline.Run(asked));
@@ -69,17 +84,21 @@ public sealed class CodebookMethodTests
     [TestMethod]
     public void Residual_HasLessWeightErrorThanScalar_AtTheSameK_AndRunsInOnnxRuntime()
     {
-        var (scalar, scalarContext) = Compress(Fixtures.Mlp, ("Codebook", "4"));
-        var (residual, residualContext) = Compress(Fixtures.Mlp, ("Codebook", "4"), ("CodebookMethod", "residual"));
+        var scalarFile = SmallLayers("\"Codebook\": 4");
+        var residualFile = SmallLayers("\"Codebook\": 4, \"CodebookMethod\": \"residual\"");
+        var (scalar, scalarContext) = Compress(Fixtures.Mlp, ("PolicyFile", scalarFile));
+        var (residual, residualContext) = Compress(Fixtures.Mlp, ("PolicyFile", residualFile));
+        File.Delete(scalarFile);
+        File.Delete(residualFile);
         var s = Records(scalarContext);
         var r = Records(residualContext);
-        Assert.AreEqual(3, r.Count);
+        Assert.AreEqual(2, r.Count);
         foreach (var (layer, record) in r)
         {
             Assert.IsTrue(record.ReconstructionError < s[layer].ReconstructionError, $"{layer}: residual {record.ReconstructionError} vs scalar {s[layer].ReconstructionError}");
             Assert.AreEqual(4, record.Bits, layer);
         }
-        Assert.AreEqual(3, residual.Graph.Node.Count(n => n.OpType == "Add" && n.Output[0].EndsWith(".weight", StringComparison.Ordinal)));
+        Assert.AreEqual(2, residual.Graph.Node.Count(n => n.OpType == "Add" && n.Output[0].EndsWith(".weight", StringComparison.Ordinal)));
         double accuracyResidual = Fixtures.Accuracy(residual), accuracyScalar = Fixtures.Accuracy(scalar);
         Console.WriteLine($"MLP k=4: scalar {accuracyScalar:P2}, residual {accuracyResidual:P2}, fp32 {_mlpFp32:P2}; output MSE {OutputMse(scalar):G4} vs {OutputMse(residual):G4}");
         Assert.IsTrue(OutputMse(residual) < OutputMse(scalar));
@@ -90,7 +109,7 @@ public sealed class CodebookMethodTests
     [TestMethod]
     public void Product_SharesVectorsOfInputs_RunsInOnnxRuntime_AndFoldsAway()
     {
-        var (model, context) = Compress(Fixtures.Mlp, ("Codebook", "256"), ("CodebookMethod", "product"), ("CodebookSubvector", "4"));
+        var (model, context) = Compress(Fixtures.Mlp, ("Codebook", "256"), ("CodebookMethod", "product"), ("CodebookSubvector", "4"), ("CodebookIterations", "25"));
         var records = Records(context);
         Assert.AreEqual(3, records.Count);
         Assert.IsTrue(records.Values.All(r => r.Note!.Contains("shared vectors of 4 inputs", StringComparison.Ordinal) && r.Bits == 2),
@@ -105,7 +124,7 @@ public sealed class CodebookMethodTests
         Assert.IsTrue(bytes < 0.08 * fp32, $"{bytes} of {fp32} bytes: one byte per 4 weights");
         var accuracy = Fixtures.Accuracy(model);
         Console.WriteLine($"MLP product d=4 k=256: {accuracy:P2} vs fp32 {_mlpFp32:P2}, {100.0 * bytes / fp32:0.00} % of the file");
-        Assert.IsTrue(accuracy >= _mlpFp32 - 0.06, $"{accuracy:P2} vs fp32 {_mlpFp32:P2}");
+        Assert.IsTrue(accuracy >= _mlpFp32 - 0.015, $"{accuracy:P2} vs fp32 {_mlpFp32:P2}");
         AssertCountsSeeThrough(model, Fixtures.Mlp);
         AssertFoldsAway(model);
     }
@@ -113,17 +132,38 @@ public sealed class CodebookMethodTests
     [TestMethod]
     public void EachMethod_OnTheResNet_RunsInOnnxRuntime_WithinReachOfFp32()
     {
-        // Product quantization at 2 bits a weight, without fine-tuning, costs the small convolutions much more than the
-        // MLP (measured: 79.5 % vs 93.6 %); the bound only says the lookup computes the weights it stands for.
-        foreach (var (method, k, tolerance) in new[] { ("residual", 16, 0.01), ("product", 256, 0.2) })
+        // Product quantization at 2 bits a weight, without fine-tuning, costs the small convolutions more than the MLP
+        // (measured: 88.40 % vs 93.60 %; runs of the flat row across kernels and channels gave 76.80 %).
+        foreach (var (method, k, tolerance) in new[] { ("residual", 16, 0.01), ("product", 256, 0.07) })
         {
-            var (model, context) = Compress(Fixtures.ResNet, ("Codebook", $"{k}"), ("CodebookMethod", method));
+            var (model, context) = Compress(Fixtures.ResNet, ("Codebook", $"{k}"), ("CodebookMethod", method), ("CodebookIterations", "25"));
             var accuracy = Fixtures.Accuracy(model);
             Console.WriteLine($"ResNet {method} k={k}: {accuracy:P2} vs fp32 {_resNetFp32:P2}, {model.ToBytes().Length} bytes");
             Assert.IsTrue(accuracy >= _resNetFp32 - tolerance, $"{method}: {accuracy:P2} vs fp32 {_resNetFp32:P2}");
             Assert.IsTrue(Records(context).Count > 0);
             AssertCountsSeeThrough(model, Fixtures.ResNet);
+            if (method == "product") AssertConvVectors(model, context, "4 input channels at one kernel position", 4);
         }
+    }
+
+    [TestMethod]
+    public void Product_ConvVectors_AreWholeKernels_WhenAsked()
+    {
+        var (model, context) = Compress(Fixtures.ResNet, ("Codebook", "16"), ("CodebookMethod", "product"), ("CodebookConvVector", "kernel"));
+        AssertConvVectors(model, context, "one 3×3 kernel, 9 inputs", 9);
+        AssertCountsSeeThrough(model, Fixtures.ResNet);
+        Assert.AreEqual(Fixtures.Outputs(model, 64).Data.Length, Fixtures.Outputs(OnnxModel.Load(Fixtures.ResNet), 64).Data.Length);
+    }
+
+    /// <summary>Every 3×3 conv shares vectors of the given shape: a [k, d] table, the note naming what a vector holds.</summary>
+    private static void AssertConvVectors(OnnxModel model, CompressionContext context, string holds, int d)
+    {
+        var convs = Records(context).Values.Where(r => r.Op == "Conv" && r.Shape is [_, > 1, 3, 3]).ToList();
+        Assert.IsTrue(convs.Count >= 8, $"{convs.Count} 3×3 convs with more than one input channel");
+        Assert.IsTrue(convs.All(r => r.Note!.Contains(holds, StringComparison.Ordinal)), string.Join("\n", convs.Select(r => r.Note)));
+        var graph = new OnnxGraph(model.Graph);
+        var tables = graph.Nodes.Where(n => n.OpType == "Gather").Select(n => graph.Initializer(n.Input[0])!.Dims.ToArray()).ToList();
+        Assert.IsTrue(tables.Count(t => t is [_, var w] && w == d) >= convs.Count, string.Join(" ", tables.Select(t => string.Join("x", t))));
     }
 
     [TestMethod]
@@ -149,8 +189,14 @@ public sealed class CodebookMethodTests
     {
         foreach (var method in new[] { "product", "residual", "scalar" })
         {
-            (string, string)[] settings = [("Codebook", method == "product" ? "64" : "8"), ("CodebookMethod", method)];
-            CollectionAssert.AreEqual(Compress(Fixtures.Mlp, settings).Model.ToBytes(), Compress(Fixtures.Mlp, settings).Model.ToBytes(), method);
+            var file = SmallLayers($"\"Codebook\": {(method == "product" ? 64 : 8)}, \"CodebookMethod\": \"{method}\"");
+            try
+            {
+                var (first, context) = Compress(Fixtures.Mlp, ("PolicyFile", file));
+                Assert.AreEqual(2, Records(context).Count, method);
+                CollectionAssert.AreEqual(first.ToBytes(), Compress(Fixtures.Mlp, ("PolicyFile", file)).Model.ToBytes(), method);
+            }
+            finally { File.Delete(file); }
         }
     }
 

@@ -76,10 +76,10 @@ public static class WeightDecoders
             ? System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(tensor.RawData.Span).ToArray()
             : (DataType)tensor.DataType == DataType.Int64 && tensor.Int64Data.Count > 0 ? tensor.Int64Data.ToArray() : null;
 
-    /// <summary>Whether the tensor's first element is all zero bytes.</summary>
-    public static bool FirstIsZero(OnnxModel model, TensorProto tensor)
+    /// <summary>Whether the tensor's first <paramref name="count"/> elements are all zero bytes.</summary>
+    public static bool FirstIsZero(OnnxModel model, TensorProto tensor, long count = 1)
     {
-        var size = ElementTypes.SizeInBytes((DataType)tensor.DataType);
+        var size = ElementTypes.SizeInBytes((DataType)tensor.DataType) * (int)count;
         var data = model.GetTensor(tensor);
         return size > 0 && data.HasRawBytes && data.RawBytes.Length >= size && data.RawBytes[..size].IndexOfAnyExcept((byte)0) < 0;
     }

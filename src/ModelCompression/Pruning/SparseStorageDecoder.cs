@@ -22,9 +22,9 @@ internal sealed class SparseStorageDecoder : IWeightDecoder
             case "ScatterND" when Input(2) is { } updates:
                 // The data is the zero tensor of the full shape, the updates the stored values.
                 return first with { NonZeros = updates.NonZeros, StoredName = updates.StoredName, StoredType = updates.StoredType };
-            case "Gather" when !(Input(0) is { Dims.Length: 1 } && Input(1) is { Dims: not null, Elements: not null }):
+            case "Gather" when !(Input(0) is { Dims.Length: 1 or 2 } && Input(1) is { Dims: not null, Elements: not null }):
                 // Reading stored values by computed indices: no shape of interest, but where the values live (a
-                // lookup in a 1-D table by indices of known shape is a codebook's, see WeightSharing).
+                // lookup in a 1-D or 2-D table by indices of known shape is a codebook's, see WeightSharing).
                 return first with { Dims = null, Elements = null };
             default:
                 return null;

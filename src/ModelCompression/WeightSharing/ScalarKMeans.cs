@@ -3,10 +3,10 @@ namespace ModelCompression.WeightSharing;
 /// <summary>
 /// A layer's weights as indices into a codebook of shared values. <see cref="Values"/> holds the entries in index
 /// order (with <c>KeepZero</c>, entry 0 is 0 and every exact zero points at it); <see cref="Indices"/> has one entry
-/// per weight, in the weights' order.
+/// per weight, in the weights' order. <see cref="Lambda"/> is the price in squared weight units of one bit of index
+/// entropy the assignment paid (0: nearest value); <see cref="Bits"/> what each entry's index costs, −log2 of its
+/// share of the weights it may take.
 /// </summary>
-/// <see cref="Lambda"/> is the price in squared weight units of one bit of index entropy the assignment paid
-/// (0: nearest value); <see cref="Bits"/> what each entry's index costs, −log2 of its share of the weights it may take.
 internal sealed record SharedWeights(float[] Values, byte[] Indices, int Iterations, bool Converged, double Lambda = 0, double[]? Bits = null);
 
 /// <summary>
@@ -14,7 +14,9 @@ internal sealed record SharedWeights(float[] Values, byte[] Indices, int Iterati
 /// best for weight sharing, since it keeps centroids at the large weights that matter most. In one dimension every
 /// cluster is a run of the sorted values between two midpoints, so after one sort each iteration only binary-searches
 /// the k − 1 midpoints and reads cluster sums from prefix sums: O(k log n) per iteration, O(n log n) in all.
-/// Deterministic: no randomness, and the result depends on the values only.
+/// With importances (one per weight, e.g. the second moment of the input it multiplies) the centroids are weighted
+/// means, so Lloyd minimizes Σ hᵢ(wᵢ − c)² instead; the nearest-centroid assignment, and so the sorted runs, stay.
+/// Deterministic: no randomness, and the result depends on the values (and importances) only.
 /// </summary>
 internal static class ScalarKMeans
 {
@@ -22,19 +24,29 @@ internal static class ScalarKMeans
     /// Shares <paramref name="weights"/> among at most <paramref name="k"/> values (2..256). With
     /// <paramref name="keepZero"/>, exact zeros (pruned weights) take a fixed entry 0 and the other weights share the
     /// remaining k − 1, so zeros stay exactly zero and no nonzero weight becomes zero. Entries no weight uses are
-    /// dropped (a layer with fewer distinct values than k).
+    /// dropped (a layer with fewer distinct values than k). <paramref name="importance"/>: empty, or one positive
+    /// weight per weight.
     /// </summary>
-    public static SharedWeights Fit(ReadOnlySpan<float> weights, int k, int maxIterations, bool keepZero, double rate = 0)
+    public static SharedWeights Fit(ReadOnlySpan<float> weights, int k, int maxIterations, bool keepZero, double rate = 0, ReadOnlySpan<double> importance = default)
     {
         if (k is < 2 or > 256) throw new ArgumentOutOfRangeException(nameof(k), k, "a codebook has 2..256 entries (uint8 indices)");
+        if (!importance.IsEmpty && importance.Length != weights.Length) throw new ArgumentException("one importance per weight", nameof(importance));
         var sorted = new List<float>(weights.Length);
-        foreach (var w in weights) if (!keepZero || w != 0) sorted.Add(w);
+        var weightsOf = new List<double>(weights.Length);
+        for (var i = 0; i < weights.Length; i++)
+        {
+            if (keepZero && weights[i] == 0) continue;
+            sorted.Add(weights[i]);
+            weightsOf.Add(importance.IsEmpty ? 1 : importance[i]);
+        }
         var values = sorted.ToArray();
-        Array.Sort(values);
+        var mass = weightsOf.ToArray();
+        Array.Sort(values, mass);
         var free = keepZero ? k - 1 : k;
-        var (centroids, iterations, converged) = values.Length == 0 ? (Array.Empty<double>(), 0, true) : Lloyd(values, free, maxIterations);
+        var (centroids, iterations, converged) = values.Length == 0 ? (Array.Empty<double>(), 0, true) : Lloyd(values, mass, free, maxIterations);
         double lambda = 0;
         double[]? bits = null;
+        // The rate step prices plain squared errors: with importances it starts from the weighted centroids.
         if (rate > 0 && centroids.Length > 1) (centroids, bits, lambda) = EntropyConstrained(values, centroids, rate, maxIterations);
 
         // The stored codebook: float centroids, each weight mapped to the nearest of them (midpoints recomputed from
@@ -174,11 +186,16 @@ internal static class ScalarKMeans
     }
 
     /// <summary>Lloyd iterations over sorted values: ascending centroids, iterations run, whether the clusters settled.</summary>
-    private static (double[] Centroids, int Iterations, bool Converged) Lloyd(float[] sorted, int k, int maxIterations)
+    private static (double[] Centroids, int Iterations, bool Converged) Lloyd(float[] sorted, double[] mass, int k, int maxIterations)
     {
         var n = sorted.Length;
         var prefix = new double[n + 1];
-        for (var i = 0; i < n; i++) prefix[i + 1] = prefix[i] + sorted[i];
+        var weight = new double[n + 1];
+        for (var i = 0; i < n; i++)
+        {
+            prefix[i + 1] = prefix[i] + mass[i] * sorted[i];
+            weight[i + 1] = weight[i] + mass[i];
+        }
 
         double min = sorted[0], max = sorted[^1];
         var centroids = new double[k];
@@ -196,7 +213,8 @@ internal static class ScalarKMeans
                 var start = j == 0 ? 0 : split[j - 1];
                 var end = j == k - 1 ? n : split[j];
                 // An empty cluster keeps its centroid: it lies between its neighbours, so the order holds.
-                if (end > start) centroids[j] = (prefix[end] - prefix[start]) / (end - start);
+                var w = weight[end] - weight[start];
+                if (end > start && w > 0) centroids[j] = Math.Clamp((prefix[end] - prefix[start]) / w, sorted[start], sorted[end - 1]);
             }
             (previous, split) = (split, previous);
         }

@@ -98,7 +98,7 @@ public sealed class CodebookTests
         Assert.IsTrue(_resNet16 >= _resNetFp32 - 0.01, $"ResNet: k=16 {_resNet16:P2} vs fp32 {_resNetFp32:P2}");
     }
 
-    private static readonly Lazy<(OnnxModel Model, CompressionContext Context)> Nearest16 = new(() => Compress(Fixtures.Mlp, ("Codebook", "16"), ("CodebookMethod", "nearest"), ("CodebookRate", "10")));
+    private static readonly Lazy<(OnnxModel Model, CompressionContext Context)> Nearest16 = new(() => Compress(Fixtures.Mlp, ("Codebook", "16"), ("CodebookAssignment", "nearest"), ("CodebookRate", "10")));
 
     /// <summary>Mean squared error of the MLP's logits against the fp32 model's on the calibration samples, and ‖mean(Δlogits)‖.</summary>
     private static (double Mse, double MeanShift) CalibrationError(OnnxModel model)
@@ -131,7 +131,7 @@ public sealed class CodebookTests
         Assert.IsTrue(gptq.Mse < 0.8 * plain.Mse, $"gptq {gptq.Mse:G4} vs nearest {plain.Mse:G4}");
         var records = _mlpContext16.Records.Where(r => r.Technique == "codebook").ToList();
         Assert.AreEqual(3, records.Count(r => r.Note!.Contains("; gptq (nearest: ", StringComparison.Ordinal)), string.Join("\n", records.Select(r => r.Note)));
-        Assert.IsTrue(nearestContext.Records.Where(r => r.Technique == "codebook").All(r => r.Note!.Contains("; nearest;", StringComparison.Ordinal)));
+        Assert.IsTrue(nearestContext.Records.Where(r => r.Technique == "codebook").All(r => r.Note!.Contains("; nearest: ", StringComparison.Ordinal)));
     }
 
     [TestMethod]

@@ -42,8 +42,8 @@ internal static class ConstrainedBayesianSearch
         var candidates = Halton(Candidates, dimensions, seed, skip: 1);
         anchors ??= [];
         if (anchors.Any(a => a.Length != dimensions)) throw new ArgumentException("an anchor must have every dimension", nameof(anchors));
-        // The anchors take the place of part of the space-filling start: at least the centre follows them.
-        var initial = Math.Min(maxTrials, Math.Max(anchors.Count + 1, dimensions + 2));
+        // The anchors take the place of the space-filling start: only the centre follows them.
+        var initial = Math.Min(maxTrials, anchors.Count > 0 ? anchors.Count + 1 : dimensions + 2);
         for (var t = 0; t < maxTrials; t++)
         {
             cancellation.ThrowIfCancellationRequested();

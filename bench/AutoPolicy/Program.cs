@@ -3,8 +3,9 @@ using System.Globalization;
 using ModelCompression;
 using ModelCompression.Policy;
 
-// Usage: dotnet run -c Release --project bench/AutoPolicy -- [--models mlp,resnet] [--max-drop 0.01] [--trials 16] [--auto-only]
-// For each fixture: a grid of uniform policies (one Sparsity and one Quantize for every layer: PruneScope=layer, and the
+// Usage: dotnet run -c Release --project bench/AutoPolicy -- [--models mlp,resnet] [--max-drop 0.01] [--trials 16] [--auto-only] [--verbose]
+// For each fixture: a grid of uniform policies (one Sparsity and one number format — float, int8, int4 unpruned, or a
+// 16-value codebook — for every layer: PruneScope=layer, and the
 // default global allocation as a second baseline) gated at MaxAccuracyDrop, then Auto under the same threshold; prints
 // the smallest passing file of each and the ratio, with times. Every run goes through the engine the CLI and MSBuild
 // use; the grid shares a pass cache, so a sparsity is pruned once for all its formats.
@@ -32,6 +33,12 @@ foreach (var name in models)
         var result = CompressionEngine.Compress(new(model, Path.Combine(work, name + ".out", label + ".onnx"), Path.Combine(work, name + ".reports"), policy)
         { GateFailureAsWarning = false, CacheDirectory = cached ? cache : null });
         var m = result.Report.Measurements;
+        // --verbose: where the time went, and every trial of a search, to see where it spent its budget.
+        if (args.Contains("--verbose"))
+            Console.WriteLine("  " + string.Join(", ", result.Report.Timings.Select(t => $"{t.Step} {t.Milliseconds / 1000:0.0}{(t.Cached ? " cached" : "")}")));
+        if (args.Contains("--verbose"))
+            foreach (var t in result.Report.Search?.Trials ?? [])
+                Console.WriteLine($"  trial {t.Index}: knobs {string.Join(",", t.Knobs.Select(k => k.ToString("0.000")))} size {t.SizeRatio:0.0000} drop {t.AccuracyDrop * 100:0.00} pt {(t.Feasible ? "ok" : "--")} {t.Seconds:0.0} s  {t.Layers}");
         return (result.Report.Verdict.Passed, m.SizeRatio, (m.Original?.Top1 - m.Compressed?.Top1) ?? double.NaN, clock.Elapsed.TotalSeconds);
     }
 
@@ -39,18 +46,27 @@ foreach (var name in models)
     var best = new Dictionary<string, (string Label, double Ratio)>();
     foreach (var scope in args.Contains("--auto-only") ? [] : new[] { "layer", "global" })
         foreach (var sparsity in new[] { "0", "0.5", "0.7", "0.8", "0.85", "0.9", "0.95" })
-            foreach (var quantize in sparsity == "0" ? new[] { "none", "int8", "int4" } : ["none", "int8"])
+            foreach (var quantize in sparsity == "0" ? new[] { "none", "int8", "int4", "codebook" } : ["none", "int8", "codebook"])
             {
                 if (sparsity == "0" && scope == "global") continue; // the same as PruneScope=layer
                 if (sparsity == "0" && quantize == "none") continue;
-                var label = $"{(sparsity == "0" ? "" : $"Sparsity={sparsity} PruneScope={scope} ")}Quantize={quantize}";
-                var r = Run(label.Replace(' ', '_').Replace('=', '-'), [("Sparsity", sparsity), ("PruneScope", scope), ("Quantize", quantize)]);
+                // Codebook=16: 4-bit indices into 16 shared values per layer (pruned weights stay zero), the float weights otherwise.
+                (string, string)[] format = quantize == "codebook" ? [("Quantize", "none"), ("Codebook", "16")] : [("Quantize", quantize)];
+                var label = $"{(sparsity == "0" ? "" : $"Sparsity={sparsity} PruneScope={scope} ")}{(quantize == "codebook" ? "Codebook=16" : $"Quantize={quantize}")}";
+                var r = Run(label.Replace(' ', '_').Replace('=', '-'), [("Sparsity", sparsity), ("PruneScope", scope), .. format]);
                 Console.WriteLine($"| {label} | {r.Ratio:0.0000} | {r.Drop * 100:0.00} pt | {(r.Passed ? "pass" : "fail")} | {r.Seconds:0.0} s |");
                 // An unpruned policy belongs to both grids.
                 foreach (var key in sparsity == "0" ? ["uniform", "global"] : new[] { scope == "layer" ? "uniform" : "global" })
                     if (r.Passed && (!best.TryGetValue(key, out var b) || r.Ratio < b.Ratio)) best[key] = (label, r.Ratio);
             }
     (string, string)[] auto = trials is null ? [("Auto", "true")] : [("Auto", "true"), ("SearchTrials", trials)];
+    // --probe "Sparsity=0.85 Quantize=int8": one policy from nothing cached, to time a trial's steps.
+    if (Arg("--probe") is { } probe)
+    {
+        var p = Run("probe", probe.Split(' ').Select(kv => (kv.Split('=')[0], kv.Split('=')[1])).ToArray(), cached: false);
+        Console.WriteLine($"| {probe} | {p.Ratio:0.0000} | {p.Drop * 100:0.00} pt | {(p.Passed ? "pass" : "fail")} | {p.Seconds:0.0} s |");
+        continue;
+    }
     // Auto starts from nothing cached: its time is the whole search.
     var a = Run("auto", auto, cached: false);
     Console.WriteLine($"| Auto (Objective=size{(trials is null ? "" : $", SearchTrials={trials}")}) | {a.Ratio:0.0000} | {a.Drop * 100:0.00} pt | {(a.Passed ? "pass" : "fail")} | {a.Seconds:0.0} s |");

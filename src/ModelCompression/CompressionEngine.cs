@@ -83,7 +83,7 @@ public static class CompressionEngine
 
         // Runs the passes with the given per-layer choices, saves the candidate under a name no other run uses (only
         // the model this run's gate judged can become its output) and gates it.
-        Trial RunTrial(LayerPolicy layers, List<StepTiming> steps, Dataset? data = null, bool latency = true)
+        Trial RunTrial(LayerPolicy layers, List<StepTiming> steps, Dataset? data = null, bool latency = true, OriginalRun? original = null)
         {
             var policy = layers.ApplyTo(request.Policy, modelPath);
             var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration);
@@ -96,7 +96,7 @@ public static class CompressionEngine
                 source.ReleasePages();
                 steps.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));
                 step.Restart();
-                trial.Measurements = Gate.Measure(modelPath, trial.Candidate, policy, cancellation, progress, data ?? validation, latency);
+                trial.Measurements = Gate.Measure(modelPath, trial.Candidate, policy, cancellation, progress, data ?? validation, latency, original);
                 trial.Verdict = Gate.Judge(trial.Measurements, policy);
                 steps.Add(new StepTiming("gate", step.Elapsed.TotalMilliseconds));
                 return trial;
@@ -154,9 +154,10 @@ public static class CompressionEngine
                 var gate = request.Policy.Get<GateOptions>();
                 var subset = validation!.Take(Math.Min(validation.Count, auto.SearchSamples));
                 var latency = AutoSearch.NeedsLatency(auto, gate);
+                var original = new OriginalRun();
                 var (log, ranked, closest) = AutoSearch.Run(space, gate, auto, request.Policy.Execution.Seed, layers =>
                 {
-                    using var trial = RunTrial(layers, [], subset, latency);
+                    using var trial = RunTrial(layers, [], subset, latency, original);
                     return trial.Measurements!;
                 }, cancellation);
                 var searchMs = watch.Elapsed.TotalMilliseconds;

@@ -78,7 +78,8 @@ public static class Gate
     /// <param name="validation">The validation data when the caller has loaded (and checked) it already; else it is loaded from the policy.</param>
     /// <param name="measureLatency">False skips the latency rounds (a search trial that neither optimizes nor constrains latency).</param>
     public static GateMeasurements Measure(string originalPath, string compressedPath, CompressionPolicy policy,
-        CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null, Dataset? validation = null, bool measureLatency = true)
+        CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null, Dataset? validation = null, bool measureLatency = true,
+        OriginalRun? original = null)
     {
         var originalBytes = OnnxModel.FileSizeWithExternalData(originalPath);
         var measurements = new GateMeasurements
@@ -96,19 +97,26 @@ public static class Gate
         // Models past the streamed-size limit are judged without prepacked weight copies (both sessions alike, so the
         // latency ratio compares like with like): peak memory stays near the two models' own sizes.
         var runtime = RuntimeOptions.From(policy) with { Prepacking = originalBytes <= DeployedSize.StreamedLimit };
-        Dataset data;
-        using (var model = OnnxModel.Load(originalPath))
-            data = DataCheck.Validation(validation ?? Dataset.Load(policy.Data.ValidationData), model.Graph, policy);
-
-        using var original = OnnxRuntimeSession.Create(originalPath, runtime);
-        using var compressed = OnnxRuntimeSession.Create(compressedPath, runtime);
         var gate = policy.Get<GateOptions>();
-        var names = gate.Outputs.Count == 0 ? original.OutputNames : gate.Outputs;
+        // A search gates many candidates against the same original on the same data: its outputs are computed once.
+        var kept = original is { Outputs: not null } && ReferenceEquals(original.Validation, validation) && validation is not null ? original : null;
+        Dataset data;
+        if (kept is not null) data = kept.Data!;
+        else
+            using (var model = OnnxModel.Load(originalPath))
+                data = DataCheck.Validation(validation ?? Dataset.Load(policy.Data.ValidationData), model.Graph, policy);
+
+        using var originalSession = kept is null || measureLatency ? OnnxRuntimeSession.Create(originalPath, runtime) : null;
+        using var compressed = OnnxRuntimeSession.Create(compressedPath, runtime);
+        var originalNames = kept?.OutputNames ?? originalSession!.OutputNames;
+        var names = gate.Outputs.Count == 0 ? originalNames : gate.Outputs;
         foreach (var name in names)
-            if (!original.OutputNames.Contains(name) || !compressed.OutputNames.Contains(name))
+            if (!originalNames.Contains(name) || !compressed.OutputNames.Contains(name))
                 throw new CompressionException(DiagnosticCodes.InvalidSettingValue,
-                    $"Outputs: '{name}' is not an output of {(original.OutputNames.Contains(name) ? "the compressed" : "the")} model; its outputs are {string.Join(", ", original.OutputNames)}", originalPath);
-        var originalOutputs = Predictions.RunAll(original, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate original"));
+                    $"Outputs: '{name}' is not an output of {(originalNames.Contains(name) ? "the compressed" : "the")} model; its outputs are {string.Join(", ", originalNames)}", originalPath);
+        var originalOutputs = kept?.Outputs ?? Predictions.RunAll(originalSession!, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate original"));
+        if (original is not null && kept is null && validation is not null)
+            (original.Validation, original.Data, original.OutputNames, original.Outputs) = (validation, data, originalNames, originalOutputs);
         var compressedOutputs = Predictions.RunAll(compressed, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate compressed"));
         foreach (var name in names)
             if (originalOutputs[name].Data.Length != compressedOutputs[name].Data.Length)
@@ -122,7 +130,7 @@ public static class Gate
         var batch = data.Batches(policy.Execution.BatchSize).First();
         LatencyStats? originalLatency = null, compressedLatency = null;
         if (measureLatency)
-            (originalLatency, compressedLatency) = LatencyComparison.Measure(original, compressed, batch, policy.Get<GateOptions>().LatencyRounds, cancellation, Report(progress, "latency"));
+            (originalLatency, compressedLatency) = LatencyComparison.Measure(originalSession!, compressed, batch, policy.Get<GateOptions>().LatencyRounds, cancellation, Report(progress, "latency"));
         return measurements with
         {
             Original = Score(originalOutputs[names[0]]),
@@ -204,4 +212,16 @@ public static class Gate
 
     private static IProgress<double>? Report(IProgress<(string, double)>? progress, string stage) =>
         progress is null ? null : new Passes.InlineProgress<double>(f => progress.Report((stage, f)));
+}
+
+/// <summary>
+/// The original model's outputs on one validation set (the same <see cref="Dataset"/> object), kept by a search
+/// across the candidates it gates: the original is run once, not once per trial.
+/// </summary>
+public sealed class OriginalRun
+{
+    internal Dataset? Validation { get; set; }
+    internal Dataset? Data { get; set; }
+    internal IReadOnlyList<string>? OutputNames { get; set; }
+    internal IReadOnlyDictionary<string, FloatTensor>? Outputs { get; set; }
 }

@@ -10,7 +10,7 @@ namespace ModelCompression.Search;
 /// [0, 1] as Tung &amp; Mori do to keep the Gaussian process low-dimensional. The first is the fraction of the
 /// prunable weights to remove, spread over the layers so that their estimated errors (<see cref="LayerSensitivity"/>)
 /// are as equal as the levels allow (one error budget, the smallest that removes enough) or, by the third knob, as
-/// the default global allocation or uniformly (<see cref="Spread"/>); the second is an error budget for the number format on a log scale
+/// the default global allocation, uniformly or by Erdős–Rényi (<see cref="Spread"/>); the second is an error budget for the number format on a log scale
 /// (<see cref="QuantizationBudget"/>): each layer takes the fewest bits whose estimated error fits it. A knob moves
 /// every layer the same way.
 /// </summary>
@@ -34,6 +34,25 @@ internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool st
     /// <summary>The second knob in [0, 1] as a relative-error budget from 10⁻³ to 0.3 (log scale).</summary>
     public static double QuantizationBudget(double knob) => Math.Pow(10, -3 + 2.5 * Math.Clamp(knob, 0, 1));
 
+    /// <summary>The first knob that gives <paramref name="sparsity"/> overall (the inverse of <see cref="Sparsity"/>).</summary>
+    public static double SparsityKnob(double sparsity) => Math.Clamp(Math.Log(1 - Math.Clamp(sparsity, 0, MaxSparsity)) / Math.Log(1 - MaxSparsity), 0, 1);
+
+    /// <summary>
+    /// The first trials: the policies a user would try by hand, so the search starts no worse than they do — 85 % of
+    /// the prunable weights (where both fixtures' best hand-made policies sit) spread as the default global allocation,
+    /// as the same sparsity on every layer and by Erdős–Rényi; every layer in int8 (int4 where its estimated error is
+    /// no larger). The Gaussian process then refines around whichever met the constraints.
+    /// </summary>
+    public IReadOnlyList<double[]> Anchors()
+    {
+        var int8 = Layers.Where(l => double.IsFinite(l.Int8Error)).Select(l => l.Int8Error).DefaultIfEmpty(1e-3).Max();
+        // The smallest format budget in which every layer takes int8 (errors are estimates: 10 % headroom).
+        var format = Math.Clamp((Math.Log10(Math.Max(int8 * 1.1, 1e-3)) + 3) / 2.5, 0, 1);
+        if (!Layers.Any(l => l.Prunable)) return [[0, format, 0.5]];
+        var k = SparsityKnob(0.85);
+        return [[k, format, 2.0 / 3], [k, format, 1.0 / 3], [k, format, 0]];
+    }
+
     public LayerPolicy Choose(double[] knobs)
     {
         var overall = Sparsity(knobs[0]);
@@ -56,17 +75,50 @@ internal sealed class AutoPolicy(IReadOnlyList<LayerSensitivity> layers, bool st
     }
 
     /// <summary>
-    /// Per layer, the sparsity at <paramref name="overall"/>, spread by the third knob along three allocations: the same
-    /// sparsity everywhere (0), the default global one (½), the one by estimated error (1), linearly between them. The
-    /// estimates ignore how layers interact and neither of the others is best on every model, so the search decides.
+    /// Per layer, the sparsity at <paramref name="overall"/>, spread by the third knob along four allocations: the
+    /// Erdős–Rényi one (0: more sparsity on layers with more weights per input and output), the same sparsity
+    /// everywhere (⅓), the default global one (⅔), the one by estimated error (1), linearly between neighbours. The
+    /// estimates ignore how layers interact and none of these is best on every model (on the MLP the trials prune the
+    /// wide first layer harder than the second, against the estimates), so the search decides.
     /// </summary>
     public double[] Spread(double overall, double knob)
     {
-        var t = Math.Clamp(knob, 0, 1);
-        var (from, to, f) = t <= 0.5
-            ? (Layers.Select(l => l.Prunable ? overall : 0).ToArray(), DefaultAllocation(overall), t * 2)
-            : (DefaultAllocation(overall), Allocate(overall), t * 2 - 1);
+        var t = Math.Clamp(knob, 0, 1) * 3;
+        var segment = Math.Min((int)t, 2);
+        double[] Allocation(int k) => k switch
+        {
+            0 => ErdosRenyi(overall),
+            1 => Layers.Select(l => l.Prunable ? overall : 0).ToArray(),
+            2 => DefaultAllocation(overall),
+            _ => Allocate(overall),
+        };
+        var (from, to, f) = (Allocation(segment), Allocation(segment + 1), t - segment);
         return from.Select((a, i) => Layers[i].Prunable ? Math.Round(((1 - f) * a + f * to[i]) * 100) / 100 : 0).ToArray();
+    }
+
+    /// <summary>
+    /// Per layer, the Erdős–Rényi sparsity (Mocanu et al. 2018; Evci et al., RigL, 2020): each layer keeps a share of
+    /// its weights proportional to (rows + columns)/(rows · columns), scaled so that <paramref name="overall"/> of the
+    /// prunable weights go; no layer past <see cref="MaxSparsity"/>. Wide layers lose more, narrow ones less.
+    /// </summary>
+    public double[] ErdosRenyi(double overall)
+    {
+        var result = new double[Layers.Count];
+        var prunable = Enumerable.Range(0, Layers.Count).Where(i => Layers[i].Prunable).ToList();
+        var total = prunable.Sum(i => (double)Layers[i].Parameters);
+        if (overall <= 0 || total == 0) return result;
+        double Score(LayerSensitivity l) => l.Rows > 0 && l.Cols > 0 ? (double)(l.Rows + l.Cols) / ((double)l.Rows * l.Cols) : 1 / Math.Sqrt(l.Parameters);
+        double Density(LayerSensitivity l, double c) => Math.Clamp(c * Score(l), 1 - MaxSparsity, 1);
+        double Removed(double c) => prunable.Sum(i => (1 - Density(Layers[i], c)) * Layers[i].Parameters);
+        // Bisection over the scale on a log scale: the largest that still removes enough.
+        double lo = -12, hi = 12;
+        for (var step = 0; step < 80; step++)
+        {
+            var mid = (lo + hi) / 2;
+            if (Removed(Math.Pow(10, mid)) >= Math.Min(overall, MaxSparsity) * total - 1e-9) lo = mid; else hi = mid;
+        }
+        foreach (var i in prunable) result[i] = 1 - Density(Layers[i], Math.Pow(10, lo));
+        return result;
     }
 
     /// <summary>

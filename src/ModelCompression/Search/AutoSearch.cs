@@ -95,7 +95,7 @@ public static class AutoSearch
                     double.IsFinite(objective) && values.Select((v, k) => double.IsFinite(v) && v <= measures[k].Limit + ConstrainedBayesianSearch.Tolerance).All(x => x),
                     Summarize(layers), (DateTime.UtcNow - started).TotalSeconds) { Key = key });
                 return new Observation(objective, values);
-            }, cancellation);
+            }, cancellation, space.Anchors());
         var ranked = result.Trials.Where(t => t.Feasible).OrderBy(t => t.Outcome.Objective).ThenBy(t => t.Index)
             .Select(t => policies[t.Index]).Distinct().Take(keep).ToList();
         // Nothing met every limit: the trial that came closest (smallest total relative violation) is what the gate sees.

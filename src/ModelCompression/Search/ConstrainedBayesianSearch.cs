@@ -30,21 +30,27 @@ internal static class ConstrainedBayesianSearch
     /// <summary>Candidate points scored by the acquisition each round.</summary>
     public const int Candidates = 1024;
 
+    /// <param name="anchors">Points tried first, before the centre and the Halton sequence: the caller's known-good
+    /// regions (for Auto, the uniform and default allocations), so the Gaussian process starts from them.</param>
     public static SearchResult Run(int dimensions, IReadOnlyList<SearchConstraint> constraints, int maxTrials, TimeSpan? maxTime, int seed,
-        Func<double[], Observation> evaluate, CancellationToken cancellation = default)
+        Func<double[], Observation> evaluate, CancellationToken cancellation = default, IReadOnlyList<double[]>? anchors = null)
     {
         if (dimensions < 1) throw new ArgumentOutOfRangeException(nameof(dimensions));
         if (maxTrials < 1) throw new ArgumentOutOfRangeException(nameof(maxTrials));
         var clock = Stopwatch.StartNew();
         var trials = new List<SearchTrial>();
         var candidates = Halton(Candidates, dimensions, seed, skip: 1);
-        var initial = Math.Min(maxTrials, dimensions + 2);
+        anchors ??= [];
+        if (anchors.Any(a => a.Length != dimensions)) throw new ArgumentException("an anchor must have every dimension", nameof(anchors));
+        // The anchors take the place of the space-filling start: only the centre follows them.
+        var initial = Math.Min(maxTrials, anchors.Count > 0 ? anchors.Count + 1 : dimensions + 2);
         for (var t = 0; t < maxTrials; t++)
         {
             cancellation.ThrowIfCancellationRequested();
             if (t > 0 && maxTime is { } limit && clock.Elapsed >= limit) break;
             var targets = constraints.Select(c => Target(c, t, maxTrials)).ToArray();
-            var knobs = t < initial ? InitialPoint(t, dimensions, seed) : Next(trials, constraints, targets, candidates);
+            var knobs = t < anchors.Count ? anchors[t].Select(v => Math.Clamp(v, 0, 1)).ToArray()
+                : t < initial ? InitialPoint(t - anchors.Count, dimensions, seed) : Next(trials, constraints, targets, candidates);
             var outcome = evaluate(knobs);
             if (outcome.Constraints.Count != constraints.Count) throw new InvalidOperationException("a trial must measure every constraint");
             trials.Add(new SearchTrial(t, knobs, outcome, targets, Meets(outcome, constraints.Select(c => c.Limit).ToArray()), clock.Elapsed.TotalSeconds));

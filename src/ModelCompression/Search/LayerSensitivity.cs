@@ -12,7 +12,9 @@ namespace ModelCompression.Search;
 /// pruning at each of <see cref="SparsityLevels"/> (by OBS saliency, with compensation), int8 per channel and int4 in
 /// blocks of 32 by rounding.
 /// </summary>
-internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prunable, bool Int4, double[] PruneErrors, double Int8Error, double Int4Error)
+/// <param name="Rows">Output features (0: unknown).</param>
+/// <param name="Cols">Input features per output, kernel included (0: unknown).</param>
+internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prunable, bool Int4, double[] PruneErrors, double Int8Error, double Int4Error, int Rows = 0, int Cols = 0)
 {
     /// <summary>0, 0.05, …, 0.95: a layer is never emptied.</summary>
     public static readonly double[] SparsityLevels = Enumerable.Range(0, 20).Select(i => i / 20.0).ToArray();
@@ -42,7 +44,7 @@ internal sealed record LayerSensitivity(string Layer, long Parameters, bool Prun
         for (var i = 0; i < w.Length; i++) dequantized[i] = int8.Values[i] * int8.Scales[i / cols];
         var int8Error = Error(dequantized);
         var int4Error = int4 ? Error(Int4Quantizer.Rtn(w, rows, cols, 32, symmetric: false).Dequantize()) : double.PositiveInfinity;
-        return new LayerSensitivity(name, w.Length, prunable, int4, pruneErrors, int8Error, int4Error);
+        return new LayerSensitivity(name, w.Length, prunable, int4, pruneErrors, int8Error, int4Error, rows, cols);
     }
 
     /// <summary>The diagonal of (H + μI)⁻¹, μ = 1 % of the mean diagonal (SparseGPT's dampening): Σᵢ (L⁻¹)ᵢⱼ² for H + μI = LLᵀ.</summary>

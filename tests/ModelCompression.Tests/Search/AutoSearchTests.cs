@@ -9,7 +9,7 @@ public sealed class AutoSearchTests
 {
     private static CompressionPolicy Policy(params (string, string)[] more) => Fixtures.Policy(
         [("Auto", "true"), ("CalibrationData", "fmnist_calib.npz"), ("ValidationData", "fmnist_val.npz"), ("MaxAccuracyDrop", "0.01"),
-         ("SearchTrials", "3"), ("SearchSamples", "500"), ("LatencyRounds", "1"), .. more]);
+         ("SearchTrials", "3"), ("SearchSamples", "2000"), ("LatencyRounds", "1"), .. more]);
 
     [TestMethod]
     public void Auto_OnTheMlp_ChoosesPerLayerSettingsThatMeetTheThreshold_AndTheLockReproducesThemWithoutSearching()
@@ -30,7 +30,8 @@ public sealed class AutoSearchTests
         Assert.IsNotNull(search.ChosenTrial);
         var chosen = search.Trials[search.ChosenTrial.Value];
         Assert.IsTrue(chosen.Feasible);
-        // The chosen trial is the smallest that met the threshold on the search samples.
+        // The chosen trial is the smallest that met the threshold on the search samples (all of them here, so the full
+        // gate cannot reject it for a runner-up: the anchors sit near the accuracy cliff, where 500 samples flatter).
         Assert.AreEqual(search.Trials.Where(t => t.Feasible).Min(t => t.Objective), chosen.Objective);
         // Per-layer settings, not one setting for all: the head is never pruned, the hidden layers are.
         Assert.IsTrue(search.Layers.Any(l => l.Settings.TryGetValue("Sparsity", out var s) && double.Parse(s, System.Globalization.CultureInfo.InvariantCulture) > 0));
@@ -61,10 +62,20 @@ public sealed class AutoSearchTests
         Assert.IsTrue(s[0] < s[1], $"sensitive {s[0]} vs robust {s[1]}");
         Assert.AreEqual(0, s[2]);
         Assert.IsTrue(s[0] * 1000 + s[1] * 3000 >= 0.6 * 4000);
-        // The third knob: 0 gives every prunable layer the same sparsity, 1 the allocation by sensitivity.
-        var uniform = space.Choose([0.6, 0, 0]).Layers;
+        // The third knob: ⅓ gives every prunable layer the same sparsity, 1 the allocation by sensitivity, 0 Erdős–Rényi.
+        var uniform = space.Choose([0.6, 0, 1.0 / 3]).Layers;
         Assert.AreEqual(uniform[0].Settings["Sparsity"], uniform[1].Settings["Sparsity"]);
         Assert.IsFalse(uniform[2].Settings.ContainsKey("Sparsity"));
+        // Erdős–Rényi (third knob 0): the wider layer (more weights per row and column) loses more, the total is met.
+        var wide = new AutoPolicy([Layer("wide", 784 * 512, 1) with { Rows = 512, Cols = 784 }, Layer("narrow", 512 * 256, 1) with { Rows = 256, Cols = 512 }], staticInt8: true);
+        var er = wide.ErdosRenyi(0.85);
+        Assert.IsTrue(er[0] > 0.85 && er[1] < 0.85, $"wide {er[0]:0.000}, narrow {er[1]:0.000}");
+        Assert.AreEqual(0.85 * (784 * 512 + 512 * 256), er[0] * 784 * 512 + er[1] * 512 * 256, 1);
+        // The anchors: 85 % by the default allocation, uniformly and by Erdős–Rényi, every layer in int8.
+        var anchors = space.Anchors();
+        Assert.AreEqual(3, anchors.Count);
+        Assert.AreEqual(0.85, AutoPolicy.Sparsity(anchors[0][0]), 1e-9);
+        Assert.IsTrue(space.Choose(anchors[1]).Layers.All(l => l.Settings["Quantize"] == "int8"));
         // The second knob: more bits for smaller budgets.
         Assert.AreEqual("none", space.Choose([0, 0, 1]).Layers[0].Settings["Quantize"]);
         Assert.AreEqual("int4", space.Choose([0, 1, 1]).Layers[0].Settings["Quantize"]);

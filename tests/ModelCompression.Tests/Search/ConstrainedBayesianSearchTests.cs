@@ -37,6 +37,19 @@ public sealed class ConstrainedBayesianSearchTests
     }
 
     [TestMethod]
+    public void AnchorsAreTriedFirst_AndTheSearchEndsNoWorseThanTheBestOfThem()
+    {
+        double[][] anchors = [[0.6, 0.3], [0.3, 0.5]]; // both feasible
+        var result = ConstrainedBayesianSearch.Run(2, [new SearchConstraint("drop", 0.01, 0)], 8, null, 0, Problem, anchors: anchors);
+        CollectionAssert.AreEqual(anchors[0], result.Trials[0].Knobs);
+        CollectionAssert.AreEqual(anchors[1], result.Trials[1].Knobs);
+        // Then the centre: the anchors replace part of the space-filling start, not all of it.
+        CollectionAssert.AreEqual(new[] { 0.5, 0.5 }, result.Trials[2].Knobs);
+        var anchored = result.Trials.Take(2).Where(t => t.Feasible).Min(t => t.Outcome.Objective);
+        Assert.IsTrue(result.Best!.Outcome.Objective <= anchored);
+    }
+
+    [TestMethod]
     public void SameSeedSameTrials_OtherSeedOtherTrials()
     {
         string Run(int seed) => string.Join(";", ConstrainedBayesianSearch.Run(2, [new SearchConstraint("drop", 0.01, 0)], 8, null, seed, Problem)

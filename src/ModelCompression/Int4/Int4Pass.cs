@@ -132,10 +132,10 @@ public sealed class Int4Pass : ICompressionPass
     private static (Int4Weights, string, double) Rtn(CompressionContext context, Target target, bool keepFloat)
     {
         var layer = target.Layer;
-        // [out, in] rows: read in place when the weight is stored that way, else one transposed copy.
+        // Read in place, in the stored layout: [out, in] row by row, MatMul's [in, out] by sweeps of a block's rows.
         var (q, error) = layer.StoredOutIn
             ? Int4Quantizer.RtnWithError(layer.StoredFloats(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric)
-            : Int4Quantizer.RtnWithError(layer.ReadMatrix(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric);
+            : Int4Quantizer.RtnInOut(layer.StoredFloats(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric);
         context.Model.ReleasePages(layer.Weight);
         // Only calibrated stages that follow need the quantized values in the float graph; without them the
         // dequantized copy (a float per weight) is never built.

@@ -1,3 +1,4 @@
+using System.Numerics;
 using ModelCompression.Numerics;
 
 namespace ModelCompression.Int4;
@@ -115,6 +116,114 @@ internal static class Int4Quantizer
         return (q, den > 0 ? Math.Sqrt(num / den) : 0);
     }
 
+    /// <summary>Output columns per unit of parallel work in the [in, out] sweep (a multiple of any vector width).</summary>
+    private const int ChunkColumns = 256;
+
+    /// <summary>
+    /// <see cref="RtnWithError"/> for a weight stored [in, out] (MatMul's layout): a block runs along the input axis,
+    /// so it is <paramref name="blockSize"/> consecutive stored rows, and each unit of work (one block of rows × a
+    /// fixed chunk of columns) sweeps those rows with vectors across the columns, with no transposed copy. The grid
+    /// and each code are computed with the same double operations as the row-major path (widening a float is exact),
+    /// so the codes, scales and zero points are the same bytes; only the order the error sums add up in differs.
+    /// </summary>
+    public static (Int4Weights Weights, double RelativeError) RtnInOut(ReadOnlySpan<float> inOut, int rows, int cols, int blockSize, bool symmetric)
+    {
+        if (inOut.Length != (long)rows * cols) throw new ArgumentException($"{inOut.Length} values for [{cols}, {rows}]");
+        var q = Empty(rows, cols, blockSize, symmetric);
+        var (blocks, tiles) = (q.Blocks, (rows + ChunkColumns - 1) / ChunkColumns);
+        var sums = new (double Error, double Norm)[blocks * tiles];
+        unsafe
+        {
+            fixed (float* source = inOut)
+            fixed (byte* codes = q.Codes)
+            {
+                var (src, dst) = ((nint)source, (nint)codes);
+                Parallel.For(0, sums.Length, unit => sums[unit] = RtnInOutUnit((float*)src, (byte*)dst, q, unit / tiles, unit % tiles * ChunkColumns));
+            }
+        }
+        double num = 0, den = 0;
+        foreach (var (e, n) in sums) { num += e; den += n; }
+        return (q, den > 0 ? Math.Sqrt(num / den) : 0);
+    }
+
+    /// <summary>One block (stored rows k0..k1) × columns n0..n0+ChunkColumns of an [in, out] weight.</summary>
+    private static unsafe (double Error, double Norm) RtnInOutUnit(float* src, byte* codes, Int4Weights q, int block, int n0)
+    {
+        int rows = q.Rows, cols = q.Cols, k0 = block * q.BlockSize, k1 = Math.Min(cols, k0 + q.BlockSize);
+        var width = Math.Min(ChunkColumns, rows - n0);
+        int fw = Vector<float>.Count, dw = Vector<double>.Count;
+        var vectorEnd = width - width % fw;
+        // lo/hi: the block's min(x, 0) and max(x, 0) per column; symmetric: lo is the first value of largest magnitude.
+        Span<float> lo = stackalloc float[ChunkColumns], hi = stackalloc float[ChunkColumns];
+        lo.Clear();
+        hi.Clear();
+        for (var k = k0; k < k1; k++)
+        {
+            var row = src + (long)k * rows + n0;
+            var i = 0;
+            if (q.Symmetric)
+            {
+                for (; i < vectorEnd; i += fw)
+                {
+                    var (x, e) = (Vector.Load(row + i), new Vector<float>(lo[i..]));
+                    Vector.ConditionalSelect(Vector.GreaterThan(Vector.Abs(x), Vector.Abs(e)), x, e).CopyTo(lo[i..]);
+                }
+                for (; i < width; i++) if (Math.Abs(row[i]) > Math.Abs(lo[i])) lo[i] = row[i];
+            }
+            else
+            {
+                for (; i < vectorEnd; i += fw)
+                {
+                    var x = Vector.Load(row + i);
+                    Vector.Min(new Vector<float>(lo[i..]), x).CopyTo(lo[i..]);
+                    Vector.Max(new Vector<float>(hi[i..]), x).CopyTo(hi[i..]);
+                }
+                for (; i < width; i++) { lo[i] = Math.Min(lo[i], row[i]); hi[i] = Math.Max(hi[i], row[i]); }
+            }
+        }
+        Span<double> scales = stackalloc double[ChunkColumns], zeros = stackalloc double[ChunkColumns];
+        for (var i = 0; i < width; i++)
+        {
+            var (scale, zero) = q.Symmetric ? SymmetricGrid(lo[i]) : AsymmetricGrid(lo[i], hi[i]);
+            var b = (n0 + i) * q.Blocks + block;
+            q.Scales[b] = scale;
+            q.ZeroPoints[b] = zero;
+            (scales[i], zeros[i]) = (scale, zero);
+        }
+        var (top, e2, n2) = (new Vector<double>(15), Vector<double>.Zero, Vector<double>.Zero);
+        double error = 0, norm = 0;
+        for (var k = k0; k < k1; k++)
+        {
+            var row = src + (long)k * rows + n0;
+            var column = codes + (long)n0 * cols + k;
+            var i = 0;
+            for (; i < vectorEnd; i += fw)
+            {
+                Vector.Widen(Vector.Load(row + i), out var xl, out var xh);
+                var (sl, sh) = (new Vector<double>(scales[i..]), new Vector<double>(scales[(i + dw)..]));
+                var (zl, zh) = (new Vector<double>(zeros[i..]), new Vector<double>(zeros[(i + dw)..]));
+                // As the scalar rule: a zero scale (an all-zero block) takes the zero point.
+                var cl = Vector.ConditionalSelect(Vector.Equals(sl, Vector<double>.Zero), zl, Vector.Min(Vector.Max(Vector.Round(xl / sl) + zl, Vector<double>.Zero), top));
+                var ch = Vector.ConditionalSelect(Vector.Equals(sh, Vector<double>.Zero), zh, Vector.Min(Vector.Max(Vector.Round(xh / sh) + zh, Vector<double>.Zero), top));
+                var (dl, dh) = (xl - (cl - zl) * sl, xh - (ch - zh) * sh);
+                e2 += dl * dl + dh * dh;
+                n2 += xl * xl + xh * xh;
+                var c = Vector.ConvertToInt32(Vector.Narrow(cl, ch));
+                for (var j = 0; j < fw; j++) column[(long)(i + j) * cols] = (byte)c[j];
+            }
+            for (; i < width; i++)
+            {
+                double x = row[i], scale = scales[i], zero = zeros[i];
+                var code = scale == 0 ? zero : Math.Clamp(Math.Round(x / scale, MidpointRounding.ToEven) + zero, 0, 15);
+                column[(long)i * cols] = (byte)code;
+                var d = x - (code - zero) * scale;
+                error += d * d;
+                norm += x * x;
+            }
+        }
+        return (error + Vector.Sum(e2), norm + Vector.Sum(n2));
+    }
+
     /// <summary>The GPTQ quantization and the dampening it used; null when H stays singular even with 10⁵ times the dampening.</summary>
     public static (Int4Weights Weights, double Damping)? Gptq(float[] weights, int rows, int cols, double[] hessian, int blockSize, bool symmetric, double damping)
     {
@@ -229,7 +338,7 @@ internal static class Int4Quantizer
                 var x = double.CreateTruncating(v);
                 if (Math.Abs(x) > Math.Abs(extreme)) extreme = x;
             }
-            return ((float)(extreme / -8), 8);
+            return SymmetricGrid(extreme);
         }
         double lo = 0, hi = 0;
         foreach (var v in row)
@@ -238,6 +347,15 @@ internal static class Int4Quantizer
             lo = Math.Min(lo, x);
             hi = Math.Max(hi, x);
         }
+        return AsymmetricGrid(lo, hi);
+    }
+
+    /// <summary>The symmetric grid of a block whose first value of largest magnitude is <paramref name="extreme"/>.</summary>
+    private static (float Scale, byte Zero) SymmetricGrid(double extreme) => ((float)(extreme / -8), 8);
+
+    /// <summary>The asymmetric grid of a block spanning [<paramref name="lo"/>, <paramref name="hi"/>] (both include 0).</summary>
+    private static (float Scale, byte Zero) AsymmetricGrid(double lo, double hi)
+    {
         var scale = (float)((hi - lo) / 15);
         return (scale, scale == 0 ? (byte)8 : (byte)Math.Clamp(Math.Round(-lo / scale, MidpointRounding.ToEven), 0, 15));
     }

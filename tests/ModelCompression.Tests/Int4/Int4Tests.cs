@@ -204,6 +204,84 @@ public sealed class Int4Tests
     }
 
     [TestMethod]
+    public void MatMulWeightsStoredInOut_GetTheSameBlocksAsTheGemmForm_AndOnnxRuntimeComputesTheSame()
+    {
+        // The MLP as MatMul over [in, out] weights plus a bias Add: quantized in that layout (no transpose), its
+        // blocks must be the bytes the [out, in] Gemm form gets (784 inputs end in a partial block; 10 outputs are
+        // fewer than a vector), for both grids.
+        foreach (var symmetric in new[] { "false", "true" })
+        {
+            using var gemm = OnnxModel.Load(Fixtures.Mlp);
+            using var matMul = OnnxModel.Load(Fixtures.Mlp);
+            var graph = new OnnxGraph(matMul.Graph);
+            foreach (var node in graph.Nodes.Where(n => n.OpType == "Gemm").ToList())
+            {
+                var layer = WeightedLayer.Find(graph, "Gemm").Single(l => ReferenceEquals(l.Node, node));
+                var w = layer.ReadMatrix(matMul);
+                graph.SetInitializer(Tensors.FromFloats(layer.Weight.Name, [layer.InFeatures, layer.OutFeatures], WeightedLayer.Transpose(w, layer.OutFeatures, layer.InFeatures)));
+                var product = graph.FreshName(node.Output[0] + "_product");
+                graph.ReplaceNode(node,
+                    new NodeProto { OpType = "MatMul", Name = node.Name, Input = { node.Input[0], node.Input[1] }, Output = { product } },
+                    new NodeProto { OpType = "Add", Name = node.Name + "_bias", Input = { product, node.Input[2] }, Output = { node.Output[0] } });
+            }
+            (string, string)[] settings = [("Quantize", "int4"), ("Int4Symmetric", symmetric)];
+            CompressionPipeline.Run(new CompressionContext(gemm, Fixtures.Policy(settings)));
+            CompressionPipeline.Run(new CompressionContext(matMul, Fixtures.Policy(settings)));
+            var (g, m) = (new OnnxGraph(gemm.Graph), new OnnxGraph(matMul.Graph));
+            var nodes = m.Nodes.Where(n => n.OpType == "MatMulNBits").ToList();
+            Assert.AreEqual(3, nodes.Count);
+            foreach (var node in nodes)
+            {
+                var expected = g.Nodes.Single(n => n.Name == node.Name);
+                for (var i = 1; i <= 3; i++)
+                {
+                    // B, scales, zero points (absent when symmetric; the Gemm form pads its inputs up to the bias).
+                    var (name, expectedName) = (i < node.Input.Count ? node.Input[i] : "", i < expected.Input.Count ? expected.Input[i] : "");
+                    Assert.AreEqual(expectedName.Length == 0, name.Length == 0);
+                    if (name.Length == 0) continue;
+                    CollectionAssert.AreEqual(gemm.GetTensor(g.Initializer(expectedName)!).RawBytes.ToArray(), matMul.GetTensor(m.Initializer(name)!).RawBytes.ToArray(), $"{node.Name} input {i}, symmetric {symmetric}");
+                }
+            }
+            CollectionAssert.AreEqual(Fixtures.Outputs(gemm, 64).Data, Fixtures.Outputs(matMul, 64).Data, $"symmetric {symmetric}");
+        }
+    }
+
+    [TestMethod]
+    public void RoundToNearest_InOutSweep_MatchesTheRowByRowRule_OnTiesZerosAndTails()
+    {
+        // Exact ties (x/scale = n + ½), equal-magnitude extremes of both signs, all-zero and subnormal blocks, a
+        // partial last block and column counts that end in a scalar tail: the vectorized [in, out] sweep must give
+        // the row-major path's codes, scales and zero points.
+        var random = new Random(7);
+        foreach (var (rows, cols, block) in new[] { (300, 70, 16), (37, 64, 32), (9, 33, 32) })
+        {
+            var w = new float[rows * cols];
+            for (var i = 0; i < w.Length; i++) w[i] = (float)(random.NextDouble() * 2 - 1);
+            for (var r = 0; r < rows; r++)
+            {
+                var kind = r % 5;
+                for (var c = 0; c < cols; c++)
+                    w[r * cols + c] = kind switch
+                    {
+                        0 => c % block == 0 ? 15 : c % block == 1 ? 0 : (c % 15) + 0.5f, // scale 1: every other value a tie
+                        1 => c % block == 0 ? -3 : c % block == 1 ? 3 : w[r * cols + c],  // −3 first, then +3
+                        2 => c < block ? 0 : w[r * cols + c],
+                        3 => c < block ? float.Epsilon * (c % 3) : w[r * cols + c],
+                        _ => w[r * cols + c],
+                    };
+            }
+            foreach (var symmetric in new[] { false, true })
+            {
+                var (expected, _) = Int4Quantizer.RtnWithError(w, rows, cols, block, symmetric);
+                var (actual, _) = Int4Quantizer.RtnInOut(WeightedLayer.Transpose(w, rows, cols), rows, cols, block, symmetric);
+                CollectionAssert.AreEqual(expected.Codes, actual.Codes, $"[{rows}, {cols}] block {block} symmetric {symmetric}");
+                CollectionAssert.AreEqual(expected.Scales, actual.Scales);
+                CollectionAssert.AreEqual(expected.ZeroPoints, actual.ZeroPoints);
+            }
+        }
+    }
+
+    [TestMethod]
     public void ProducedModels_AreByteIdenticalRunToRun()
     {
         CollectionAssert.AreEqual(_gptq.ToBytes(), Compress(Fixtures.Mlp, ("Quantize", "int4")).Model.ToBytes());

@@ -155,9 +155,9 @@ public sealed class Int4Pass : ICompressionPass
         var graph = layer.Graph;
         var node = layer.Node;
         int n = q.Rows, k = q.Cols, blocks = q.Blocks, blob = q.BlockSize / 2;
-        var packed = new byte[n * blocks * blob];
-        // Rows are independent: packed in parallel, each byte written by one row's loop (deterministic).
-        Parallel.For(0, n, r =>
+        var packed = q.Packed ?? new byte[n * blocks * blob];
+        // Unless the quantizer wrote them packed: rows are independent, packed in parallel, each byte written by one row's loop (deterministic).
+        if (q.Packed is null) Parallel.For(0, n, r =>
         {
             var codes = q.Codes.AsSpan(r * k, k);
             var target = packed.AsSpan(r * blocks * blob, blocks * blob);
@@ -170,7 +170,8 @@ public sealed class Int4Pass : ICompressionPass
             }
         });
         var prefix = layer.Weight.Name + "_int4";
-        var b = Tensors.FromUInt8s(graph.FreshName(prefix), [n, blocks, blob], packed);
+        // The packed array is this weight's alone from here on: the tensor wraps it (no second copy).
+        var b = Tensors.Wrap(graph.FreshName(prefix), [n, blocks, blob], DataType.Uint8, packed);
         var scales = Tensors.FromFloats(graph.FreshName(prefix + "_scales"), [n * blocks], q.Scales);
         var inputs = new List<string> { node.Input[0], b.Name, scales.Name };
         graph.SetInitializer(b);
@@ -238,10 +239,11 @@ public sealed class Int4Pass : ICompressionPass
         var prefix = name + "_int4";
         int rows = q.Rows, blocks = q.Blocks, block = q.BlockSize, padded = blocks * block;
         var codes = new sbyte[rows * padded];
+        var unpacked = q.UnpackedCodes();
         for (var r = 0; r < rows; r++)
             for (var c = 0; c < padded; c++)
             {
-                var code = c < q.Cols ? q.Codes[r * q.Cols + c] : q.ZeroPoints[r * blocks + c / block];
+                var code = c < q.Cols ? unpacked[r * q.Cols + c] : q.ZeroPoints[r * blocks + c / block];
                 codes[r * padded + c] = (sbyte)(q.Symmetric ? code - 8 : code);
             }
         var stored = Tensors.Create<byte>(graph.FreshName(prefix), [rows, blocks, block], q.Symmetric ? DataType.Int4 : DataType.Uint4, Onnx.Int4.Pack(codes));

@@ -1,25 +1,51 @@
 using System.Numerics;
+using System.Runtime.InteropServices;
 using ModelCompression.Numerics;
 
 namespace ModelCompression.Int4;
 
 /// <summary>
-/// A [rows = outputs, cols = inputs] weight in 4-bit blocks: <see cref="Codes"/> 0..15 per weight, and per row and
-/// block of <see cref="BlockSize"/> consecutive inputs a scale and a zero point (8 when symmetric); the weight is
-/// (code − zero point)·scale, as both MatMulNBits and a blocked DequantizeLinear define it.
+/// A [rows = outputs, cols = inputs] weight in 4-bit blocks: codes 0..15 per weight, and per row and block of
+/// <see cref="BlockSize"/> consecutive inputs a scale and a zero point (8 when symmetric); the weight is
+/// (code − zero point)·scale, as both MatMulNBits and a blocked DequantizeLinear define it. The codes are either
+/// <see cref="Codes"/>, a byte per weight, or <see cref="Packed"/>, already in MatMulNBits' B layout.
 /// </summary>
-internal sealed record Int4Weights(int Rows, int Cols, int BlockSize, bool Symmetric, byte[] Codes, float[] Scales, byte[] ZeroPoints)
+internal sealed record Int4Weights(int Rows, int Cols, int BlockSize, bool Symmetric, byte[]? Codes, float[] Scales, byte[] ZeroPoints)
 {
     public int Blocks => (Cols + BlockSize - 1) / BlockSize;
 
+    /// <summary>
+    /// MatMulNBits' B, [rows, blocks, block/2]: two codes a byte, the first in the low nibble, a last partial block
+    /// padded with its zero point. Set instead of <see cref="Codes"/> by the [in, out] round to nearest.
+    /// </summary>
+    public byte[]? Packed { get; init; }
+
+    public byte Code(int r, int c)
+    {
+        if (Codes is not null) return Codes[r * Cols + c];
+        var b = Packed![(r * Blocks + c / BlockSize) * (BlockSize / 2) + c % BlockSize / 2];
+        return (byte)(c % 2 == 0 ? b & 0x0F : b >> 4);
+    }
+
+    /// <summary>A byte per code, [rows, cols].</summary>
+    public byte[] UnpackedCodes()
+    {
+        if (Codes is not null) return Codes;
+        var codes = new byte[Rows * Cols];
+        for (var r = 0; r < Rows; r++)
+            for (var c = 0; c < Cols; c++) codes[r * Cols + c] = Code(r, c);
+        return codes;
+    }
+
     public float[] Dequantize()
     {
+        var codes = UnpackedCodes();
         var w = new float[Rows * Cols];
         for (var r = 0; r < Rows; r++)
             for (var c = 0; c < Cols; c++)
             {
                 var b = r * Blocks + c / BlockSize;
-                w[r * Cols + c] = (Codes[r * Cols + c] - ZeroPoints[b]) * Scales[b];
+                w[r * Cols + c] = (codes[r * Cols + c] - ZeroPoints[b]) * Scales[b];
             }
         return w;
     }
@@ -120,24 +146,25 @@ internal static class Int4Quantizer
     private const int ChunkColumns = 256;
 
     /// <summary>
-    /// <see cref="RtnWithError"/> for a weight stored [in, out] (MatMul's layout): a block runs along the input axis,
-    /// so it is <paramref name="blockSize"/> consecutive stored rows, and each unit of work (one block of rows × a
-    /// fixed chunk of columns) sweeps those rows with vectors across the columns, with no transposed copy. The grid
-    /// and each code are computed with the same double operations as the row-major path (widening a float is exact),
-    /// so the codes, scales and zero points are the same bytes; only the order the error sums add up in differs.
+    /// <see cref="RtnWithError"/> for a weight stored [in, out] (MatMul's layout), with the codes written straight
+    /// into MatMulNBits' packed layout (<see cref="Int4Weights.Packed"/>). A block runs along the input axis, so it
+    /// is <paramref name="blockSize"/> consecutive stored rows, and each unit of work (one block of rows × a fixed
+    /// chunk of columns) sweeps those rows with vectors across the columns: no transposed copy. The codes, scales
+    /// and zero points are the row-major path's (<see cref="VectorCodes"/>); only the error sums add up in another order.
     /// </summary>
     public static (Int4Weights Weights, double RelativeError) RtnInOut(ReadOnlySpan<float> inOut, int rows, int cols, int blockSize, bool symmetric)
     {
         if (inOut.Length != (long)rows * cols) throw new ArgumentException($"{inOut.Length} values for [{cols}, {rows}]");
-        var q = Empty(rows, cols, blockSize, symmetric);
-        var (blocks, tiles) = (q.Blocks, (rows + ChunkColumns - 1) / ChunkColumns);
+        var blocks = (cols + blockSize - 1) / blockSize;
+        var q = new Int4Weights(rows, cols, blockSize, symmetric, null, new float[rows * blocks], new byte[rows * blocks]) { Packed = new byte[(long)rows * blocks * (blockSize / 2)] };
+        var tiles = (rows + ChunkColumns - 1) / ChunkColumns;
         var sums = new (double Error, double Norm)[blocks * tiles];
         unsafe
         {
             fixed (float* source = inOut)
-            fixed (byte* codes = q.Codes)
+            fixed (byte* packed = q.Packed)
             {
-                var (src, dst) = ((nint)source, (nint)codes);
+                var (src, dst) = ((nint)source, (nint)packed);
                 Parallel.For(0, sums.Length, unit => sums[unit] = RtnInOutUnit((float*)src, (byte*)dst, q, unit / tiles, unit % tiles * ChunkColumns));
             }
         }
@@ -146,12 +173,35 @@ internal static class Int4Quantizer
         return (q, den > 0 ? Math.Sqrt(num / den) : 0);
     }
 
-    /// <summary>One block (stored rows k0..k1) × columns n0..n0+ChunkColumns of an [in, out] weight.</summary>
-    private static unsafe (double Error, double Norm) RtnInOutUnit(float* src, byte* codes, Int4Weights q, int block, int n0)
+    /// <summary>
+    /// Round-to-nearest codes of x/scale computed in float, exactly the double rule's: float division is correctly
+    /// rounded and monotonic, so x/scale and its float lie on the same side of every n + ½ unless the float lands on
+    /// one; those lanes (true ties, or rounded onto one) take the double rule. Zero scales (all-zero blocks) take the
+    /// zero point.
+    /// </summary>
+    private static Vector<float> VectorCodes(Vector<float> x, Vector<float> scale, Vector<float> zero)
     {
-        int rows = q.Rows, cols = q.Cols, k0 = block * q.BlockSize, k1 = Math.Min(cols, k0 + q.BlockSize);
+        var quotient = x / scale;
+        var rounded = Vector.Round(quotient);
+        var code = Vector.ConditionalSelect(Vector.Equals(scale, Vector<float>.Zero), zero, Vector.Min(Vector.Max(rounded + zero, Vector<float>.Zero), new Vector<float>(15)));
+        if (Vector.EqualsAny(Vector.Abs(quotient - rounded), new Vector<float>(0.5f)))
+        {
+            Span<float> exact = stackalloc float[Vector<float>.Count];
+            for (var j = 0; j < exact.Length; j++) exact[j] = ScalarCode(x[j], scale[j], zero[j]);
+            code = new Vector<float>(exact);
+        }
+        return code;
+    }
+
+    /// <summary>The scalar rule, in double.</summary>
+    private static float ScalarCode(double x, double scale, double zero) => scale == 0 ? (float)zero : (float)Math.Clamp(Math.Round(x / scale, MidpointRounding.ToEven) + zero, 0, 15);
+
+    /// <summary>One block (stored rows k0..k1) × columns n0..n0+ChunkColumns of an [in, out] weight.</summary>
+    private static unsafe (double Error, double Norm) RtnInOutUnit(float* src, byte* packed, Int4Weights q, int block, int n0)
+    {
+        int rows = q.Rows, cols = q.Cols, k0 = block * q.BlockSize, k1 = Math.Min(cols, k0 + q.BlockSize), half = q.BlockSize / 2;
         var width = Math.Min(ChunkColumns, rows - n0);
-        int fw = Vector<float>.Count, dw = Vector<double>.Count;
+        var fw = Vector<float>.Count;
         var vectorEnd = width - width % fw;
         // lo/hi: the block's min(x, 0) and max(x, 0) per column; symmetric: lo is the first value of largest magnitude.
         Span<float> lo = stackalloc float[ChunkColumns], hi = stackalloc float[ChunkColumns];
@@ -181,7 +231,8 @@ internal static class Int4Quantizer
                 for (; i < width; i++) { lo[i] = Math.Min(lo[i], row[i]); hi[i] = Math.Max(hi[i], row[i]); }
             }
         }
-        Span<double> scales = stackalloc double[ChunkColumns], zeros = stackalloc double[ChunkColumns];
+        // The grid in double, per column, as the row-major path; kept as floats (exact: a float scale, a small zero point).
+        Span<float> scales = hi, zeros = lo;
         for (var i = 0; i < width; i++)
         {
             var (scale, zero) = q.Symmetric ? SymmetricGrid(lo[i]) : AsymmetricGrid(lo[i], hi[i]);
@@ -190,36 +241,48 @@ internal static class Int4Quantizer
             q.ZeroPoints[b] = zero;
             (scales[i], zeros[i]) = (scale, zero);
         }
-        var (top, e2, n2) = (new Vector<double>(15), Vector<double>.Zero, Vector<double>.Zero);
+        // Two stored rows make one byte per column (low nibble first; rows past the weight's end are the zero point),
+        // gathered [pair, column] here and written out per column at the end: MatMulNBits' [column, block, pair].
+        Span<byte> pairs = stackalloc byte[half * ChunkColumns];
+        var (e2, n2) = (Vector<double>.Zero, Vector<double>.Zero);
         double error = 0, norm = 0;
-        for (var k = k0; k < k1; k++)
+        for (var p = 0; p < half; p++)
         {
-            var row = src + (long)k * rows + n0;
-            var column = codes + (long)n0 * cols + k;
+            int ka = k0 + 2 * p, kb = ka + 1;
+            float* a = src + (long)ka * rows + n0, b = src + (long)kb * rows + n0;
             var i = 0;
             for (; i < vectorEnd; i += fw)
             {
-                Vector.Widen(Vector.Load(row + i), out var xl, out var xh);
-                var (sl, sh) = (new Vector<double>(scales[i..]), new Vector<double>(scales[(i + dw)..]));
-                var (zl, zh) = (new Vector<double>(zeros[i..]), new Vector<double>(zeros[(i + dw)..]));
-                // As the scalar rule: a zero scale (an all-zero block) takes the zero point.
-                var cl = Vector.ConditionalSelect(Vector.Equals(sl, Vector<double>.Zero), zl, Vector.Min(Vector.Max(Vector.Round(xl / sl) + zl, Vector<double>.Zero), top));
-                var ch = Vector.ConditionalSelect(Vector.Equals(sh, Vector<double>.Zero), zh, Vector.Min(Vector.Max(Vector.Round(xh / sh) + zh, Vector<double>.Zero), top));
-                var (dl, dh) = (xl - (cl - zl) * sl, xh - (ch - zh) * sh);
-                e2 += dl * dl + dh * dh;
-                n2 += xl * xl + xh * xh;
-                var c = Vector.ConvertToInt32(Vector.Narrow(cl, ch));
-                for (var j = 0; j < fw; j++) column[(long)(i + j) * cols] = (byte)c[j];
+                var (s, z) = (new Vector<float>(scales[i..]), new Vector<float>(zeros[i..]));
+                Vector<float> xa = Vector<float>.Zero, xb = Vector<float>.Zero, ca = z, cb = z;
+                if (ka < k1) ca = VectorCodes(xa = Vector.Load(a + i), s, z);
+                if (kb < k1) cb = VectorCodes(xb = Vector.Load(b + i), s, z);
+                // Error in float per pair (the dequantized value as Dequantize stores it), summed in double.
+                var (da, db) = (xa - (ca - z) * s, xb - (cb - z) * s);
+                Vector.Widen(da * da + db * db, out var el, out var eh);
+                Vector.Widen(xa * xa + xb * xb, out var nl, out var nh);
+                e2 += el + eh;
+                n2 += nl + nh;
+                var packedPair = Vector.AsVectorUInt32(Vector.ConvertToInt32(ca + cb * new Vector<float>(16)));
+                var bytes = Vector.Narrow(Vector.Narrow(packedPair, packedPair), Vector.Narrow(packedPair, packedPair));
+                for (var j = 0; j < fw; j += sizeof(ulong)) MemoryMarshal.Write(pairs[(p * ChunkColumns + i + j)..], Vector.AsVectorUInt64(bytes)[j / sizeof(ulong)]);
             }
             for (; i < width; i++)
             {
-                double x = row[i], scale = scales[i], zero = zeros[i];
-                var code = scale == 0 ? zero : Math.Clamp(Math.Round(x / scale, MidpointRounding.ToEven) + zero, 0, 15);
-                column[(long)i * cols] = (byte)code;
-                var d = x - (code - zero) * scale;
-                error += d * d;
-                norm += x * x;
+                var (s, z) = (scales[i], zeros[i]);
+                float xa = ka < k1 ? a[i] : 0, xb = kb < k1 ? b[i] : 0;
+                var ca = ka < k1 ? ScalarCode(xa, s, z) : z;
+                var cb = kb < k1 ? ScalarCode(xb, s, z) : z;
+                float da = xa - (ca - z) * s, db = xb - (cb - z) * s;
+                error += da * da + db * db;
+                norm += xa * xa + xb * xb;
+                pairs[p * ChunkColumns + i] = (byte)(ca + 16 * cb);
             }
+        }
+        for (var i = 0; i < width; i++)
+        {
+            var column = packed + ((long)(n0 + i) * q.Blocks + block) * half;
+            for (var p = 0; p < half; p++) column[p] = pairs[p * ChunkColumns + i];
         }
         return (error + Vector.Sum(e2), norm + Vector.Sum(n2));
     }
@@ -367,7 +430,7 @@ internal static class Int4Quantizer
         var scale = q.Scales[b];
         var zero = q.ZeroPoints[b];
         var code = scale == 0 ? zero : (byte)Math.Clamp(Math.Round(x / scale, MidpointRounding.ToEven) + zero, 0, 15);
-        q.Codes[r * q.Cols + c] = code;
+        q.Codes![r * q.Cols + c] = code;
         return (code - zero) * (double)scale;
     }
 }

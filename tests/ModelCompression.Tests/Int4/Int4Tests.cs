@@ -249,7 +249,7 @@ public sealed class Int4Tests
     [TestMethod]
     public void RoundToNearest_InOutSweep_MatchesTheRowByRowRule_OnTiesZerosAndTails()
     {
-        // Exact ties (x/scale = n + ½), equal-magnitude extremes of both signs, all-zero and subnormal blocks, a
+        // Exact ties (x/scale = n + ½), equal-magnitude extremes of both signs, all-zero (±0) and subnormal blocks, a
         // partial last block and column counts that end in a scalar tail: the vectorized [in, out] sweep must give
         // the row-major path's codes, scales and zero points.
         var random = new Random(7);
@@ -265,7 +265,7 @@ public sealed class Int4Tests
                     {
                         0 => c % block == 0 ? 15 : c % block == 1 ? 0 : (c % 15) + 0.5f, // scale 1: every other value a tie
                         1 => c % block == 0 ? -3 : c % block == 1 ? 3 : w[r * cols + c],  // −3 first, then +3
-                        2 => c < block ? 0 : w[r * cols + c],
+                        2 => c < block ? (c % 2 == 0 ? -0f : 0f) : c < 2 * block ? -0f : w[r * cols + c], // signed zeros: the scale's sign bit too
                         3 => c < block ? float.Epsilon * (c % 3) : w[r * cols + c],
                         _ => w[r * cols + c],
                     };
@@ -275,7 +275,7 @@ public sealed class Int4Tests
                 var (expected, _) = Int4Quantizer.RtnWithError(w, rows, cols, block, symmetric);
                 var (actual, _) = Int4Quantizer.RtnInOut(WeightedLayer.Transpose(w, rows, cols), rows, cols, block, symmetric);
                 CollectionAssert.AreEqual(expected.Codes, actual.UnpackedCodes(), $"[{rows}, {cols}] block {block} symmetric {symmetric}");
-                CollectionAssert.AreEqual(expected.Scales, actual.Scales);
+                CollectionAssert.AreEqual(expected.Scales.Select(BitConverter.SingleToInt32Bits).ToArray(), actual.Scales.Select(BitConverter.SingleToInt32Bits).ToArray(), "scale bits");
                 CollectionAssert.AreEqual(expected.ZeroPoints, actual.ZeroPoints);
             }
         }

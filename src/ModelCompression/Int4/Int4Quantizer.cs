@@ -33,7 +33,12 @@ internal sealed record Int4Weights(int Rows, int Cols, int BlockSize, bool Symme
         if (Codes is not null) return Codes;
         var codes = new byte[Rows * Cols];
         for (var r = 0; r < Rows; r++)
-            for (var c = 0; c < Cols; c++) codes[r * Cols + c] = Code(r, c);
+            for (var j = 0; j < Blocks; j++)
+            {
+                var source = Packed.AsSpan((r * Blocks + j) * (BlockSize / 2), BlockSize / 2);
+                for (int c = j * BlockSize, end = Math.Min(Cols, c + BlockSize), p = 0; c < end; c++, p = c % BlockSize / 2)
+                    codes[r * Cols + c] = (byte)(c % 2 == 0 ? source[p] & 0x0F : source[p] >> 4);
+            }
         return codes;
     }
 
@@ -71,67 +76,30 @@ internal static class Int4Quantizer
     /// <summary>
     /// Round to nearest, row by row (rows in parallel, in fixed chunks), with ‖W − Ŵ‖/‖W‖ computed on the way: no
     /// double copy of W and no dequantized copy. Same codes, scales and zero points as choosing each block from W
-    /// and rounding each weight to its block's grid.
+    /// (in double) and rounding each weight to its block's grid (<see cref="VectorCodes"/>); the codes are written
+    /// packed, in MatMulNBits' layout (<see cref="Int4Weights.Packed"/>).
     /// </summary>
     public static (Int4Weights Weights, double RelativeError) RtnWithError(ReadOnlySpan<float> w, int rows, int cols, int blockSize, bool symmetric)
     {
         if (w.Length != (long)rows * cols) throw new ArgumentException($"{w.Length} values for [{rows}, {cols}]");
-        var q = Empty(rows, cols, blockSize, symmetric);
+        var blocks = (cols + blockSize - 1) / blockSize;
+        var q = new Int4Weights(rows, cols, blockSize, symmetric, null, new float[rows * blocks], new byte[rows * blocks]) { Packed = new byte[(long)rows * blocks * (blockSize / 2)] };
         var chunks = (rows + ChunkRows - 1) / ChunkRows;
         var sums = new (double Error, double Norm)[chunks];
         unsafe
         {
             fixed (float* source = w)
+            fixed (byte* packed = q.Packed)
             {
-                var src = (nint)source;
+                var (src, dst) = ((nint)source, (nint)packed);
                 Parallel.For(0, chunks, chunk =>
                 {
-                    double error = 0, norm = 0;
-                    Span<double> x4 = stackalloc double[System.Numerics.Vector<double>.Count];
-                    Span<long> c4 = stackalloc long[System.Numerics.Vector<double>.Count];
+                    var (error, norm) = (0.0, 0.0);
                     for (var r = chunk * ChunkRows; r < Math.Min(rows, (chunk + 1) * ChunkRows); r++)
                     {
-                        var row = new ReadOnlySpan<float>((float*)src + (long)r * cols, cols);
-                        for (var c0 = 0; c0 < cols; c0 += blockSize)
-                        {
-                            var block = row.Slice(c0, Math.Min(blockSize, cols - c0));
-                            var (scale, zero) = BlockGrid(block, symmetric);
-                            var b = r * q.Blocks + c0 / blockSize;
-                            q.Scales[b] = scale;
-                            q.ZeroPoints[b] = zero;
-                            var codes = q.Codes.AsSpan(r * cols + c0, block.Length);
-                            var k = 0;
-                            if (scale != 0)
-                            {
-                                // Four (or more) weights at once, in double like the scalar rule below.
-                                var width = System.Numerics.Vector<double>.Count;
-                                var (s, z) = (new System.Numerics.Vector<double>(scale), new System.Numerics.Vector<double>(zero));
-                                var (top, e2, n2) = (new System.Numerics.Vector<double>(15), System.Numerics.Vector<double>.Zero, System.Numerics.Vector<double>.Zero);
-                                for (; k <= block.Length - width; k += width)
-                                {
-                                    for (var j = 0; j < width; j++) x4[j] = block[k + j];
-                                    var x = new System.Numerics.Vector<double>(x4);
-                                    var code = System.Numerics.Vector.Min(System.Numerics.Vector.Max(System.Numerics.Vector.Round(x / s) + z, System.Numerics.Vector<double>.Zero), top);
-                                    var d = x - (code - z) * s;
-                                    e2 += d * d;
-                                    n2 += x * x;
-                                    System.Numerics.Vector.ConvertToInt64(code).CopyTo(c4);
-                                    for (var j = 0; j < width; j++) codes[k + j] = (byte)c4[j];
-                                }
-                                error += System.Numerics.Vector.Sum(e2);
-                                norm += System.Numerics.Vector.Sum(n2);
-                            }
-                            for (; k < block.Length; k++)
-                            {
-                                double x = block[k];
-                                var code = scale == 0 ? zero : (byte)Math.Clamp(Math.Round(x / scale, MidpointRounding.ToEven) + zero, 0, 15);
-                                codes[k] = code;
-                                // The dequantized value in float, as Dequantize() stores it.
-                                double d = block[k] - (code - zero) * scale;
-                                error += d * d;
-                                norm += x * x;
-                            }
-                        }
+                        var (e, n) = RtnRow((float*)src + (long)r * cols, (byte*)dst, q, r);
+                        error += e;
+                        norm += n;
                     }
                     sums[chunk] = (error, norm);
                 });
@@ -140,6 +108,79 @@ internal static class Int4Quantizer
         double num = 0, den = 0;
         foreach (var (e, n) in sums) { num += e; den += n; }
         return (q, den > 0 ? Math.Sqrt(num / den) : 0);
+    }
+
+    /// <summary>One [out, in] row: each block's grid, codes and packed bytes (a last partial block padded with its zero point).</summary>
+    private static unsafe (double Error, double Norm) RtnRow(float* row, byte* packed, Int4Weights q, int r)
+    {
+        int cols = q.Cols, bs = q.BlockSize, half = bs / 2, fw = Vector<float>.Count;
+        Span<float> codes = stackalloc float[bs];
+        var (e2, n2) = (Vector<double>.Zero, Vector<double>.Zero);
+        double error = 0, norm = 0;
+        for (var j = 0; j < q.Blocks; j++)
+        {
+            var block = row + j * bs;
+            var length = Math.Min(bs, cols - j * bs);
+            var vectorEnd = length - length % fw;
+            var (scale, zero) = q.Symmetric ? SymmetricGrid(Extreme(block, length)) : AsymmetricGrid(Range(block, length));
+            q.Scales[r * q.Blocks + j] = scale;
+            q.ZeroPoints[r * q.Blocks + j] = zero;
+            var (s, z) = (new Vector<float>(scale), new Vector<float>((float)zero));
+            var i = 0;
+            for (; i < vectorEnd; i += fw)
+            {
+                var x = Vector.Load(block + i);
+                var c = VectorCodes(x, s, z);
+                // Error in float (the dequantized value as Dequantize stores it), summed in double.
+                var d = x - (c - z) * s;
+                Vector.Widen(d * d, out var el, out var eh);
+                Vector.Widen(x * x, out var nl, out var nh);
+                e2 += el + eh;
+                n2 += nl + nh;
+                c.CopyTo(codes[i..]);
+            }
+            for (; i < length; i++)
+            {
+                float x = block[i], c = ScalarCode(x, scale, zero), d = x - (c - zero) * scale;
+                error += d * d;
+                norm += x * x;
+                codes[i] = c;
+            }
+            codes[length..].Fill(zero);
+            var target = packed + ((long)r * q.Blocks + j) * half;
+            for (var p = 0; p < half; p++) target[p] = (byte)(codes[2 * p] + 16 * codes[2 * p + 1]);
+        }
+        return (error + Vector.Sum(e2), norm + Vector.Sum(n2));
+    }
+
+    /// <summary>The first value of largest magnitude (+0 when all are zero), as the scalar scan in order finds it.</summary>
+    private static unsafe float Extreme(float* block, int length)
+    {
+        int i = 0, fw = Vector<float>.Count;
+        var max = Vector<float>.Zero;
+        for (; i <= length - fw; i += fw) max = Vector.Max(max, Vector.Abs(Vector.Load(block + i)));
+        var largest = 0f;
+        for (var k = 0; k < fw; k++) largest = Math.Max(largest, max[k]);
+        for (; i < length; i++) largest = Math.Max(largest, Math.Abs(block[i]));
+        if (largest == 0) return 0;
+        for (i = 0; Math.Abs(block[i]) != largest; i++) { }
+        return block[i];
+    }
+
+    /// <summary>min(x, 0) and max(x, 0) of a block.</summary>
+    private static unsafe (double Lo, double Hi) Range(float* block, int length)
+    {
+        int i = 0, fw = Vector<float>.Count;
+        var (lo, hi) = (Vector<float>.Zero, Vector<float>.Zero);
+        for (; i <= length - fw; i += fw)
+        {
+            var x = Vector.Load(block + i);
+            (lo, hi) = (Vector.Min(lo, x), Vector.Max(hi, x));
+        }
+        float min = 0, max = 0;
+        for (var k = 0; k < fw; k++) (min, max) = (Math.Min(min, lo[k]), Math.Max(max, hi[k]));
+        for (; i < length; i++) (min, max) = (Math.Min(min, block[i]), Math.Max(max, block[i]));
+        return (min, max);
     }
 
     /// <summary>Output columns per unit of parallel work in the [in, out] sweep (a multiple of any vector width).</summary>
@@ -417,6 +458,8 @@ internal static class Int4Quantizer
     private static (float Scale, byte Zero) SymmetricGrid(double extreme) => ((float)(extreme / -8), 8);
 
     /// <summary>The asymmetric grid of a block spanning [<paramref name="lo"/>, <paramref name="hi"/>] (both include 0).</summary>
+    private static (float Scale, byte Zero) AsymmetricGrid((double Lo, double Hi) range) => AsymmetricGrid(range.Lo, range.Hi);
+
     private static (float Scale, byte Zero) AsymmetricGrid(double lo, double hi)
     {
         var scale = (float)((hi - lo) / 15);

@@ -250,8 +250,8 @@ public sealed class Int4Tests
     public void RoundToNearest_InOutSweep_MatchesTheRowByRowRule_OnTiesZerosAndTails()
     {
         // Exact ties (x/scale = n + ½), equal-magnitude extremes of both signs, all-zero (±0) and subnormal blocks, a
-        // partial last block and column counts that end in a scalar tail: the vectorized [in, out] sweep must give
-        // the row-major path's codes, scales and zero points.
+        // partial last block and column counts that end in a scalar tail: both vectorized paths (row by row, and the
+        // [in, out] sweep) must give the codes, scales and zero points of the rule computed one weight at a time in double.
         var random = new Random(7);
         foreach (var (rows, cols, block) in new[] { (300, 70, 16), (37, 64, 32), (9, 33, 32) })
         {
@@ -272,13 +272,42 @@ public sealed class Int4Tests
             }
             foreach (var symmetric in new[] { false, true })
             {
-                var (expected, _) = Int4Quantizer.RtnWithError(w, rows, cols, block, symmetric);
-                var (actual, _) = Int4Quantizer.RtnInOut(WeightedLayer.Transpose(w, rows, cols), rows, cols, block, symmetric);
-                CollectionAssert.AreEqual(expected.Codes, actual.UnpackedCodes(), $"[{rows}, {cols}] block {block} symmetric {symmetric}");
-                CollectionAssert.AreEqual(expected.Scales.Select(BitConverter.SingleToInt32Bits).ToArray(), actual.Scales.Select(BitConverter.SingleToInt32Bits).ToArray(), "scale bits");
-                CollectionAssert.AreEqual(expected.ZeroPoints, actual.ZeroPoints);
+                var (codes, scales, zeros) = ScalarRoundToNearest(w, rows, cols, block, symmetric);
+                var (rowMajor, _) = Int4Quantizer.RtnWithError(w, rows, cols, block, symmetric);
+                var (inOut, _) = Int4Quantizer.RtnInOut(WeightedLayer.Transpose(w, rows, cols), rows, cols, block, symmetric);
+                foreach (var (path, actual) in new[] { ("[out, in]", rowMajor), ("[in, out]", inOut) })
+                {
+                    var what = $"{path} [{rows}, {cols}] block {block} symmetric {symmetric}";
+                    CollectionAssert.AreEqual(codes, actual.UnpackedCodes(), what);
+                    CollectionAssert.AreEqual(scales.Select(BitConverter.SingleToInt32Bits).ToArray(), actual.Scales.Select(BitConverter.SingleToInt32Bits).ToArray(), "scale bits, " + what);
+                    CollectionAssert.AreEqual(zeros, actual.ZeroPoints, what);
+                }
             }
         }
+    }
+
+    /// <summary>The rule, one weight at a time in double: each block's grid from its values in order, then x/scale rounded half to even.</summary>
+    private static (byte[] Codes, float[] Scales, byte[] Zeros) ScalarRoundToNearest(float[] w, int rows, int cols, int block, bool symmetric)
+    {
+        var blocks = (cols + block - 1) / block;
+        var (codes, scales, zeros) = (new byte[rows * cols], new float[rows * blocks], new byte[rows * blocks]);
+        for (var r = 0; r < rows; r++)
+            for (var j = 0; j < blocks; j++)
+            {
+                var values = w.Skip(r * cols + j * block).Take(Math.Min(block, cols - j * block)).Select(x => (double)x).ToList();
+                double lo = 0, hi = 0, extreme = 0;
+                foreach (var x in values)
+                {
+                    (lo, hi) = (Math.Min(lo, x), Math.Max(hi, x));
+                    if (Math.Abs(x) > Math.Abs(extreme)) extreme = x;
+                }
+                var scale = symmetric ? (float)(extreme / -8) : (float)((hi - lo) / 15);
+                var zero = symmetric || scale == 0 ? (byte)8 : (byte)Math.Clamp(Math.Round(-lo / scale, MidpointRounding.ToEven), 0, 15);
+                (scales[r * blocks + j], zeros[r * blocks + j]) = (scale, zero);
+                for (var k = 0; k < values.Count; k++)
+                    codes[r * cols + j * block + k] = scale == 0 ? zero : (byte)Math.Clamp(Math.Round(values[k] / scale, MidpointRounding.ToEven) + zero, 0, 15);
+            }
+        return (codes, scales, zeros);
     }
 
     [TestMethod]

@@ -16,16 +16,9 @@ internal sealed record Int4Weights(int Rows, int Cols, int BlockSize, bool Symme
 
     /// <summary>
     /// MatMulNBits' B, [rows, blocks, block/2]: two codes a byte, the first in the low nibble, a last partial block
-    /// padded with its zero point. Set instead of <see cref="Codes"/> by the [in, out] round to nearest.
+    /// padded with its zero point. Round to nearest writes this; GPTQ, which rounds a column at a time, <see cref="Codes"/>.
     /// </summary>
     public byte[]? Packed { get; init; }
-
-    public byte Code(int r, int c)
-    {
-        if (Codes is not null) return Codes[r * Cols + c];
-        var b = Packed![(r * Blocks + c / BlockSize) * (BlockSize / 2) + c % BlockSize / 2];
-        return (byte)(c % 2 == 0 ? b & 0x0F : b >> 4);
-    }
 
     /// <summary>A byte per code, [rows, cols].</summary>
     public byte[] UnpackedCodes()
@@ -35,7 +28,7 @@ internal sealed record Int4Weights(int Rows, int Cols, int BlockSize, bool Symme
         for (var r = 0; r < Rows; r++)
             for (var j = 0; j < Blocks; j++)
             {
-                var source = Packed.AsSpan((r * Blocks + j) * (BlockSize / 2), BlockSize / 2);
+                var source = Packed!.AsSpan((r * Blocks + j) * (BlockSize / 2), BlockSize / 2);
                 for (int c = j * BlockSize, end = Math.Min(Cols, c + BlockSize), p = 0; c < end; c++, p = c % BlockSize / 2)
                     codes[r * Cols + c] = (byte)(c % 2 == 0 ? source[p] & 0x0F : source[p] >> 4);
             }

@@ -92,6 +92,14 @@ public static class CompressionEngine
             {
                 var step = Stopwatch.StartNew();
                 trial.External = SaveModel(context.Model, trial.Candidate, modelPath);
+                if (trial.External)
+                {
+                    // A large candidate's changed weights (≈ a quarter of the model for int8) would stay in memory
+                    // through the gate and the report: they are read back from its file where needed instead. The
+                    // collection returns them now; the gate's own memory is native and would not prompt one.
+                    context.ReplaceModel(OnnxModel.Load(trial.Candidate));
+                    GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+                }
                 // The passes and the save have read the source's weights; the gate's runtime sessions map them again.
                 source.ReleasePages();
                 steps.Add(new StepTiming("save", step.Elapsed.TotalMilliseconds));

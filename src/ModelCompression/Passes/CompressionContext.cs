@@ -25,8 +25,8 @@ public sealed class CompressionContext
         Cancellation = cancellation;
     }
 
-    public OnnxModel Model { get; }
-    public OnnxGraph Graph { get; }
+    public OnnxModel Model { get; private set; }
+    public OnnxGraph Graph { get; private set; }
     public CompressionPolicy Policy { get; }
     public string? ModelPath { get; }
     public CancellationToken Cancellation { get; }
@@ -44,6 +44,18 @@ public sealed class CompressionContext
     {
         _records.AddRange(steps.Records);
         _diagnostics.AddRange(steps.Diagnostics);
+    }
+
+    /// <summary>
+    /// After the passes, puts the model as saved (its weights read from the saved file's memory map) in place of the
+    /// one the passes built, whose changed weights are then no longer held.
+    /// </summary>
+    internal void ReplaceModel(OnnxModel saved)
+    {
+        var built = Model;
+        Model = saved;
+        Graph = new OnnxGraph(saved.Graph);
+        built.Dispose();
     }
 
     public void Warn(string code, string message) => _diagnostics.Add(new Diagnostic(code, Severity.Warning, message, ModelPath));

@@ -1,3 +1,4 @@
+using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
 using ModelCompression.Reporting;
 
@@ -59,6 +60,47 @@ public sealed class GateTests
         var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("MaxAccuracyDrop", "0.01"), ("MaxLatencyRatio", "1.0"));
         Assert.IsTrue(Gate.Judge(Measured(0.902, 0.895, 10, 7), policy).Passed);
         Assert.IsTrue(Gate.Judge(Measured(0.902, 0.10, 10, 70), new Policy.CompressionPolicy()).Passed);
+    }
+
+    [TestMethod]
+    public void ModelPastTheLimit_IsGatedOneModelAtATime_WithTheSameVerdict()
+    {
+        // The path a model over 64 MiB takes (each session alone, latency per model in turn), on the small MLP by
+        // lowering the limit: the accuracy, fidelity and verdict are those of the interleaved gate.
+        var dir = Directory.CreateTempSubdirectory("mc-gate-alone").FullName;
+        var candidate = Path.Combine(dir, "out.onnx");
+        CompressionEngine.Compress(new(Fixtures.Mlp, candidate, dir, Fixtures.Policy(("Quantize", "int4"), ("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1"))));
+        var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "2"), ("MaxAccuracyDrop", "0.001"), ("MinCosine", "0.9999"));
+        var together = Gate.Measure(Fixtures.Mlp, candidate, policy);
+        var alone = Gate.Measure(Fixtures.Mlp, candidate, policy, default, null, null, true, null, oneAtATimeAbove: 0);
+
+        Assert.IsNull(together.LatencyOneAtATime);
+        Assert.IsTrue(alone.LatencyOneAtATime);
+        Assert.AreEqual(together.Original, alone.Original);
+        Assert.AreEqual(together.Compressed, alone.Compressed);
+        Assert.AreNotEqual(together.Original!.Top1, together.Compressed!.Top1, "int4 moves the accuracy, so the verdict is not a trivial pass");
+        CollectionAssert.AreEqual(together.Outputs.Select(o => (o.Name, o.Cosine, o.SnrDb, o.MaxAbsError, o.Agreement)).ToList(),
+            alone.Outputs.Select(o => (o.Name, o.Cosine, o.SnrDb, o.MaxAbsError, o.Agreement)).ToList());
+        CollectionAssert.AreEqual(Gate.Judge(together, policy).Failures.Select(f => (f.Code, f.Metric, f.Actual)).ToList(),
+            Gate.Judge(alone, policy).Failures.Select(f => (f.Code, f.Metric, f.Actual)).ToList());
+        Assert.IsFalse(Gate.Judge(alone, policy).Passed);
+        Assert.AreEqual(2, alone.OriginalLatency!.RoundP50Ms.Count);
+        Assert.AreEqual(alone.OriginalLatency.Runs, alone.CompressedLatency!.Runs, "both models get the same runs per round");
+        StringAssert.Contains(ReportText.EnvironmentRows(alone).Single(r => r.Name == "Latency method").Value, "one model at a time");
+
+        // A search's kept original outputs serve the next trial on this path too (latency off: no original session).
+        var run = new OriginalRun();
+        var data = Fixtures.ValidationData;
+        var first = Gate.Measure(Fixtures.Mlp, candidate, policy, default, null, data, false, run, oneAtATimeAbove: 0);
+        var second = Gate.Measure(Fixtures.Mlp, candidate, policy, default, null, data, false, run, oneAtATimeAbove: 0);
+        Assert.IsNotNull(run.Outputs);
+        Assert.AreEqual(first.Compressed, second.Compressed);
+        Assert.IsNull(second.OriginalLatency);
+
+        var error = Assert.ThrowsExactly<CompressionException>(() => Gate.Measure(Fixtures.Mlp, candidate,
+            Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("Outputs", "prob")), default, null, null, true, null, oneAtATimeAbove: 0));
+        Assert.AreEqual(DiagnosticCodes.InvalidSettingValue, error.Code);
+        Directory.Delete(dir, recursive: true);
     }
 
     [TestMethod]

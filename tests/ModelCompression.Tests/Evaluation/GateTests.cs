@@ -69,7 +69,7 @@ public sealed class GateTests
         // lowering the limit: the accuracy, fidelity and verdict are those of the interleaved gate.
         var dir = Directory.CreateTempSubdirectory("mc-gate-alone").FullName;
         var candidate = Path.Combine(dir, "out.onnx");
-        CompressionEngine.Compress(new(Fixtures.Mlp, candidate, dir, Fixtures.Policy(("Quantize", "int4"), ("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1"))));
+        CompressionEngine.Compress(new(Fixtures.Mlp, candidate, dir, Fixtures.Policy(("Quantize", "int4"))));
         var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "2"), ("MaxAccuracyDrop", "0.001"), ("MinCosine", "0.9999"));
         var together = Gate.Measure(Fixtures.Mlp, candidate, policy);
         var alone = Gate.Measure(Fixtures.Mlp, candidate, policy, default, null, null, true, null, oneAtATimeAbove: 0);

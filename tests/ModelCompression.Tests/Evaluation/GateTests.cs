@@ -1,5 +1,6 @@
 using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
+using ModelCompression.Onnx;
 using ModelCompression.Reporting;
 
 namespace ModelCompression.Tests.Evaluation;
@@ -100,6 +101,36 @@ public sealed class GateTests
         var error = Assert.ThrowsExactly<CompressionException>(() => Gate.Measure(Fixtures.Mlp, candidate,
             Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("Outputs", "prob")), default, null, null, true, null, oneAtATimeAbove: 0));
         Assert.AreEqual(DiagnosticCodes.InvalidSettingValue, error.Code);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [TestMethod]
+    public void LargeModelPath_ReportsWhatTheInMemoryPathReports()
+    {
+        // A large source stored with external data: the candidate keeps that form, the engine reads its weights back
+        // from the saved file for the report, and the gate runs one model at a time. Same verdict and per-layer table.
+        var dir = Directory.CreateTempSubdirectory("mc-large-path").FullName;
+        var source = Path.Combine(dir, "mlp.onnx");
+        using (var model = OnnxModel.Load(Fixtures.Mlp)) model.Save(source, new SaveOptions { ExternalizeThreshold = 1024 });
+        var policy = Fixtures.Policy(("Quantize", "int8-dynamic"), ("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1"), ("MinAgreement", "0.999"));
+        var small = CompressionEngine.Compress(new(source, Path.Combine(dir, "small", "out.onnx"), Path.Combine(dir, "small"), policy) { GateFailureAsWarning = true });
+        CompressionReport large;
+        CompressionEngine.LargeModelBytes = 0;
+        try { large = CompressionEngine.Compress(new(source, Path.Combine(dir, "large", "out.onnx"), Path.Combine(dir, "large"), policy) { GateFailureAsWarning = true }).Report; }
+        finally { CompressionEngine.LargeModelBytes = DeployedSize.StreamedLimit; }
+
+        Assert.IsNull(small.Report.Measurements.LatencyOneAtATime);
+        Assert.IsTrue(large.Measurements.LatencyOneAtATime);
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "large", "out.onnx.data")), "the large path keeps external data");
+        Assert.AreEqual(small.Report.Measurements.Compressed, large.Measurements.Compressed);
+        Assert.AreEqual(small.Report.Measurements.Outputs.Single().Agreement, large.Measurements.Outputs.Single().Agreement);
+        CollectionAssert.AreEqual(small.Report.Verdict.Failures.Select(f => (f.Code, f.Actual)).ToList(), large.Verdict.Failures.Select(f => (f.Code, f.Actual)).ToList());
+        Assert.AreEqual(small.Report.ParametersAfter, large.ParametersAfter);
+        Assert.AreEqual(small.Report.NonZeroParametersAfter, large.NonZeroParametersAfter);
+        // The per-layer stored sizes, measured on the weights read back from the candidate's side file.
+        CollectionAssert.AreEqual(small.Report.Layers.Select(l => (l.Layer, l.Technique, l.NonZeroParametersAfter, l.StoredSizes, l.EntropyBytes)).ToList(),
+            large.Layers.Select(l => (l.Layer, l.Technique, l.NonZeroParametersAfter, l.StoredSizes, l.EntropyBytes)).ToList());
+        Assert.IsTrue(large.Layers.Any(l => l.StoredSizes is not null));
         Directory.Delete(dir, recursive: true);
     }
 

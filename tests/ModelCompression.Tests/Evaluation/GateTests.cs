@@ -135,6 +135,30 @@ public sealed class GateTests
     }
 
     [TestMethod]
+    public void LargeModelPath_CalibratesInSmallBatches_ToTheSameModel()
+    {
+        // A large model's calibration captures a few samples per run (memory), not the whole batch: the statistics
+        // stream, so int8 static writes the same tensors.
+        var dir = Directory.CreateTempSubdirectory("mc-large-calibration").FullName;
+        var source = Path.Combine(dir, "mlp.onnx");
+        using (var model = OnnxModel.Load(Fixtures.Mlp)) model.Save(source, new SaveOptions { ExternalizeThreshold = 1024 });
+        var policy = Fixtures.Policy(("Quantize", "int8"), ("CalibrationData", "fmnist_calib.npz"), ("CalibrationSamples", "20"));
+        Assert.IsTrue(policy.Execution.BatchSize > 20 && ModelCompression.Passes.CompressionContext.LargeCaptureBatch < 20, "one batch in memory, several in small batches");
+        CompressionEngine.Compress(new(source, Path.Combine(dir, "small", "out.onnx"), Path.Combine(dir, "small"), policy));
+        CompressionEngine.LargeModelBytes = 0;
+        try { CompressionEngine.Compress(new(source, Path.Combine(dir, "large", "out.onnx"), Path.Combine(dir, "large"), policy)); }
+        finally { CompressionEngine.LargeModelBytes = DeployedSize.StreamedLimit; }
+
+        using var small = OnnxModel.Load(Path.Combine(dir, "small", "out.onnx"));
+        using var large = OnnxModel.Load(Path.Combine(dir, "large", "out.onnx"));
+        var expected = small.Graph.Initializer.ToDictionary(t => t.Name, t => small.GetTensor(t).RawBytes.ToArray());
+        Assert.AreEqual(expected.Count, large.Graph.Initializer.Count);
+        foreach (var t in large.Graph.Initializer)
+            CollectionAssert.AreEqual(expected[t.Name], large.GetTensor(t).RawBytes.ToArray(), t.Name);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [TestMethod]
     public void Latency_PercentilesInterpolate()
     {
         var stats = LatencyStats.From([5, 1, 3, 2, 4]);

@@ -70,7 +70,7 @@ public static class CompressCommand
         output.WriteLine($"  gate time: {timings.First(t => t.Step == "gate").Milliseconds.ToString("0", ci)} ms");
         var m = result.Report.Measurements;
         output.WriteLine(m.LatencyRatio is { } r
-            ? $"  latency ratio: {MetricFormat.Ratio(r)} (p50 {MetricFormat.Milliseconds(m.CompressedLatency!.P50Ms)} vs {MetricFormat.Milliseconds(m.OriginalLatency!.P50Ms)}, batch {m.BatchSize}, {m.LatencyRounds} interleaved rounds" +
+            ? $"  latency ratio: {MetricFormat.Ratio(r)} (p50 {MetricFormat.Milliseconds(m.CompressedLatency!.P50Ms)} vs {MetricFormat.Milliseconds(m.OriginalLatency!.P50Ms)}, batch {m.BatchSize}, {Gate.LatencyRoundsText(m)}" +
               (m.LatencyRatioSpread is { } spread && m.LatencyRounds > 1 ? $", per round {MetricFormat.RatioRange(spread.Min, spread.Max)})" : ")")
             : "  latency ratio: not measured (no --validation-data)");
         output.WriteLine($"  total: {timings.First(t => t.Step == "total").Milliseconds.ToString("0", ci)} ms");

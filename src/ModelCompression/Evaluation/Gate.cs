@@ -54,6 +54,12 @@ public sealed record GateMeasurements
     public Spread? P95LatencyRatioSpread => RoundRatios(l => l.RoundP95Ms);
     public int BatchSize { get; init; }
     public int LatencyRounds { get; init; }
+    /// <summary>
+    /// True when the latency rounds ran one model at a time (all the original's, then all the candidate's) instead of
+    /// interleaved: the model is past <see cref="DeployedSize.StreamedLimit"/> and its two sessions are not held
+    /// together. Null when interleaved (or not measured).
+    /// </summary>
+    public bool? LatencyOneAtATime { get; init; }
     public RuntimeEnvironment? Environment { get; init; }
 
     private Spread? RoundRatios(Func<LatencyStats, IReadOnlyList<double>> rounds) =>
@@ -79,7 +85,16 @@ public static class Gate
     /// <param name="measureLatency">False skips the latency rounds (a search trial that neither optimizes nor constrains latency).</param>
     public static GateMeasurements Measure(string originalPath, string compressedPath, CompressionPolicy policy,
         CancellationToken cancellation = default, IProgress<(string Stage, double Fraction)>? progress = null, Dataset? validation = null, bool measureLatency = true,
-        OriginalRun? original = null)
+        OriginalRun? original = null) =>
+        Measure(originalPath, compressedPath, policy, cancellation, progress, validation, measureLatency, original, DeployedSize.StreamedLimit);
+
+    /// <param name="oneAtATimeAbove">
+    /// Originals larger than this many bytes are run one model at a time (tests lower it to exercise that path on a
+    /// small model).
+    /// </param>
+    internal static GateMeasurements Measure(string originalPath, string compressedPath, CompressionPolicy policy,
+        CancellationToken cancellation, IProgress<(string Stage, double Fraction)>? progress, Dataset? validation, bool measureLatency,
+        OriginalRun? original, long oneAtATimeAbove)
     {
         var originalBytes = OnnxModel.FileSizeWithExternalData(originalPath);
         var measurements = new GateMeasurements
@@ -97,6 +112,9 @@ public static class Gate
         // Models past the streamed-size limit are judged without prepacked weight copies (both sessions alike, so the
         // latency ratio compares like with like): peak memory stays near the two models' own sizes.
         var runtime = RuntimeOptions.From(policy) with { Prepacking = originalBytes <= DeployedSize.StreamedLimit };
+        // Past the limit the two sessions are never held together (each maps its weights, ≈ the model's size): the
+        // original runs its predictions and latency rounds and is closed before the candidate opens.
+        var oneAtATime = originalBytes > oneAtATimeAbove;
         var gate = policy.Get<GateOptions>();
         // A search gates many candidates against the same original on the same data: its outputs are computed once.
         var kept = original is { Outputs: not null } && ReferenceEquals(original.Validation, validation) && validation is not null ? original : null;
@@ -105,42 +123,71 @@ public static class Gate
         else
             using (var model = OnnxModel.Load(originalPath))
                 data = DataCheck.Validation(validation ?? Dataset.Load(policy.Data.ValidationData), model.Graph, policy);
-
-        using var originalSession = kept is null || measureLatency ? OnnxRuntimeSession.Create(originalPath, runtime) : null;
-        using var compressed = OnnxRuntimeSession.Create(compressedPath, runtime);
-        var originalNames = kept?.OutputNames ?? originalSession!.OutputNames;
-        var names = gate.Outputs.Count == 0 ? originalNames : gate.Outputs;
-        foreach (var name in names)
-            if (!originalNames.Contains(name) || !compressed.OutputNames.Contains(name))
-                throw new CompressionException(DiagnosticCodes.InvalidSettingValue,
-                    $"Outputs: '{name}' is not an output of {(originalNames.Contains(name) ? "the compressed" : "the")} model; its outputs are {string.Join(", ", originalNames)}", originalPath);
-        var originalOutputs = kept?.Outputs ?? Predictions.RunAll(originalSession!, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate original"));
-        if (original is not null && kept is null && validation is not null)
-            (original.Validation, original.Data, original.OutputNames, original.Outputs) = (validation, data, originalNames, originalOutputs);
-        var compressedOutputs = Predictions.RunAll(compressed, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate compressed"));
-        foreach (var name in names)
-            if (originalOutputs[name].Data.Length != compressedOutputs[name].Data.Length)
-                throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"the compressed model's output '{name}' has shape [{string.Join(",", compressedOutputs[name].Shape)}], the original's [{string.Join(",", originalOutputs[name].Shape)}]", compressedPath);
-
-        // Accuracy is scored on the first gated output: the labels say nothing about the others.
-        ModelMetrics Score(FloatTensor outputs) => data.Labels is null
-            ? new ModelMetrics(null, null, gate.TopK, data.Count)
-            : new ModelMetrics(Metrics.TopK(outputs, data.Labels, 1), Metrics.TopK(outputs, data.Labels, gate.TopK), gate.TopK, data.Count);
-
         var batch = data.Batches(policy.Execution.BatchSize).First();
-        LatencyStats? originalLatency = null, compressedLatency = null;
-        if (measureLatency)
-            (originalLatency, compressedLatency) = LatencyComparison.Measure(originalSession!, compressed, batch, policy.Get<GateOptions>().LatencyRounds, cancellation, Report(progress, "latency"));
-        return measurements with
+        var rounds = gate.LatencyRounds;
+
+        var originalSession = kept is null || measureLatency ? OnnxRuntimeSession.Create(originalPath, runtime) : null;
+        OnnxRuntimeSession? compressed = null;
+        try
         {
-            Original = Score(originalOutputs[names[0]]),
-            Compressed = Score(compressedOutputs[names[0]]),
-            Outputs = names.Select(n => Fidelity.Compare(n, originalOutputs[n], compressedOutputs[n], gate.DecisionThreshold)).ToList(),
-            OriginalLatency = originalLatency,
-            CompressedLatency = compressedLatency,
-            BatchSize = batch.Samples,
-            Environment = RuntimeEnvironment.Capture(runtime),
-        };
+            if (!oneAtATime) compressed = OnnxRuntimeSession.Create(compressedPath, runtime);
+            var originalNames = kept?.OutputNames ?? originalSession!.OutputNames;
+            var names = gate.Outputs.Count == 0 ? originalNames : gate.Outputs;
+            // One at a time, the candidate's outputs are checked once it opens (the message is the same).
+            void CheckNames(IReadOnlyList<string>? compressedNames)
+            {
+                foreach (var name in names)
+                    if (!originalNames.Contains(name) || compressedNames is not null && !compressedNames.Contains(name))
+                        throw new CompressionException(DiagnosticCodes.InvalidSettingValue,
+                            $"Outputs: '{name}' is not an output of {(originalNames.Contains(name) ? "the compressed" : "the")} model; its outputs are {string.Join(", ", originalNames)}", originalPath);
+            }
+            CheckNames(compressed?.OutputNames);
+            var originalOutputs = kept?.Outputs ?? Predictions.RunAll(originalSession!, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate original"));
+            if (original is not null && kept is null && validation is not null)
+                (original.Validation, original.Data, original.OutputNames, original.Outputs) = (validation, data, originalNames, originalOutputs);
+
+            LatencyStats? originalLatency = null, compressedLatency = null;
+            var runsPerRound = 0;
+            if (oneAtATime)
+            {
+                if (measureLatency)
+                    (originalLatency, runsPerRound) = LatencyComparison.MeasureAlone(originalSession!, batch, rounds, null, cancellation, Report(progress, "latency original"));
+                originalSession?.Dispose();
+                originalSession = null;
+                compressed = OnnxRuntimeSession.Create(compressedPath, runtime);
+                CheckNames(compressed.OutputNames);
+            }
+            var compressedOutputs = Predictions.RunAll(compressed!, data, policy.Execution.BatchSize, names, cancellation, Report(progress, "evaluate compressed"));
+            foreach (var name in names)
+                if (originalOutputs[name].Data.Length != compressedOutputs[name].Data.Length)
+                    throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"the compressed model's output '{name}' has shape [{string.Join(",", compressedOutputs[name].Shape)}], the original's [{string.Join(",", originalOutputs[name].Shape)}]", compressedPath);
+
+            // Accuracy is scored on the first gated output: the labels say nothing about the others.
+            ModelMetrics Score(FloatTensor outputs) => data.Labels is null
+                ? new ModelMetrics(null, null, gate.TopK, data.Count)
+                : new ModelMetrics(Metrics.TopK(outputs, data.Labels, 1), Metrics.TopK(outputs, data.Labels, gate.TopK), gate.TopK, data.Count);
+
+            if (measureLatency && oneAtATime)
+                compressedLatency = LatencyComparison.MeasureAlone(compressed!, batch, rounds, runsPerRound, cancellation, Report(progress, "latency compressed")).Stats;
+            else if (measureLatency)
+                (originalLatency, compressedLatency) = LatencyComparison.Measure(originalSession!, compressed!, batch, rounds, cancellation, Report(progress, "latency"));
+            return measurements with
+            {
+                Original = Score(originalOutputs[names[0]]),
+                Compressed = Score(compressedOutputs[names[0]]),
+                Outputs = names.Select(n => Fidelity.Compare(n, originalOutputs[n], compressedOutputs[n], gate.DecisionThreshold)).ToList(),
+                OriginalLatency = originalLatency,
+                CompressedLatency = compressedLatency,
+                LatencyOneAtATime = measureLatency && oneAtATime ? true : null,
+                BatchSize = batch.Samples,
+                Environment = RuntimeEnvironment.Capture(runtime),
+            };
+        }
+        finally
+        {
+            originalSession?.Dispose();
+            compressed?.Dispose();
+        }
     }
 
     public static GateVerdict Judge(GateMeasurements m, CompressionPolicy policy)
@@ -205,6 +252,11 @@ public static class Gate
         }
         return new GateVerdict(failures);
     }
+
+    /// <summary>"9 interleaved rounds", or for a model too large to hold both sessions at once, rounds of one model at a time.</summary>
+    public static string LatencyRoundsText(GateMeasurements m) => m.LatencyOneAtATime == true
+        ? $"{m.LatencyRounds} rounds one model at a time (the original, then the compressed: the model is over {DeployedSize.StreamedLimit >> 20} MiB, so the two are not loaded together)"
+        : $"{m.LatencyRounds} interleaved rounds";
 
     /// <summary>"quality 11", or "quality 9 vs 11" when the original was large enough to get the faster one.</summary>
     public static string ReportQuality(GateMeasurements m) => m.OriginalSizes is { } o && m.CompressedSizes is { } c && o.BrotliQuality != c.BrotliQuality

@@ -72,4 +72,24 @@ public static class LatencyComparison
         }
         return (LatencyStats.FromRounds(a), LatencyStats.FromRounds(b));
     }
+
+    /// <summary>
+    /// Times one model alone, in rounds like <see cref="Measure"/>: for models too large to hold two sessions at
+    /// once, each is timed in turn. The candidate gets the original's runs per round so both are timed alike.
+    /// </summary>
+    /// <param name="runsPerRound">Null: chosen from this model's warm-up runs.</param>
+    public static (LatencyStats Stats, int RunsPerRound) MeasureAlone(OnnxRuntimeSession session, IReadOnlyList<NdArray> batch, int rounds,
+        int? runsPerRound = null, CancellationToken cancellation = default, IProgress<double>? progress = null)
+    {
+        var warmup = session.Time(batch, WarmupRuns).Min();
+        var runs = runsPerRound ?? Math.Clamp((int)Math.Ceiling(MinRoundMilliseconds / Math.Max(warmup, 0.01)), 5, 200);
+        var times = new List<IReadOnlyCollection<double>>();
+        for (var round = 0; round < rounds; round++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            times.Add(session.Time(batch, runs).ToList());
+            progress?.Report((round + 1.0) / rounds);
+        }
+        return (LatencyStats.FromRounds(times), runs);
+    }
 }

@@ -25,8 +25,8 @@ public sealed class CompressionContext
         Cancellation = cancellation;
     }
 
-    public OnnxModel Model { get; }
-    public OnnxGraph Graph { get; }
+    public OnnxModel Model { get; private set; }
+    public OnnxGraph Graph { get; private set; }
     public CompressionPolicy Policy { get; }
     public string? ModelPath { get; }
     public CancellationToken Cancellation { get; }
@@ -44,6 +44,18 @@ public sealed class CompressionContext
     {
         _records.AddRange(steps.Records);
         _diagnostics.AddRange(steps.Diagnostics);
+    }
+
+    /// <summary>
+    /// After the passes, puts the model as saved (its weights read from the saved file's memory map) in place of the
+    /// one the passes built, whose changed weights are then no longer held.
+    /// </summary>
+    internal void ReplaceModel(OnnxModel saved)
+    {
+        var built = Model;
+        Model = saved;
+        Graph = new OnnxGraph(saved.Graph);
+        built.Dispose();
     }
 
     public void Warn(string code, string message) => _diagnostics.Add(new Diagnostic(code, Severity.Warning, message, ModelPath));
@@ -85,7 +97,7 @@ public sealed class CompressionContext
     {
         var data = RequireCalibration(passName);
         var progress = Progress is null ? null : new InlineProgress<double>(f => Progress.Report((passName, f)));
-        ActivationCapture.Run(Model, valueNames, data, Runtime, Policy.Execution.BatchSize, onBatch, Cancellation, progress);
+        ActivationCapture.Run(Model, valueNames, data, Runtime, CaptureBatchSize, onBatch, Cancellation, progress);
     }
 
     /// <summary>
@@ -97,8 +109,18 @@ public sealed class CompressionContext
     {
         var data = RequireCalibration(passName);
         var progress = Progress is null ? null : new InlineProgress<double>(f => Progress.Report((passName, f)));
-        ActivationCapture.RunPaired(Model, reference, valueNames, data, Runtime, Policy.Execution.BatchSize, onBatch, Cancellation, progress);
+        ActivationCapture.RunPaired(Model, reference, valueNames, data, Runtime, CaptureBatchSize, onBatch, Cancellation, progress);
     }
+
+    /// <summary>
+    /// The batch of a capture run. A large model's (past <see cref="CompressionEngine.LargeModelBytes"/>) is at most
+    /// <see cref="LargeCaptureBatch"/> samples: a batch hands over every requested activation of every layer at once
+    /// (all 32 calibration samples of a 1 GB transformer: ≈ 0.5 GB, int8 static's peak at 1.60× the model).
+    /// </summary>
+    private int CaptureBatchSize => Large ? Math.Min(Policy.Execution.BatchSize, LargeCaptureBatch) : Policy.Execution.BatchSize;
+    internal const int LargeCaptureBatch = 4;
+    private bool? _large;
+    private bool Large => _large ??= ModelPath is not null && File.Exists(ModelPath) && OnnxModel.FileSizeWithExternalData(ModelPath) > CompressionEngine.LargeModelBytes;
 }
 
 /// <summary>Reports progress on the calling thread, in order (unlike <see cref="Progress{T}"/>, which posts).</summary>

@@ -87,7 +87,7 @@ internal static class ReportText
         yield return ("Instruction sets", string.Join(" ", e.InstructionSets));
         yield return ("Threads", $"{(e.IntraOpThreads == 0 ? "ORT default" : e.IntraOpThreads.ToString(Invariant))} intra-op, {e.ProcessorCount} logical processors");
         if (m.OriginalLatency is { } latency)
-            yield return ("Latency method", $"{m.LatencyRounds} interleaved rounds, {latency.Runs / Math.Max(1, m.LatencyRounds)} runs per model per round, after {LatencyComparison.WarmupRuns} warm-up runs");
+            yield return ("Latency method", $"{Gate.LatencyRoundsText(m)}, {latency.Runs / Math.Max(1, m.LatencyRounds)} runs per model per round, after {LatencyComparison.WarmupRuns} warm-up runs");
         yield return ("OS / .NET", $"{e.OperatingSystem} / .NET {e.DotnetVersion}");
     }
 

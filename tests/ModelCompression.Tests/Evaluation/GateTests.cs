@@ -1,4 +1,6 @@
+using ModelCompression.Diagnostics;
 using ModelCompression.Evaluation;
+using ModelCompression.Onnx;
 using ModelCompression.Reporting;
 
 namespace ModelCompression.Tests.Evaluation;
@@ -59,6 +61,101 @@ public sealed class GateTests
         var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("MaxAccuracyDrop", "0.01"), ("MaxLatencyRatio", "1.0"));
         Assert.IsTrue(Gate.Judge(Measured(0.902, 0.895, 10, 7), policy).Passed);
         Assert.IsTrue(Gate.Judge(Measured(0.902, 0.10, 10, 70), new Policy.CompressionPolicy()).Passed);
+    }
+
+    [TestMethod]
+    public void ModelPastTheLimit_IsGatedOneModelAtATime_WithTheSameVerdict()
+    {
+        // The path a model over 64 MiB takes (each session alone, latency per model in turn), on the small MLP by
+        // lowering the limit: the accuracy, fidelity and verdict are those of the interleaved gate.
+        var dir = Directory.CreateTempSubdirectory("mc-gate-alone").FullName;
+        var candidate = Path.Combine(dir, "out.onnx");
+        CompressionEngine.Compress(new(Fixtures.Mlp, candidate, dir, Fixtures.Policy(("Quantize", "int4"))));
+        var policy = Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "2"), ("MaxAccuracyDrop", "0.001"), ("MinCosine", "0.9999"));
+        var together = Gate.Measure(Fixtures.Mlp, candidate, policy);
+        var alone = Gate.Measure(Fixtures.Mlp, candidate, policy, default, null, null, true, null, oneAtATimeAbove: 0);
+
+        Assert.IsNull(together.LatencyOneAtATime);
+        Assert.IsTrue(alone.LatencyOneAtATime);
+        Assert.AreEqual(together.Original, alone.Original);
+        Assert.AreEqual(together.Compressed, alone.Compressed);
+        Assert.AreNotEqual(together.Original!.Top1, together.Compressed!.Top1, "int4 moves the accuracy, so the verdict is not a trivial pass");
+        CollectionAssert.AreEqual(together.Outputs.Select(o => (o.Name, o.Cosine, o.SnrDb, o.MaxAbsError, o.Agreement)).ToList(),
+            alone.Outputs.Select(o => (o.Name, o.Cosine, o.SnrDb, o.MaxAbsError, o.Agreement)).ToList());
+        CollectionAssert.AreEqual(Gate.Judge(together, policy).Failures.Select(f => (f.Code, f.Metric, f.Actual)).ToList(),
+            Gate.Judge(alone, policy).Failures.Select(f => (f.Code, f.Metric, f.Actual)).ToList());
+        Assert.IsFalse(Gate.Judge(alone, policy).Passed);
+        Assert.AreEqual(2, alone.OriginalLatency!.RoundP50Ms.Count);
+        Assert.AreEqual(alone.OriginalLatency.Runs, alone.CompressedLatency!.Runs, "both models get the same runs per round");
+        StringAssert.Contains(ReportText.EnvironmentRows(alone).Single(r => r.Name == "Latency method").Value, "one model at a time");
+
+        // A search's kept original outputs serve the next trial on this path too (latency off: no original session).
+        var run = new OriginalRun();
+        var data = Fixtures.ValidationData;
+        var first = Gate.Measure(Fixtures.Mlp, candidate, policy, default, null, data, false, run, oneAtATimeAbove: 0);
+        var second = Gate.Measure(Fixtures.Mlp, candidate, policy, default, null, data, false, run, oneAtATimeAbove: 0);
+        Assert.IsNotNull(run.Outputs);
+        Assert.AreEqual(first.Compressed, second.Compressed);
+        Assert.IsNull(second.OriginalLatency);
+
+        var error = Assert.ThrowsExactly<CompressionException>(() => Gate.Measure(Fixtures.Mlp, candidate,
+            Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("Outputs", "prob")), default, null, null, true, null, oneAtATimeAbove: 0));
+        Assert.AreEqual(DiagnosticCodes.InvalidSettingValue, error.Code);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [TestMethod]
+    public void LargeModelPath_ReportsWhatTheInMemoryPathReports()
+    {
+        // A large source stored with external data: the candidate keeps that form, the engine reads its weights back
+        // from the saved file for the report, and the gate runs one model at a time. Same verdict and per-layer table.
+        var dir = Directory.CreateTempSubdirectory("mc-large-path").FullName;
+        var source = Path.Combine(dir, "mlp.onnx");
+        using (var model = OnnxModel.Load(Fixtures.Mlp)) model.Save(source, new SaveOptions { ExternalizeThreshold = 1024 });
+        var policy = Fixtures.Policy(("Quantize", "int8-dynamic"), ("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1"), ("MinAgreement", "0.999"));
+        var small = CompressionEngine.Compress(new(source, Path.Combine(dir, "small", "out.onnx"), Path.Combine(dir, "small"), policy) { GateFailureAsWarning = true });
+        CompressionReport large;
+        CompressionEngine.LargeModelBytes = 0;
+        try { large = CompressionEngine.Compress(new(source, Path.Combine(dir, "large", "out.onnx"), Path.Combine(dir, "large"), policy) { GateFailureAsWarning = true }).Report; }
+        finally { CompressionEngine.LargeModelBytes = DeployedSize.StreamedLimit; }
+
+        Assert.IsNull(small.Report.Measurements.LatencyOneAtATime);
+        Assert.IsTrue(large.Measurements.LatencyOneAtATime);
+        Assert.IsTrue(File.Exists(Path.Combine(dir, "large", "out.onnx.data")), "the large path keeps external data");
+        Assert.AreEqual(small.Report.Measurements.Compressed, large.Measurements.Compressed);
+        Assert.AreEqual(small.Report.Measurements.Outputs.Single().Agreement, large.Measurements.Outputs.Single().Agreement);
+        CollectionAssert.AreEqual(small.Report.Verdict.Failures.Select(f => (f.Code, f.Actual)).ToList(), large.Verdict.Failures.Select(f => (f.Code, f.Actual)).ToList());
+        Assert.AreEqual(small.Report.ParametersAfter, large.ParametersAfter);
+        Assert.AreEqual(small.Report.NonZeroParametersAfter, large.NonZeroParametersAfter);
+        // The per-layer stored sizes, measured on the weights read back from the candidate's side file.
+        CollectionAssert.AreEqual(small.Report.Layers.Select(l => (l.Layer, l.Technique, l.NonZeroParametersAfter, l.StoredSizes, l.EntropyBytes)).ToList(),
+            large.Layers.Select(l => (l.Layer, l.Technique, l.NonZeroParametersAfter, l.StoredSizes, l.EntropyBytes)).ToList());
+        Assert.IsTrue(large.Layers.Any(l => l.StoredSizes is not null));
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [TestMethod]
+    public void LargeModelPath_CalibratesInSmallBatches_ToTheSameModel()
+    {
+        // A large model's calibration captures a few samples per run (memory), not the whole batch: the statistics
+        // stream, so int8 static writes the same tensors.
+        var dir = Directory.CreateTempSubdirectory("mc-large-calibration").FullName;
+        var source = Path.Combine(dir, "mlp.onnx");
+        using (var model = OnnxModel.Load(Fixtures.Mlp)) model.Save(source, new SaveOptions { ExternalizeThreshold = 1024 });
+        var policy = Fixtures.Policy(("Quantize", "int8"), ("CalibrationData", "fmnist_calib.npz"), ("CalibrationSamples", "20"));
+        Assert.IsTrue(policy.Execution.BatchSize > 20 && ModelCompression.Passes.CompressionContext.LargeCaptureBatch < 20, "one batch in memory, several in small batches");
+        CompressionEngine.Compress(new(source, Path.Combine(dir, "small", "out.onnx"), Path.Combine(dir, "small"), policy));
+        CompressionEngine.LargeModelBytes = 0;
+        try { CompressionEngine.Compress(new(source, Path.Combine(dir, "large", "out.onnx"), Path.Combine(dir, "large"), policy)); }
+        finally { CompressionEngine.LargeModelBytes = DeployedSize.StreamedLimit; }
+
+        using var small = OnnxModel.Load(Path.Combine(dir, "small", "out.onnx"));
+        using var large = OnnxModel.Load(Path.Combine(dir, "large", "out.onnx"));
+        var expected = small.Graph.Initializer.ToDictionary(t => t.Name, t => small.GetTensor(t).RawBytes.ToArray());
+        Assert.AreEqual(expected.Count, large.Graph.Initializer.Count);
+        foreach (var t in large.Graph.Initializer)
+            CollectionAssert.AreEqual(expected[t.Name], large.GetTensor(t).RawBytes.ToArray(), t.Name);
+        Directory.Delete(dir, recursive: true);
     }
 
     [TestMethod]

@@ -355,29 +355,27 @@ internal static class Int4Quantizer
         for (var i1 = 0; i1 < cols; i1 += batch)
         {
             var i2 = Math.Min(i1 + batch, cols);
-            for (var col = i1; col < i2; col++)
+            // Every row's grid choice, sweep and trailing update touch only that row: rows run in parallel, each in
+            // the same order as alone (same bits on any core count).
+            DenseMath.ForRows(rows, (long)(i2 - i1) * (cols - i1), r =>
             {
-                if (col % blockSize == 0) ChooseBlock(q, w, col);
-                var d = u[col * cols + col];
-                var uRow = u.AsSpan(col * cols + col + 1, i2 - col - 1);
-                for (var r = 0; r < rows; r++)
+                var row = w.AsSpan(r * cols, cols);
+                for (var col = i1; col < i2; col++)
                 {
-                    var x = w[r * cols + col];
-                    var err = (x - Quantize(q, r, col, x)) / d;
+                    if (col % blockSize == 0) ChooseBlock(q, row, r, col);
+                    var x = row[col];
+                    var err = (x - Quantize(q, r, col, x)) / u[col * cols + col];
                     errors[r * batch + col - i1] = err;
-                    DenseMath.Axpy(-err, uRow, w.AsSpan(r * cols + col + 1, i2 - col - 1));
+                    DenseMath.Axpy(-err, u.AsSpan(col * cols + col + 1, i2 - col - 1), row.Slice(col + 1, i2 - col - 1));
                 }
-            }
-            if (i2 == cols) continue;
-            for (var r = 0; r < rows; r++)
-            {
-                var rest = w.AsSpan(r * cols + i2, cols - i2);
+                if (i2 == cols) return;
+                var rest = row[i2..];
                 for (var c = i1; c < i2; c++)
                 {
                     var err = errors[r * batch + c - i1];
                     if (err != 0) DenseMath.Axpy(-err, u.AsSpan(c * cols + i2, cols - i2), rest);
                 }
-            }
+            });
         }
         return (q, damp);
     }
@@ -412,16 +410,13 @@ internal static class Int4Quantizer
     /// Asymmetric: [min(x, 0), max(x, 0)] onto 0..15 (zero exactly representable). Symmetric: the value of largest
     /// magnitude onto code 0 (−8·scale), as ONNX Runtime's quantizer does, so one side keeps all 8 steps.
     /// </summary>
-    private static void ChooseBlock(Int4Weights q, double[] w, int c0)
+    private static void ChooseBlock(Int4Weights q, ReadOnlySpan<double> row, int r, int c0)
     {
         var c1 = Math.Min(c0 + q.BlockSize, q.Cols);
         var b = c0 / q.BlockSize;
-        for (var r = 0; r < q.Rows; r++)
-        {
-            var (scale, zero) = BlockGrid<double>(w.AsSpan(r * q.Cols + c0, c1 - c0), q.Symmetric);
-            q.Scales[r * q.Blocks + b] = scale;
-            q.ZeroPoints[r * q.Blocks + b] = zero;
-        }
+        var (scale, zero) = BlockGrid<double>(row[c0..c1], q.Symmetric);
+        q.Scales[r * q.Blocks + b] = scale;
+        q.ZeroPoints[r * q.Blocks + b] = zero;
     }
 
     /// <summary>The scale and zero point of one block of one row (see <see cref="ChooseBlock"/>).</summary>

@@ -189,22 +189,24 @@ internal static class DenseMath
     /// <summary>Lower Cholesky factor of the n×n SPD matrix <paramref name="a"/> in place (upper part zeroed); false if not positive definite.</summary>
     public static bool CholeskyInPlace(double[] a, int n)
     {
-        for (var i = 0; i < n; i++)
+        // Column by column (left-looking): L[i, j] = (A[i, j] − L[i, :j]·L[j, :j]) / L[j, j] for all i > j at once, in
+        // parallel over i. Each element is the same Dot of the same values as the row-by-row order, so the factor has
+        // the same bits on any number of threads.
+        for (var j = 0; j < n; j++)
         {
-            var rowI = a.AsSpan(i * n, n);
-            for (var j = 0; j <= i; j++)
+            var rowJ = a.AsSpan(j * n, n);
+            var sum = rowJ[j] - Dot(rowJ[..j], rowJ[..j]);
+            if (!(sum > 0) || !double.IsFinite(sum)) return false;
+            var ljj = Math.Sqrt(sum);
+            rowJ[j] = ljj;
+            ForRows(n - j - 1, j + 1, t =>
             {
-                var rowJ = a.AsSpan(j * n, j);
-                var sum = rowI[j] - Dot(rowI[..j], rowJ);
-                if (i == j)
-                {
-                    if (!(sum > 0) || !double.IsFinite(sum)) return false;
-                    rowI[i] = Math.Sqrt(sum);
-                }
-                else rowI[j] = sum / a[j * n + j];
-            }
-            rowI[(i + 1)..].Clear();
+                var i = j + 1 + t;
+                var rowI = a.AsSpan(i * n, j + 1);
+                rowI[j] = (rowI[j] - Dot(rowI[..j], a.AsSpan(j * n, j))) / ljj;
+            });
         }
+        for (var i = 0; i < n; i++) a.AsSpan(i * n + i + 1, n - i - 1).Clear();
         return true;
     }
 
@@ -232,22 +234,34 @@ internal static class DenseMath
     /// <summary>Inverse of a lower-triangular matrix (row-major), by forward substitution on the rows of the transpose.</summary>
     public static double[] LowerInverse(double[] l, int n)
     {
-        // Solve L·X = I row by row: X[i, :] = (e_i − Σ_{k<i} L[i,k]·X[k, :]) / L[i,i]; X is lower triangular.
+        // Solve L·X = I row by row: X[i, :] = (e_i − Σ_{k<i} L[i,k]·X[k, :]) / L[i,i]; X is lower triangular. The
+        // columns of X are independent, so chunks of columns run in parallel; each element's sum keeps its order
+        // (an axpy has no cross-lane sum), so the bits do not depend on the chunking.
         var x = new double[n * n];
-        for (var i = 0; i < n; i++)
+        var chunks = (n + InverseChunk - 1) / InverseChunk;
+        ForRows(chunks, (long)n * n * InverseChunk / 6, chunk =>
         {
-            var xi = x.AsSpan(i * n, i + 1);
-            xi[i] = 1;
-            for (var k = 0; k < i; k++)
+            var c0 = chunk * InverseChunk;
+            for (var i = c0; i < n; i++)
             {
-                var lik = l[i * n + k];
-                if (lik != 0) Axpy(-lik, x.AsSpan(k * n, k + 1), xi[..(k + 1)]);
+                var c1 = Math.Min(i + 1, c0 + InverseChunk);
+                var xi = x.AsSpan(i * n + c0, c1 - c0);
+                if (i < c0 + InverseChunk) xi[i - c0] = 1;
+                for (var k = c0; k < i; k++)
+                {
+                    var lik = l[i * n + k];
+                    var width = Math.Min(k + 1, c1) - c0;
+                    if (lik != 0) Axpy(-lik, x.AsSpan(k * n + c0, width), xi[..width]);
+                }
+                var d = 1 / l[i * n + i];
+                for (var k = 0; k < xi.Length; k++) xi[k] *= d;
             }
-            var d = 1 / l[i * n + i];
-            for (var k = 0; k <= i; k++) xi[k] *= d;
-        }
+        });
         return x;
     }
+
+    /// <summary>Columns per parallel chunk of <see cref="LowerInverse"/>: a multiple of every vector width.</summary>
+    private const int InverseChunk = 256;
 
     /// <summary>Solves (A)·X = B for SPD A (n×n) and B (n×m, row-major) via Cholesky; null when A is not positive definite.</summary>
     public static double[]? SolveSpd(double[] a, int n, double[] b, int m)
@@ -259,7 +273,8 @@ internal static class DenseMath
         for (var i = 0; i < n; i++)
             for (var j = 0; j < m; j++)
                 x[j * n + i] = b[i * m + j];
-        for (var j = 0; j < m; j++)
+        // Right-hand sides are independent: in parallel, each solved in the same order as alone.
+        ForRows(m, (long)n * n, j =>
         {
             var y = x.AsSpan(j * n, n);
             for (var i = 0; i < n; i++) y[i] = (y[i] - Dot(l.AsSpan(i * n, i), y[..i])) / l[i * n + i];
@@ -269,7 +284,7 @@ internal static class DenseMath
                 y[i] /= l[i * n + i];
                 Axpy(-y[i], l.AsSpan(i * n, i), y[..i]);
             }
-        }
+        });
         var result = new double[n * m];
         for (var i = 0; i < n; i++)
             for (var j = 0; j < m; j++)

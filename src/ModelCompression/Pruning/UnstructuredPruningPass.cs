@@ -93,6 +93,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         else affine.Write(context.Graph, weights, Column(result.Weights, layer.OutFeatures, cols, f), f);
         var error = stats.RelativeError(affine is null ? GramStatistics.Augment(weights, null, layer.OutFeatures, f) : result.Weights);
         var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";
+        if (result.IterativeRefit) note += $"; kept weights refit by {SparseGptPruner.RefitIterations} conjugate-gradient steps (the exact solve is too costly for this layer)";
         context.Record(Record(target, "sparsegpt", weights, error, note));
     }
 

@@ -38,17 +38,17 @@ internal sealed class GramStatistics(int features, int outputs)
     {
         var u = Features + 1;
         double cross = 0, quadratic = 0;
-        var row = new double[u];
-        for (var o = 0; o < Outputs; o++)
+        DenseMath.SumRowTerms(Outputs, u, (long)u * u, (o, crossTerms, quadraticTerms) =>
         {
+            var row = new double[u];
             for (var j = 0; j < u; j++) row[j] = affine[o * u + j];
             for (var i = 0; i < u; i++)
             {
                 if (row[i] == 0) continue;
-                cross += row[i] * Cross[i * Outputs + o];
-                quadratic += row[i] * DenseMath.Dot(Moments.AsSpan(i * u, u), row);
+                crossTerms[i] = row[i] * Cross[i * Outputs + o];
+                quadraticTerms[i] = row[i] * DenseMath.Dot(Moments.AsSpan(i * u, u), row);
             }
-        }
+        }, ref cross, ref quadratic);
         return TargetSquaredNorm > 0 ? Math.Sqrt(Math.Max(0, TargetSquaredNorm - 2 * cross + quadratic) / TargetSquaredNorm) : 0;
     }
 

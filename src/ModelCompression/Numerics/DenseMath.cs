@@ -186,6 +186,32 @@ internal static class DenseMath
         Parallel.For(0, rows, body);
     }
 
+    /// <summary>
+    /// Two sums over rows × <paramref name="terms"/> terms, as a single thread would add them (row by row, term by
+    /// term) but with the terms computed in parallel: <paramref name="body"/>(row, a, b) fills that row's terms (left
+    /// at zero where none; adding +0 does not change a sum). Rows go in chunks so the buffers stay small.
+    /// </summary>
+    public static void SumRowTerms(int rows, int terms, long workPerRow, Action<int, double[], double[]> body, ref double a, ref double b)
+    {
+        const int chunk = 64;
+        var ta = new double[chunk][];
+        var tb = new double[chunk][];
+        for (var i = 0; i < chunk; i++) { ta[i] = new double[terms]; tb[i] = new double[terms]; }
+        for (var r0 = 0; r0 < rows; r0 += chunk)
+        {
+            var count = Math.Min(chunk, rows - r0);
+            var start = r0;
+            ForRows(count, workPerRow, k =>
+            {
+                Array.Clear(ta[k]);
+                Array.Clear(tb[k]);
+                body(start + k, ta[k], tb[k]);
+            });
+            for (var k = 0; k < count; k++)
+                for (var i = 0; i < terms; i++) { a += ta[k][i]; b += tb[k][i]; }
+        }
+    }
+
     /// <summary>Lower Cholesky factor of the n×n SPD matrix <paramref name="a"/> in place (upper part zeroed); false if not positive definite.</summary>
     public static bool CholeskyInPlace(double[] a, int n)
     {

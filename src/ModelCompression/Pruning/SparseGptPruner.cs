@@ -32,8 +32,9 @@ internal static class SparseGptPruner
     /// <param name="prunable">Only the first <paramref name="prunable"/> columns are pruned; later ones (a bias
     /// column, against an input of ones) only absorb the compensation.</param>
     /// <param name="pruneCount">Weights to set to zero (unstructured); ignored when <paramref name="pattern"/> is set.</param>
+    /// <param name="exactRefitBudget">See <see cref="ExactRefitBudget"/>.</param>
     /// <returns>Null when H stays singular even with 10⁵ times the dampening (non-finite or degenerate activations).</returns>
-    public static Result? Prune(float[] weights, int rows, int cols, double[] hessian, int prunable, long pruneCount, NmPattern? pattern, double damping, int blockSize)
+    public static Result? Prune(float[] weights, int rows, int cols, double[] hessian, int prunable, long pruneCount, NmPattern? pattern, double damping, int blockSize, double exactRefitBudget = ExactRefitBudget)
     {
         var w = Array.ConvertAll(weights, x => (double)x);
         var h = (double[])hessian.Clone();
@@ -102,7 +103,7 @@ internal static class SparseGptPruner
                 }
             });
         }
-        var iterative = Refit(w, target, h, rows, cols, damp * meanDiagonal);
+        var iterative = Refit(w, target, h, rows, cols, damp * meanDiagonal, exactRefitBudget);
         return new Result(Array.ConvertAll(w, x => (float)x), damp, iterative);
     }
 
@@ -120,7 +121,7 @@ internal static class SparseGptPruner
     /// step count (stopping early only on an exact zero residual or lost positivity) keeps the result deterministic.
     /// </remarks>
     /// <returns>Whether the layer was refit iteratively.</returns>
-    private static bool Refit(double[] w, double[] target, double[] h, int rows, int cols, double lambda)
+    private static bool Refit(double[] w, double[] target, double[] h, int rows, int cols, double lambda, double budget)
     {
         var exactCost = 0.0;
         for (var r = 0; r < rows; r++)
@@ -129,7 +130,7 @@ internal static class SparseGptPruner
             foreach (var x in w.AsSpan(r * cols, cols)) if (x != 0) m++;
             exactCost += (double)m * m * m / 3;
         }
-        var iterative = exactCost > ExactRefitBudget;
+        var iterative = exactCost > budget;
         using var scratch = new ThreadLocal<double[]>(() => []);
         DenseMath.ForRows(rows, (long)cols * cols / 4, r =>
         {

@@ -111,6 +111,7 @@ public sealed class Int4Pass : ICompressionPass
                     var error = Int4Quantizer.OutputError(w, dequantized, layer.OutFeatures, layer.InFeatures, hessian);
                     var rtnError = Int4Quantizer.OutputError(w, Int4Quantizer.Rtn(w, layer.OutFeatures, layer.InFeatures, options.Int4BlockSize, options.Int4Symmetric).Dequantize(), layer.OutFeatures, layer.InFeatures, hessian);
                     results[layer] = (r.Weights, $"gptq (round to nearest: {rtnError:0.####}); error = ‖ΔW·x‖/‖W·x‖ on {stats[k].Rows} calibration rows; damping {r.Damping:0.###}", error);
+                    DenseMath.ReleaseWorkingMemory(layer.InFeatures);
                 }
             }
         }

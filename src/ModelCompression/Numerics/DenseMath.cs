@@ -175,6 +175,16 @@ internal static class DenseMath
     /// <summary>Frobenius norm squared.</summary>
     public static double SquaredNorm(ReadOnlySpan<double> a) => Dot(a, a);
 
+    /// <summary>
+    /// After a layer with <paramref name="features"/> inputs: a 2048-or-wider layer's solvers leave several n² double
+    /// arrays (a 4096-input layer: 134 MB each) on the large-object heap, which a plain collection leaves committed,
+    /// so their memory is handed back now (a collection per large layer: well under its solve time).
+    /// </summary>
+    public static void ReleaseWorkingMemory(int features)
+    {
+        if (features >= 2048) GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
+
     /// <summary>Runs body(i) for i in [0, rows), on several threads when each row is worth <paramref name="workPerRow"/> multiply-adds.</summary>
     public static void ForRows(int rows, long workPerRow, Action<int> body)
     {
@@ -243,17 +253,13 @@ internal static class DenseMath
     /// </summary>
     public static double[]? InverseCholeskyUpper(double[] h, int n)
     {
-        var r = new double[n * n];
-        for (var i = 0; i < n; i++)
-            for (var j = 0; j < n; j++)
-                r[(n - 1 - i) * n + (n - 1 - j)] = h[i * n + j];
+        // P·A·P of a row-major n×n matrix moves [i, j] to [n−1−i, n−1−j], i.e. flat index k to n²−1−k: a reversal.
+        var r = h[..(n * n)];
+        Array.Reverse(r);
         if (!CholeskyInPlace(r, n)) return null;
-        // V = P·L·P is upper triangular; V⁻¹ = P·L⁻¹·P, and L⁻¹ is lower: invert L in place by columns.
-        var inv = LowerInverse(r, n);
-        var u = new double[n * n];
-        for (var i = 0; i < n; i++)
-            for (var j = 0; j < n; j++)
-                u[(n - 1 - i) * n + (n - 1 - j)] = inv[i * n + j];
+        // V = P·L·P is upper triangular; V⁻¹ = P·L⁻¹·P, and L⁻¹ is lower.
+        var u = LowerInverse(r, n);
+        Array.Reverse(u);
         return u;
     }
 

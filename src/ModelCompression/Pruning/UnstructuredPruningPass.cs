@@ -95,6 +95,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";
         if (result.IterativeRefit) note += $"; kept weights refit by {SparseGptPruner.RefitIterations} conjugate-gradient steps (the exact solve is too costly for this layer)";
         context.Record(Record(target, "sparsegpt", weights, error, note));
+        DenseMath.ReleaseWorkingMemory(cols);
     }
 
     /// <summary>

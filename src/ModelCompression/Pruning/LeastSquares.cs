@@ -30,7 +30,7 @@ internal static class LeastSquares
             a[i * n + i] += lambda;
             for (var o = 0; o < stats.Outputs; o++) b[i * stats.Outputs + o] += lambda * prior[o * n + i];
         }
-        var x = DenseMath.SolveSpd(a, n, b, stats.Outputs);
+        var x = DenseMath.SolveSpd(a, n, b, stats.Outputs, overwrite: true);
         if (x is null) return null;
         var result = new float[stats.Outputs * n];
         for (var i = 0; i < n; i++)

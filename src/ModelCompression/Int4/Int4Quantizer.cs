@@ -326,7 +326,6 @@ internal static class Int4Quantizer
     {
         var w = Array.ConvertAll(weights, x => (double)x);
         var h = (double[])hessian.Clone();
-        var mean = 0.0;
         for (var i = 0; i < cols; i++)
         {
             // An input that is zero on every calibration sample has no curvature: its weights cannot matter.
@@ -335,19 +334,8 @@ internal static class Int4Quantizer
                 h[i * cols + i] = 1;
                 for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
             }
-            mean += h[i * cols + i];
         }
-        mean /= cols;
-        double[]? u = null;
-        var damp = damping;
-        for (var attempt = 0; u is null && attempt < 6; attempt++, damp *= 10)
-        {
-            var damped = (double[])h.Clone();
-            for (var i = 0; i < cols; i++) damped[i * cols + i] += damp * mean;
-            u = DenseMath.InverseCholeskyUpper(damped, cols);
-        }
-        if (u is null) return null;
-        damp /= 10;
+        if (DenseMath.DampedInverseFactor(h, cols, damping) is not (var u, var damp, _)) return null;
 
         var q = Empty(rows, cols, blockSize, symmetric);
         var batch = Math.Max(LazyBatch, blockSize); // a multiple of the block size: a block's columns are all current when it is chosen

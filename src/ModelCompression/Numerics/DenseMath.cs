@@ -247,6 +247,27 @@ internal static class DenseMath
     }
 
     /// <summary>
+    /// The upper factor U of (H + λ·mean(diag H)·I)⁻¹ that the OBS sweeps (SparseGPT, GPTQ) run on, with λ starting at
+    /// <paramref name="damping"/> and raised tenfold, at most five times, while the damped H is not positive definite;
+    /// also returns the λ used and λ·mean(diag H), the amount added. Null when even 10⁵ times the dampening leaves it
+    /// singular. H is not modified.
+    /// </summary>
+    public static (double[] Factor, double Damping, double Added)? DampedInverseFactor(double[] h, int n, double damping)
+    {
+        var mean = 0.0;
+        for (var i = 0; i < n; i++) mean += h[i * n + i];
+        mean /= n;
+        var damp = damping;
+        for (var attempt = 0; attempt < 6; attempt++, damp *= 10)
+        {
+            var damped = (double[])h.Clone();
+            for (var i = 0; i < n; i++) damped[i * n + i] += damp * mean;
+            if (InverseCholeskyUpper(damped, n) is { } u) return (u, damp, damp * mean);
+        }
+        return null;
+    }
+
+    /// <summary>
     /// The upper-triangular U with H⁻¹ = UᵀU (SparseGPT's factor of the inverse Hessian), without forming H⁻¹:
     /// with P the reversal permutation, P·H·P = L·Lᵀ gives H = V·Vᵀ for the upper V = P·L·P, so U = V⁻¹.
     /// Returns null when H is not positive definite. Overwrites <paramref name="h"/> (every caller passes a damped copy

@@ -38,7 +38,6 @@ internal static class SparseGptPruner
     {
         var w = Array.ConvertAll(weights, x => (double)x);
         var h = (double[])hessian.Clone();
-        var meanDiagonal = 0.0;
         for (var i = 0; i < cols; i++)
         {
             // An input that is zero on every calibration sample has no curvature: its weights cannot matter.
@@ -47,19 +46,8 @@ internal static class SparseGptPruner
                 h[i * cols + i] = 1;
                 for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
             }
-            meanDiagonal += h[i * cols + i];
         }
-        meanDiagonal /= cols;
-        double[]? u = null;
-        var damp = damping;
-        for (var attempt = 0; u is null && attempt < 6; attempt++, damp *= 10)
-        {
-            var damped = (double[])h.Clone();
-            for (var i = 0; i < cols; i++) damped[i * cols + i] += damp * meanDiagonal;
-            u = DenseMath.InverseCholeskyUpper(damped, cols);
-        }
-        if (u is null) return null;
-        damp /= 10;
+        if (DenseMath.DampedInverseFactor(h, cols, damping) is not (var u, var damp, var added)) return null;
         var target = (double[])w.Clone();
 
         var block = pattern is { } nm ? Math.Max(nm.M, blockSize - blockSize % nm.M) : blockSize;
@@ -103,7 +91,7 @@ internal static class SparseGptPruner
                 }
             });
         }
-        var iterative = Refit(w, target, h, rows, cols, damp * meanDiagonal, exactRefitBudget);
+        var iterative = Refit(w, target, h, rows, cols, added, exactRefitBudget);
         return new Result(Array.ConvertAll(w, x => (float)x), damp, iterative);
     }
 

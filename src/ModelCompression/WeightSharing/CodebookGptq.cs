@@ -33,24 +33,9 @@ internal static class CodebookGptq
     {
         var w = Array.ConvertAll(weights, x => (double)x);
         var h = (double[])moments.Clone();
-        var mean = 0.0;
-        for (var i = 0; i < cols; i++)
-        {
-            // An input that is zero on every calibration sample has no curvature: any value serves there.
-            if (h[i * cols + i] == 0) h[i * cols + i] = 1;
-            mean += h[i * cols + i];
-        }
-        mean /= cols;
-        double[]? u = null;
-        var damp = damping;
-        for (var attempt = 0; u is null && attempt < 6; attempt++, damp *= 10)
-        {
-            var damped = (double[])h.Clone();
-            for (var i = 0; i < cols; i++) damped[i * cols + i] += damp * mean;
-            u = DenseMath.InverseCholeskyUpper(damped, cols);
-        }
-        if (u is null) return null;
-        damp /= 10;
+        // An input that is zero on every calibration sample has no curvature: any value serves there.
+        for (var i = 0; i < cols; i++) if (h[i * cols + i] == 0) h[i * cols + i] = 1;
+        if (DenseMath.DampedInverseFactor(h, cols, damping) is not (var u, var damp, _)) return null;
 
         var offset = keepZero ? 1 : 0;
         var values = initial.Values;
@@ -101,7 +86,7 @@ internal static class CodebookGptq
                     int index;
                     if (pruned[r * features + col]) index = 0;
                     else if (entries == 0) index = 0;
-                    else index = offset + (bits is null ? Nearest(midpoints, x) : ScalarKMeans.Cheapest(values, bits, lambda, x, offset));
+                    else index = offset + (bits is null ? ScalarKMeans.Cluster(midpoints, x) : ScalarKMeans.Cheapest(values, bits, lambda, x, offset));
                     indices[r * features + col] = (byte)index;
                     var q = offset == 1 && index == 0 ? 0.0 : values[index];
                     var err = (x - q) / d;
@@ -199,17 +184,5 @@ internal static class CodebookGptq
             }
         }
         return den > 0 ? Math.Sqrt(Math.Max(0, num) / den) : 0;
-    }
-
-    private static int Nearest(double[] midpoints, double value)
-    {
-        int lo = 0, hi = midpoints.Length;
-        while (lo < hi)
-        {
-            var mid = (lo + hi) >>> 1;
-            if (value > midpoints[mid]) lo = mid + 1;
-            else hi = mid;
-        }
-        return lo;
     }
 }

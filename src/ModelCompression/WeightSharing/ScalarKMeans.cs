@@ -224,7 +224,7 @@ internal static class ScalarKMeans
     }
 
     /// <summary>The cluster of <paramref name="value"/>: how many midpoints it lies above (ties go to the lower cluster).</summary>
-    private static int Cluster(double[] midpoints, float value)
+    internal static int Cluster(double[] midpoints, double value)
     {
         int lo = 0, hi = midpoints.Length;
         while (lo < hi)

@@ -283,7 +283,7 @@ public sealed class BuildTests
         Assert.AreEqual(0, restore.ExitCode, restore.ToString());
         var request = Path.Combine(project.IntermediateDirectory, "compressmodel.request.json");
 
-        var build = DotNet.Start(project.Directory, null, "build", project.ProjectFile, "--no-restore", "-tl:off", "-nodeReuse:false", "-v:n");
+        var build = DotNet.Start(project.Directory, null, interruptible: true, "build", project.ProjectFile, "--no-restore", "-tl:off", "-nodeReuse:false", "-v:n");
         var deadline = DateTime.UtcNow.AddMinutes(2);
         while (!File.Exists(request) && !build.Process.HasExited && DateTime.UtcNow < deadline) Thread.Sleep(100);
         Assert.IsTrue(File.Exists(request), $"the engine never started\n{build.OutputSoFar}");

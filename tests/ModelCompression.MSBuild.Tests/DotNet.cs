@@ -21,15 +21,22 @@ internal static class DotNet
     public static DotNetResult Run(string workingDirectory, IReadOnlyDictionary<string, string>? environment, params string[] arguments) =>
         Start(workingDirectory, environment, arguments).WaitForResult();
 
-    public static RunningDotNet Start(string workingDirectory, IReadOnlyDictionary<string, string>? environment, params string[] arguments)
+    public static RunningDotNet Start(string workingDirectory, IReadOnlyDictionary<string, string>? environment, params string[] arguments) =>
+        Start(workingDirectory, environment, interruptible: false, arguments);
+
+    /// <param name="interruptible">Run through <c>env --default-signal=INT</c> (same process id after its exec): a test
+    /// run started in the background of a non-interactive shell inherits SIGINT ignored, and a child that ignores it
+    /// would never see the Ctrl+C a cancellation test sends.</param>
+    public static RunningDotNet Start(string workingDirectory, IReadOnlyDictionary<string, string>? environment, bool interruptible, params string[] arguments)
     {
-        var info = new ProcessStartInfo(Host)
+        var info = new ProcessStartInfo(interruptible ? "env" : Host)
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (interruptible) { info.ArgumentList.Add("--default-signal=INT"); info.ArgumentList.Add(Host); }
         foreach (var argument in arguments) info.ArgumentList.Add(argument);
 
         foreach (var name in info.Environment.Keys.ToList())

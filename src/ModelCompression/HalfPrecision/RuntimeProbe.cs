@@ -33,7 +33,7 @@ internal static partial class RuntimeProbe
         foreach (var name in names) probe.Graph.Output.Add(declared.GetValueOrDefault(name) ?? new ValueInfoProto { Name = name });
 
         OnnxRuntimeLoader.EnsureConfigured();
-        using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
+        using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
         try
         {
             using var session = new InferenceSession(probe.ToBytes(), options);
@@ -80,7 +80,7 @@ internal static partial class RuntimeProbe
         {
             var path = Path.Combine(folder.FullName, "transformed.onnx");
             OnnxRuntimeLoader.EnsureConfigured();
-            using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, OptimizedModelFilePath = path })
+            using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, OptimizedModelFilePath = path, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL })
             {
                 if (runtime.Provider.IsCuda) options.AppendExecutionProvider_CUDA(runtime.Provider.DeviceId);
                 try

@@ -30,6 +30,7 @@ public static class KernelProfiler
                     GraphOptimizationLevel = runtime.OptimizationLevel,
                     ProfileOutputPathPrefix = Path.Combine(folder.FullName, "profile"),
                     EnableProfiling = true,
+                    LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
                 };
                 if (runtime.Threads > 0) options.IntraOpNumThreads = runtime.Threads;
                 if (runtime.Provider.IsCuda) options.AppendExecutionProvider_CUDA(runtime.Provider.DeviceId);

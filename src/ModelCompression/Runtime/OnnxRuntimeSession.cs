@@ -96,7 +96,8 @@ public sealed class OnnxRuntimeSession : IDisposable
     {
         OnnxRuntimeLoader.EnsureConfigured();
         SessionOptions options;
-        try { options = new SessionOptions { GraphOptimizationLevel = runtime.OptimizationLevel }; }
+        // ONNX Runtime's own log lines would repeat, uncoded, what the coded error that follows them says.
+        try { options = new SessionOptions { GraphOptimizationLevel = runtime.OptimizationLevel, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL }; }
         catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or EntryPointNotFoundException or BadImageFormatException)
         {
             // The first ORT call loads the native library: a file that is not ONNX Runtime (or not one this process

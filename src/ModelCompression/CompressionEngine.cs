@@ -80,13 +80,14 @@ public static class CompressionEngine
         var searchCache = auto.Auto && request.CacheDirectory is null ? Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.search-cache") : null;
         var cache = PassCache.Open(request.CacheDirectory ?? searchCache, source, modelPath);
         var lockDiagnostics = new List<Diagnostic>();
+        var large = OnnxModel.FileSizeWithExternalData(modelPath) > LargeModelBytes;
 
         // Runs the passes with the given per-layer choices, saves the candidate under a name no other run uses (only
         // the model this run's gate judged can become its output) and gates it.
         Trial RunTrial(LayerPolicy layers, List<StepTiming> steps, Dataset? data = null, bool latency = true, OriginalRun? original = null)
         {
             var policy = layers.ApplyTo(request.Policy, modelPath);
-            var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration);
+            var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration, large);
             var trial = new Trial(layers, context, Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx"));
             try
             {
@@ -154,7 +155,7 @@ public static class CompressionEngine
                 var watch = Stopwatch.StartNew();
                 // Sensitivities on the model as the graph passes leave it (the policy asks for no technique yet).
                 AutoPolicy space;
-                var prepared = CompressionPipeline.Run(source, request.Policy, modelPath, cache, [], cancellation, progress, calibration);
+                var prepared = CompressionPipeline.Run(source, request.Policy, modelPath, cache, [], cancellation, progress, calibration, large);
                 using (prepared.Model) space = AutoPolicy.Measure(prepared);
                 var gate = request.Policy.Get<GateOptions>();
                 var subset = validation!.Take(Math.Min(validation.Count, auto.SearchSamples));

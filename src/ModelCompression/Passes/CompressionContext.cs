@@ -113,14 +113,15 @@ public sealed class CompressionContext
     }
 
     /// <summary>
-    /// The batch of a capture run. A large model's (past <see cref="CompressionEngine.LargeModelBytes"/>) is at most
-    /// <see cref="LargeCaptureBatch"/> samples: a batch hands over every requested activation of every layer at once
-    /// (all 32 calibration samples of a 1 GB transformer: ≈ 0.5 GB, int8 static's peak at 1.60× the model).
+    /// The batch of a capture run. A large model's (see <see cref="LargeModel"/>) is at most <see cref="LargeCaptureBatch"/>
+    /// samples: a batch hands over every requested activation of every layer at once (all 32 calibration samples of a
+    /// 1 GB transformer: ≈ 0.5 GB, int8 static's peak at 1.60× the model).
     /// </summary>
-    private int CaptureBatchSize => Large ? Math.Min(Policy.Execution.BatchSize, LargeCaptureBatch) : Policy.Execution.BatchSize;
+    private int CaptureBatchSize => LargeModel ? Math.Min(Policy.Execution.BatchSize, LargeCaptureBatch) : Policy.Execution.BatchSize;
     internal const int LargeCaptureBatch = 4;
-    private bool? _large;
-    private bool Large => _large ??= ModelPath is not null && File.Exists(ModelPath) && OnnxModel.FileSizeWithExternalData(ModelPath) > CompressionEngine.LargeModelBytes;
+
+    /// <summary>The source is one the engine treats as large (it runs such models in bounded memory).</summary>
+    public bool LargeModel { get; init; }
 }
 
 /// <summary>Reports progress on the calling thread, in order (unlike <see cref="Progress{T}"/>, which posts).</summary>

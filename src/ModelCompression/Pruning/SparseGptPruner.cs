@@ -68,14 +68,13 @@ internal static class SparseGptPruner
             }
             // Once the block's mask is chosen (N:M picks within each row), every row's sweep and trailing update
             // touch only that row: rows run in parallel, each in the same order as alone (same bits on any core count).
-            var nmPattern = pattern;
             DenseMath.ForRows(rows, (long)count * (cols - i1), r =>
             {
                 var row = w.AsSpan(r * cols, cols);
                 for (var c = 0; c < count; c++)
                 {
                     var col = i1 + c;
-                    if (nmPattern is { } p && c % p.M == 0 && c < candidates) SelectNm(row, u, cols, r, i1, c, Math.Min(p.M, candidates - c), p, mask, block);
+                    if (pattern is { } p && c % p.M == 0 && c < candidates) SelectNm(row, u, cols, r, i1, c, Math.Min(p.M, candidates - c), p, mask, block);
                     if (!mask[r * block + c]) { errors[r * block + c] = 0; continue; }
                     var err = row[col] / u[col * cols + col];
                     errors[r * block + c] = err;

@@ -34,8 +34,28 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     /// <summary>Per layer (by output name): every how many output positions a row is taken, in each spatial axis.</summary>
     private readonly Dictionary<string, int> _steps = new(StringComparer.Ordinal);
 
+    private SegmentedRunner? _runner;
+    private (OnnxModel Model, SegmentedRunner Runner)? _referenceRunner;
+
     /// <summary>The calibration samples, bound to the model's inputs (which no pass changes).</summary>
     private Dataset Data => _data ??= context.RequireCalibration(passName).BindTo(ModelInput.FromGraph(context.Model.Graph));
+
+    /// <summary>
+    /// Runs the model as it is now over the data; on a large model each run goes on from where the one before
+    /// stopped (<see cref="SegmentedRunner"/>), since a staged pass asks for layers front to back.
+    /// </summary>
+    private SegmentedRunner Runner => _runner ??= RunnerFor(context.Model);
+
+    private SegmentedRunner ReferenceRunner(OnnxModel reference)
+    {
+        if (_referenceRunner is not { } r || !ReferenceEquals(r.Model, reference)) _referenceRunner = r = (reference, RunnerFor(reference));
+        return r.Runner;
+    }
+
+    private SegmentedRunner RunnerFor(OnnxModel model) =>
+        new(model, Data, context.Runtime, context.CaptureBatchSize, keepFrontier: context.LargeModel, context.Cancellation);
+
+    private IProgress<double>? Progress => context.Progress is { } p ? new InlineProgress<double>(f => p.Report((passName, f))) : null;
 
     /// <summary>
     /// The dependency stage of each layer: 0 when no other listed layer feeds its input, else 1 + the largest stage
@@ -113,7 +133,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
         }
         KeepOnly(probe, graph, outputs);
         var targets = new LayerOutputs(layers.Select(l => l.OutFeatures).ToList());
-        ActivationCapture.Run(probe, outputs, Data, context.Runtime, context.Policy.Execution.BatchSize, batch =>
+        ActivationCapture.Run(probe, outputs, Data, context.Runtime, context.CaptureBatchSize, batch =>
         {
             for (var k = 0; k < outputs.Count; k++) targets.Batches[k].Add(batch[outputs[k]].Data);
         }, context.Cancellation);
@@ -125,48 +145,43 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     public IReadOnlyList<GramStatistics> InputGrams(IReadOnlyList<WeightedLayer> layers, LayerOutputs? targets = null)
     {
         PlanRows(layers);
-        var probe = context.Model.Clone();
-        var graph = new OnnxGraph(probe.Graph);
-        var zero = graph.FreshName("gram_zero");
-        graph.SetInitializer(Tensors.Scalar(zero, 0f));
         var outputs = new List<string>();
         var feeds = new List<(string Name, int Target, int Channels)>();
         var stats = new List<GramStatistics>();
-        foreach (var layer in layers)
+        IReadOnlyList<string> Extend(OnnxModel probe)
         {
-            var prefix = graph.FreshName($"gram{outputs.Count}");
-            var unfolded = Unfold(graph, layer, prefix, _steps[layer.Node.Output[0]]);
-            var columns = unfolded;
-            var outs = 0;
-            if (targets is not null && targets.Index.TryGetValue(layer.Node.Output[0], out var t))
+            var graph = new OnnxGraph(probe.Graph);
+            var zero = graph.FreshName("gram_zero");
+            graph.SetInitializer(Tensors.Scalar(zero, 0f));
+            foreach (var layer in layers)
             {
-                outs = targets.Channels[t];
-                var y = prefix + "/y";
-                probe.Graph.Input.Add(FloatValue(y));
-                feeds.Add((y, t, outs));
-                columns = prefix + "/uy";
-                graph.AddNode(Node("Concat", [unfolded, y], columns, Int("axis", 1)));
+                var prefix = graph.FreshName($"gram{outputs.Count}");
+                var unfolded = Unfold(graph, layer, prefix, _steps[layer.Node.Output[0]]);
+                var columns = unfolded;
+                var outs = 0;
+                if (targets is not null && targets.Index.TryGetValue(layer.Node.Output[0], out var t))
+                {
+                    outs = targets.Channels[t];
+                    var y = prefix + "/y";
+                    probe.Graph.Input.Add(FloatValue(y));
+                    feeds.Add((y, t, outs));
+                    columns = prefix + "/uy";
+                    graph.AddNode(Node("Concat", [unfolded, y], columns, Int("axis", 1)));
+                }
+                var gram = prefix + "/gram";
+                graph.AddNode(Node("Gemm", [columns, columns, zero], gram, Int("transA", 1)));
+                outputs.Add(gram);
+                stats.Add(new GramStatistics(layer.InFeatures, outs));
             }
-            var gram = prefix + "/gram";
-            graph.AddNode(Node("Gemm", [columns, columns, zero], gram, Int("transA", 1)));
-            outputs.Add(gram);
-            stats.Add(new GramStatistics(layer.InFeatures, outs));
+            return outputs;
         }
-        KeepOnly(probe, graph, outputs);
-
-        using var session = OnnxRuntimeSession.Create(probe, context.Runtime);
-        var done = 0;
-        var batchIndex = 0;
-        foreach (var batch in Data.Batches(context.Policy.Execution.BatchSize))
+        IEnumerable<NdArray> Feeds(int batchIndex) => feeds.Select(f =>
         {
-            context.Cancellation.ThrowIfCancellationRequested();
-            var inputs = batch.ToList();
-            foreach (var (name, t, channels) in feeds)
-            {
-                var y = targets!.Batches[t][batchIndex];
-                inputs.Add(new NdArray(name, [y.Length / channels, channels], ArrayElementType.Float32, y));
-            }
-            var result = session.Run(inputs, outputs);
+            var y = targets!.Batches[f.Target][batchIndex];
+            return new NdArray(f.Name, [y.Length / f.Channels, f.Channels], ArrayElementType.Float32, y);
+        });
+        Runner.Run(layers.Select(l => l.InputName).Distinct().ToList(), (_, result) =>
+        {
             for (var k = 0; k < stats.Count; k++)
             {
                 var s = stats[k];
@@ -176,10 +191,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
                     throw new CompressionException(DiagnosticCodes.InternalError, $"{passName}: statistics of '{layers[k].Name}' have {m.Length} values, expected {width * width}");
                 Accumulate(s, m, width);
             }
-            done += batch[0].Count;
-            batchIndex++;
-            context.Progress?.Report((passName, (double)done / Data.Count));
-        }
+        }, Extend, Feeds, Progress);
         return stats;
     }
 
@@ -212,19 +224,19 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
         var names = moments.Keys.Select(k => k.Value).Distinct().ToList();
         if (reference is null)
         {
-            context.CaptureActivations(passName, names, batch =>
+            Runner.Run(names, (_, batch) =>
             {
                 foreach (var (key, m) in moments)
                     if (!mismatched.Contains(key) && !m.Add(batch[key.Value])) mismatched.Add(key);
-            });
+            }, progress: Progress);
         }
         else
         {
-            context.CapturePairedActivations(passName, reference, names, (batch, referenceBatch) =>
+            Runner.RunPaired(ReferenceRunner(reference), names, (batch, referenceBatch) =>
             {
                 foreach (var (key, m) in moments)
                     if (!mismatched.Contains(key) && !m.Add(batch[key.Value], referenceBatch[key.Value])) mismatched.Add(key);
-            });
+            }, Progress);
         }
         return inputs.Select((input, i) => mismatched.Contains((input.Value, input.Axis)) || chosen[i].Samples == 0 ? null : chosen[i]).ToList();
     }

@@ -49,6 +49,23 @@ public sealed record ModelInput(string Name, ArrayElementType ElementType, long?
         DataType.Bool => ArrayElementType.Bool,
         _ => throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"input '{name}' has element type {ElementTypes.Name(type)}, which the engine cannot feed"),
     };
+
+    /// <summary>The ONNX element type of an array's (the inverse of <see cref="ToArrayType"/>).</summary>
+    public static DataType ToDataType(ArrayElementType type) => type switch
+    {
+        ArrayElementType.Float32 => DataType.Float,
+        ArrayElementType.Float64 => DataType.Double,
+        ArrayElementType.Float16 => DataType.Float16,
+        ArrayElementType.Int8 => DataType.Int8,
+        ArrayElementType.UInt8 => DataType.Uint8,
+        ArrayElementType.Int16 => DataType.Int16,
+        ArrayElementType.UInt16 => DataType.Uint16,
+        ArrayElementType.Int32 => DataType.Int32,
+        ArrayElementType.UInt32 => DataType.Uint32,
+        ArrayElementType.Int64 => DataType.Int64,
+        ArrayElementType.UInt64 => DataType.Uint64,
+        _ => DataType.Bool,
+    };
 }
 
 /// <summary>One run's inputs: <see cref="Samples"/> samples starting at sample <see cref="Start"/> of the data file <see cref="Source"/>.</summary>

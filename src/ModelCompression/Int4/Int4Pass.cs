@@ -79,12 +79,23 @@ public sealed class Int4Pass : ICompressionPass
             return;
         }
 
-        var results = new Dictionary<WeightedLayer, (Int4Weights Weights, string Note, double Error)>();
+        // Each layer is written in its final form as soon as it is quantized: calibrated stages then measure their
+        // inputs on the model as it will run, and no float copy of a quantized layer is held. Round-to-nearest layers
+        // go first, so the calibrated stages see them.
+        var records = new Dictionary<WeightedLayer, LayerRecord>();
+        void Write(Target target, (Int4Weights Weights, string Note, double Error) result)
+        {
+            var (layer, weights) = (target.Layer, result.Weights);
+            var storage = layer.Layout == WeightLayout.Convolution ? WriteFoldedBlocks(layer, weights) : WriteMatMulNBits(context, layer, weights);
+            records[layer] = new LayerRecord
+            {
+                Layer = layer.Name, Op = layer.OpType, Technique = "int4", Shape = layer.WeightShape,
+                ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 4, ReconstructionError = result.Error,
+                Note = $"{result.Note}; block {weights.BlockSize}, {(weights.Symmetric ? "symmetric" : "asymmetric")}; {storage}",
+            };
+        }
         var gptq = targets.Where(t => t.Method == Int4Method.Gptq).ToList();
-        // Calibrated stages measure their inputs on the model as quantized so far, so round-to-nearest layers go
-        // first; without such stages each layer is quantized just before it is written (one layer's codes in memory).
-        if (gptq.Count > 0)
-            foreach (var target in targets.Where(t => t.Method == Int4Method.Rtn)) results[target.Layer] = Rtn(context, target, keepFloat: true);
+        foreach (var target in targets.Where(t => t.Method == Int4Method.Rtn)) Write(target, Rtn(context, target));
         if (gptq.Count > 0)
         {
             var capture = new LayerCapture(context, Name);
@@ -102,35 +113,22 @@ public sealed class Int4Pass : ICompressionPass
                     var result = Int4Quantizer.Gptq(w, layer.OutFeatures, layer.InFeatures, hessian, options.Int4BlockSize, options.Int4Symmetric, options.Int4Damping);
                     if (result is not { } r)
                     {
-                        results[layer] = Rtn(context, ready[k] with { Why = "the input second moments on the calibration data are singular or not finite" }, keepFloat: true);
+                        Write(ready[k], Rtn(context, ready[k] with { Why = "the input second moments on the calibration data are singular or not finite" }));
                         continue;
                     }
                     var dequantized = r.Weights.Dequantize();
-                    // The stages after this one are measured on the quantized values.
-                    layer.WriteMatrix(dequantized);
                     var error = Int4Quantizer.OutputError(w, dequantized, layer.OutFeatures, layer.InFeatures, hessian);
                     var rtnError = Int4Quantizer.OutputError(w, Int4Quantizer.Rtn(w, layer.OutFeatures, layer.InFeatures, options.Int4BlockSize, options.Int4Symmetric).Dequantize(), layer.OutFeatures, layer.InFeatures, hessian);
-                    results[layer] = (r.Weights, $"gptq (round to nearest: {rtnError:0.####}); error = ‖ΔW·x‖/‖W·x‖ on {stats[k].Rows} calibration rows; damping {r.Damping:0.###}", error);
+                    Write(ready[k], (r.Weights, $"gptq (round to nearest: {rtnError:0.####}); error = ‖ΔW·x‖/‖W·x‖ on {stats[k].Rows} calibration rows; damping {r.Damping:0.###}", error));
+                    context.Model.ReleasePages(layer.Weight);
                     DenseMath.ReleaseWorkingMemory(layer.InFeatures);
                 }
             }
         }
-
-        foreach (var target in targets)
-        {
-            var (weights, note, error) = results.Remove(target.Layer, out var done) ? done : Rtn(context, target, keepFloat: false);
-            var storage = target.Layer.Layout == WeightLayout.Convolution ? WriteFoldedBlocks(target.Layer, weights) : WriteMatMulNBits(context, target.Layer, weights);
-            var layer = target.Layer;
-            context.Record(new LayerRecord
-            {
-                Layer = layer.Name, Op = layer.OpType, Technique = "int4", Shape = layer.WeightShape,
-                ParametersBefore = layer.Parameters, ParametersAfter = layer.Parameters, Bits = 4, ReconstructionError = error,
-                Note = $"{note}; block {weights.BlockSize}, {(weights.Symmetric ? "symmetric" : "asymmetric")}; {storage}",
-            });
-        }
+        foreach (var target in targets) context.Record(records[target.Layer]);
     }
 
-    private static (Int4Weights, string, double) Rtn(CompressionContext context, Target target, bool keepFloat)
+    private static (Int4Weights, string, double) Rtn(CompressionContext context, Target target)
     {
         var layer = target.Layer;
         // Read in place, in the stored layout: [out, in] row by row, MatMul's [in, out] by sweeps of a block's rows.
@@ -138,9 +136,6 @@ public sealed class Int4Pass : ICompressionPass
             ? Int4Quantizer.RtnWithError(layer.StoredFloats(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric)
             : Int4Quantizer.RtnInOut(layer.StoredFloats(context.Model), layer.OutFeatures, layer.InFeatures, target.Options.Int4BlockSize, target.Options.Int4Symmetric);
         context.Model.ReleasePages(layer.Weight);
-        // Only calibrated stages that follow need the quantized values in the float graph; without them the
-        // dequantized copy (a float per weight) is never built.
-        if (keepFloat) layer.WriteMatrix(q.Dequantize());
         var note = target.Why is null ? "rtn; error = ‖ΔW‖/‖W‖" : $"rtn ({target.Why}); error = ‖ΔW‖/‖W‖";
         return (q, note, error);
     }

@@ -117,7 +117,7 @@ public sealed class CompressionContext
     /// samples: a batch hands over every requested activation of every layer at once (all 32 calibration samples of a
     /// 1 GB transformer: ≈ 0.5 GB, int8 static's peak at 1.60× the model).
     /// </summary>
-    private int CaptureBatchSize => LargeModel ? Math.Min(Policy.Execution.BatchSize, LargeCaptureBatch) : Policy.Execution.BatchSize;
+    internal int CaptureBatchSize => LargeModel ? Math.Min(Policy.Execution.BatchSize, LargeCaptureBatch) : Policy.Execution.BatchSize;
     internal const int LargeCaptureBatch = 4;
 
     /// <summary>The source is one the engine treats as large (it runs such models in bounded memory).</summary>

@@ -128,9 +128,17 @@ public sealed class OnnxRuntimeSession : IDisposable
     }
 
     /// <summary>Runs one batch and copies the requested float outputs (all outputs when null).</summary>
-    public IReadOnlyDictionary<string, FloatTensor> Run(IReadOnlyList<NdArray> inputs, IReadOnlyList<string>? outputNames = null)
+    public IReadOnlyDictionary<string, FloatTensor> Run(IReadOnlyList<NdArray> inputs, IReadOnlyList<string>? outputNames = null) =>
+        Run(inputs, outputNames ?? OutputNames, []).Floats;
+
+    /// <summary>
+    /// Runs one batch: <paramref name="floatNames"/> copied out as float (as <see cref="Run(IReadOnlyList{NdArray}, IReadOnlyList{string}?)"/>),
+    /// <paramref name="arrayNames"/> in their own element type (null for a type <see cref="NdArray"/> does not hold).
+    /// </summary>
+    public (IReadOnlyDictionary<string, FloatTensor> Floats, IReadOnlyDictionary<string, NdArray?> Arrays) Run(
+        IReadOnlyList<NdArray> inputs, IReadOnlyList<string> floatNames, IReadOnlyList<string> arrayNames)
     {
-        var names = outputNames ?? OutputNames;
+        var names = floatNames.Concat(arrayNames).ToList();
         var values = inputs.Select(ToOrtValue).ToList();
         try
         {
@@ -138,22 +146,29 @@ public sealed class OnnxRuntimeSession : IDisposable
             // finalized in the middle of that call in optimized builds, and the run then crashes.
             using var runOptions = new RunOptions();
             using var results = _session.Run(runOptions, inputs.Select(i => i.Name).ToList(), values, names);
-            var output = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
+            var floats = new Dictionary<string, FloatTensor>(StringComparer.Ordinal);
+            var arrays = new Dictionary<string, NdArray?>(StringComparer.Ordinal);
             var k = 0;
             foreach (var result in results)
             {
                 var info = result.GetTensorTypeAndShape();
+                var name = names[k++];
+                if (k > floatNames.Count)
+                {
+                    arrays[name] = ToArray(name, result, info);
+                    continue;
+                }
                 float[] data = info.ElementDataType switch
                 {
                     TensorElementType.Float => result.GetTensorDataAsSpan<float>().ToArray(),
                     TensorElementType.Double => Array.ConvertAll(result.GetTensorDataAsSpan<double>().ToArray(), x => (float)x),
                     TensorElementType.Int64 => Array.ConvertAll(result.GetTensorDataAsSpan<long>().ToArray(), x => (float)x),
                     TensorElementType.Int32 => Array.ConvertAll(result.GetTensorDataAsSpan<int>().ToArray(), x => (float)x),
-                    _ => throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"output '{names[k]}' is {info.ElementDataType}; the engine compares float outputs"),
+                    _ => throw new CompressionException(DiagnosticCodes.UnsupportedModel, $"output '{name}' is {info.ElementDataType}; the engine compares float outputs"),
                 };
-                output[names[k++]] = new FloatTensor(data, info.Shape);
+                floats[name] = new FloatTensor(data, info.Shape);
             }
-            return output;
+            return (floats, arrays);
         }
         catch (OnnxRuntimeException e)
         {
@@ -191,6 +206,19 @@ public sealed class OnnxRuntimeSession : IDisposable
             foreach (var v in values) v.Dispose();
         }
     }
+
+    /// <summary>An output tensor as an <see cref="NdArray"/> of its own element type; null for one it does not hold (strings, float16…).</summary>
+    private static NdArray? ToArray(string name, OrtValue value, OrtTensorTypeAndShapeInfo info) => info.ElementDataType switch
+    {
+        TensorElementType.Float => new NdArray(name, info.Shape, ArrayElementType.Float32, value.GetTensorDataAsSpan<float>().ToArray()),
+        TensorElementType.Double => new NdArray(name, info.Shape, ArrayElementType.Float64, value.GetTensorDataAsSpan<double>().ToArray()),
+        TensorElementType.Int64 => new NdArray(name, info.Shape, ArrayElementType.Int64, value.GetTensorDataAsSpan<long>().ToArray()),
+        TensorElementType.Int32 => new NdArray(name, info.Shape, ArrayElementType.Int32, value.GetTensorDataAsSpan<int>().ToArray()),
+        TensorElementType.Bool => new NdArray(name, info.Shape, ArrayElementType.Bool, value.GetTensorDataAsSpan<bool>().ToArray()),
+        TensorElementType.Int8 => new NdArray(name, info.Shape, ArrayElementType.Int8, value.GetTensorDataAsSpan<sbyte>().ToArray()),
+        TensorElementType.UInt8 => new NdArray(name, info.Shape, ArrayElementType.UInt8, value.GetTensorDataAsSpan<byte>().ToArray()),
+        _ => null,
+    };
 
     internal static OrtValue ToOrtValue(NdArray array) => array.Data switch
     {

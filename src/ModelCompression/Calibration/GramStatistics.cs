@@ -37,18 +37,16 @@ internal sealed class GramStatistics(int features, int outputs)
     public double RelativeError(float[] affine)
     {
         var u = Features + 1;
-        double cross = 0, quadratic = 0;
-        DenseMath.SumRowTerms(Outputs, u, (long)u * u, (o, crossTerms, quadraticTerms) =>
+        var cross = 0.0;
+        for (var i = 0; i < u; i++)
         {
-            var row = new double[u];
-            for (var j = 0; j < u; j++) row[j] = affine[o * u + j];
-            for (var i = 0; i < u; i++)
-            {
-                if (row[i] == 0) continue;
-                crossTerms[i] = row[i] * Cross[i * Outputs + o];
-                quadraticTerms[i] = row[i] * DenseMath.Dot(Moments.AsSpan(i * u, u), row);
-            }
-        }, ref cross, ref quadratic);
+            var row = Cross.AsSpan(i * Outputs, Outputs);
+            for (var o = 0; o < Outputs; o++) cross += affine[o * u + i] * row[o];
+        }
+        var quadratic = DenseMath.QuadraticSums(Moments, u, Outputs, 1, (o, _, v) =>
+        {
+            for (var j = 0; j < u; j++) v[j] = affine[o * u + j];
+        })[0];
         return TargetSquaredNorm > 0 ? Math.Sqrt(Math.Max(0, TargetSquaredNorm - 2 * cross + quadratic) / TargetSquaredNorm) : 0;
     }
 

@@ -369,23 +369,8 @@ internal static class Int4Quantizer
     }
 
     /// <summary>‖(W − Ŵ)X‖ / ‖WX‖ from H = XᵀX alone: the layer's relative output error on the calibration inputs.</summary>
-    public static double OutputError(float[] w, float[] quantized, int rows, int cols, double[] hessian)
-    {
-        double num = 0, den = 0;
-        DenseMath.SumRowTerms(rows, cols, (long)cols * cols * 2, (r, numTerms, denTerms) =>
-        {
-            var d = new double[cols];
-            var x = new double[cols];
-            for (var c = 0; c < cols; c++) { x[c] = w[r * cols + c]; d[c] = x[c] - quantized[r * cols + c]; }
-            for (var i = 0; i < cols; i++)
-            {
-                var hi = hessian.AsSpan(i * cols, cols);
-                if (d[i] != 0) numTerms[i] = d[i] * DenseMath.Dot(hi, d);
-                if (x[i] != 0) denTerms[i] = x[i] * DenseMath.Dot(hi, x);
-            }
-        }, ref num, ref den);
-        return den > 0 ? Math.Sqrt(Math.Max(0, num) / den) : 0;
-    }
+    public static double OutputError(float[] w, float[] quantized, int rows, int cols, double[] hessian) =>
+        DenseMath.RelativeOutputError(w, quantized, rows, cols, hessian);
 
     private static Int4Weights Empty(int rows, int cols, int blockSize, bool symmetric)
     {

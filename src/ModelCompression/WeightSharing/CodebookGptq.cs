@@ -168,21 +168,6 @@ internal static class CodebookGptq
     }
 
     /// <summary>‖(W − Ŵ)·x‖ / ‖W·x‖ over the calibration rows from the moments alone ([rows, cols] like them: a bias column counts).</summary>
-    public static double OutputError(float[] w, float[] assigned, int rows, int cols, double[] moments)
-    {
-        double num = 0, den = 0;
-        var d = new double[cols];
-        var x = new double[cols];
-        for (var r = 0; r < rows; r++)
-        {
-            for (var c = 0; c < cols; c++) { x[c] = w[r * cols + c]; d[c] = x[c] - assigned[r * cols + c]; }
-            for (var i = 0; i < cols; i++)
-            {
-                var hi = moments.AsSpan(i * cols, cols);
-                if (d[i] != 0) num += d[i] * DenseMath.Dot(hi, d);
-                if (x[i] != 0) den += x[i] * DenseMath.Dot(hi, x);
-            }
-        }
-        return den > 0 ? Math.Sqrt(Math.Max(0, num) / den) : 0;
-    }
+    public static double OutputError(float[] w, float[] assigned, int rows, int cols, double[] moments) =>
+        DenseMath.RelativeOutputError(w, assigned, rows, cols, moments);
 }

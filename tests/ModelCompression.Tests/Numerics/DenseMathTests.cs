@@ -22,6 +22,29 @@ public sealed class DenseMathTests
     }
 
     [TestMethod]
+    public void QuadraticSums_MatchTheRowByRowForms()
+    {
+        // 45 rows: two full blocks and a partial one; two sets, one of them with zeros (skipped terms).
+        var s = Spd(N);
+        var random = new Random(5);
+        const int rows = 45;
+        var v = Enumerable.Range(0, 2 * rows * N).Select(i => i % 7 == 0 ? 0 : random.NextDouble() - 0.5).ToArray();
+        var sums = DenseMath.QuadraticSums(s, N, rows, 2, (r, set, row) => v.AsSpan((set * rows + r) * N, N).CopyTo(row));
+        for (var set = 0; set < 2; set++)
+        {
+            var expected = 0.0;
+            for (var r = 0; r < rows; r++)
+            {
+                var x = v.AsSpan((set * rows + r) * N, N);
+                for (var i = 0; i < N; i++)
+                    for (var j = 0; j < N; j++) expected += x[i] * s[i * N + j] * x[j];
+            }
+            Assert.AreEqual(expected, sums[set], 1e-9 * Math.Abs(expected));
+        }
+        Assert.AreEqual(sums[0], DenseMath.QuadraticSums(s, N, rows, 2, (r, set, row) => v.AsSpan((set * rows + r) * N, N).CopyTo(row))[0], "the same bits again");
+    }
+
+    [TestMethod]
     public void LowerInverse_HasTheBitsOfForwardSubstitution()
     {
         var l = Spd(N);

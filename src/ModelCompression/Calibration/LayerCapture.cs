@@ -191,7 +191,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
                     throw new CompressionException(DiagnosticCodes.InternalError, $"{passName}: statistics of '{layers[k].Name}' have {m.Length} values, expected {width * width}");
                 Accumulate(s, m, width);
             }
-        }, Extend, Feeds, Progress);
+        }, Extend, Feeds, Progress, reuse: true);
         return stats;
     }
 
@@ -325,15 +325,13 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
             graph.AddNode(Node("Concat", [prefix + "/patches", prefix + "/ones"], prefix + "/augmented", Int("axis", 1)));
             return Rows(graph, prefix + "/augmented", dims.Length, features + 1, u);
         }
-        // Gemm/MatMul: [rows, in] (or [..., in]) times [I | 0] plus bias [0 … 0 1] appends the ones column.
+        // Gemm/MatMul: [rows, in] (or [..., in]) with a ones column appended, X·0 + 1 (which, like the layer, turns
+        // a non-finite input into a non-finite statistic instead of hiding it).
         var flat = Rows(graph, x, channelsFirstRank: 0, features, prefix + "/x");
-        var identity = new float[features * (features + 1)];
-        for (var j = 0; j < features; j++) identity[j * (features + 1) + j] = 1f;
-        var ones = new float[features + 1];
-        ones[features] = 1f;
-        graph.SetInitializer(Tensors.FromFloats(prefix + "/eye", [features, features + 1], identity));
-        graph.SetInitializer(Tensors.FromFloats(prefix + "/ones", [features + 1], ones));
-        graph.AddNode(Node("Gemm", [flat, prefix + "/eye", prefix + "/ones"], u));
+        graph.SetInitializer(Tensors.FromFloats(prefix + "/zero", [features, 1], new float[features]));
+        graph.SetInitializer(Tensors.FromFloats(prefix + "/one", [1], [1f]));
+        graph.AddNode(Node("Gemm", [flat, prefix + "/zero", prefix + "/one"], prefix + "/ones"));
+        graph.AddNode(Node("Concat", [flat, prefix + "/ones"], u, Int("axis", 1)));
         return u;
     }
 

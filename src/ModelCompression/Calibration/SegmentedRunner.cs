@@ -37,10 +37,12 @@ internal sealed class SegmentedRunner(OnnxModel model, Dataset data, RuntimeOpti
     /// returns them) to <paramref name="onBatch"/>. <paramref name="extend"/> may add nodes reading those values
     /// (and graph inputs fed per batch by <paramref name="feeds"/>); it returns the outputs handed over instead.
     /// </summary>
+    /// <param name="reuse">The handed-over tensors are not kept past <paramref name="onBatch"/>: each batch's are copied into the same arrays.</param>
     public void Run(IReadOnlyList<string> values, Action<int, IReadOnlyDictionary<string, FloatTensor>> onBatch,
-        Func<OnnxModel, IReadOnlyList<string>>? extend = null, Func<int, IEnumerable<NdArray>>? feeds = null, IProgress<double>? progress = null)
+        Func<OnnxModel, IReadOnlyList<string>>? extend = null, Func<int, IEnumerable<NdArray>>? feeds = null, IProgress<double>? progress = null, bool reuse = false)
     {
         using var segment = Open(values, extend);
+        if (reuse) segment.Buffers = new Dictionary<string, float[]>(StringComparer.Ordinal);
         var index = 0;
         var done = 0;
         foreach (var batch in data.Batches(batchSize))
@@ -190,7 +192,9 @@ internal sealed class SegmentedRunner(OnnxModel model, Dataset data, RuntimeOpti
         List<string> frontierOut, List<string> fromCache, List<string> carried, Dictionary<NodeProto, TensorProto?[]> resolved) : IDisposable
     {
         private readonly List<Dictionary<string, NdArray>> _produced = [];
+        private readonly HashSet<string> _fetched = new(fetched, StringComparer.Ordinal);
         private bool _keepable = true;
+        public Dictionary<string, float[]>? Buffers { get; set; }
 
         public IReadOnlyDictionary<string, FloatTensor> Run(Batch batch, int index, IEnumerable<NdArray>? extra)
         {
@@ -201,9 +205,15 @@ internal sealed class SegmentedRunner(OnnxModel model, Dataset data, RuntimeOpti
             foreach (var (name, batches) in runner._frontier)
                 if (fed.Contains(name)) inputs.Add(batches[index]);
             if (extra is not null) inputs.AddRange(extra);
-            var (floats, arrays) = session.Run(inputs, fetched, frontierOut);
+            // A value both asked for and kept is fetched once (asked-for values are layer inputs: float).
+            var (floats, arrays) = session.Run(inputs, fetched, frontierOut.Where(n => !_fetched.Contains(n)).ToList(), Buffers);
             foreach (var (name, tensor) in floats) result[name] = tensor;
             var produced = new Dictionary<string, NdArray>(StringComparer.Ordinal);
+            foreach (var name in frontierOut.Where(_fetched.Contains))
+            {
+                var tensor = floats[name];
+                produced[name] = new NdArray(name, tensor.Shape, ArrayElementType.Float32, Buffers is null ? tensor.Data : (float[])tensor.Data.Clone());
+            }
             foreach (var (name, array) in arrays)
             {
                 if (array is null) _keepable = false; // a type NdArray does not hold: nothing of this run is kept

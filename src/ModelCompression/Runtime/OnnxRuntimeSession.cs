@@ -135,8 +135,13 @@ public sealed class OnnxRuntimeSession : IDisposable
     /// Runs one batch: <paramref name="floatNames"/> copied out as float (as <see cref="Run(IReadOnlyList{NdArray}, IReadOnlyList{string}?)"/>),
     /// <paramref name="arrayNames"/> in their own element type (null for a type <see cref="NdArray"/> does not hold).
     /// </summary>
+    /// <param name="buffers">
+    /// Where float outputs may be copied instead of new arrays, per name (filled as they are made): for a caller
+    /// done with each batch's outputs before the next run, so large ones (a 4096-input layer's statistics: 67 MB a
+    /// batch) are not left behind as garbage.
+    /// </param>
     public (IReadOnlyDictionary<string, FloatTensor> Floats, IReadOnlyDictionary<string, NdArray?> Arrays) Run(
-        IReadOnlyList<NdArray> inputs, IReadOnlyList<string> floatNames, IReadOnlyList<string> arrayNames)
+        IReadOnlyList<NdArray> inputs, IReadOnlyList<string> floatNames, IReadOnlyList<string> arrayNames, Dictionary<string, float[]>? buffers = null)
     {
         var names = floatNames.Concat(arrayNames).ToList();
         var values = inputs.Select(ToOrtValue).ToList();
@@ -160,6 +165,7 @@ public sealed class OnnxRuntimeSession : IDisposable
                 }
                 float[] data = info.ElementDataType switch
                 {
+                    TensorElementType.Float when buffers is not null => CopyInto(buffers, name, result.GetTensorDataAsSpan<float>()),
                     TensorElementType.Float => result.GetTensorDataAsSpan<float>().ToArray(),
                     TensorElementType.Double => Array.ConvertAll(result.GetTensorDataAsSpan<double>().ToArray(), x => (float)x),
                     TensorElementType.Int64 => Array.ConvertAll(result.GetTensorDataAsSpan<long>().ToArray(), x => (float)x),
@@ -205,6 +211,13 @@ public sealed class OnnxRuntimeSession : IDisposable
         {
             foreach (var v in values) v.Dispose();
         }
+    }
+
+    private static float[] CopyInto(Dictionary<string, float[]> buffers, string name, ReadOnlySpan<float> values)
+    {
+        if (!buffers.TryGetValue(name, out var buffer) || buffer.Length != values.Length) buffers[name] = buffer = new float[values.Length];
+        values.CopyTo(buffer);
+        return buffer;
     }
 
     /// <summary>An output tensor as an <see cref="NdArray"/> of its own element type; null for one it does not hold (strings, float16…).</summary>

@@ -109,16 +109,18 @@ public sealed class Int4Pass : ICompressionPass
                 {
                     var (layer, options) = (ready[k].Layer, ready[k].Options);
                     var w = layer.ReadMatrix(context.Model);
-                    var hessian = stats[k].Hessian();
-                    var result = Int4Quantizer.Gptq(w, layer.OutFeatures, layer.InFeatures, hessian, options.Int4BlockSize, options.Int4Symmetric, options.Int4Damping);
+                    // XᵀX is read in place from the statistics (their leading block), not copied: 134 MB at 4096 inputs.
+                    var (moments, stride) = (stats[k].Moments, layer.InFeatures + 1);
+                    var result = Int4Quantizer.Gptq(w, layer.OutFeatures, layer.InFeatures, moments, options.Int4BlockSize, options.Int4Symmetric, options.Int4Damping, stride);
                     if (result is not { } r)
                     {
                         Write(ready[k], Rtn(context, ready[k] with { Why = "the input second moments on the calibration data are singular or not finite" }));
                         continue;
                     }
                     var dequantized = r.Weights.Dequantize();
-                    var error = Int4Quantizer.OutputError(w, dequantized, layer.OutFeatures, layer.InFeatures, hessian);
-                    var rtnError = Int4Quantizer.OutputError(w, Int4Quantizer.Rtn(w, layer.OutFeatures, layer.InFeatures, options.Int4BlockSize, options.Int4Symmetric).Dequantize(), layer.OutFeatures, layer.InFeatures, hessian);
+                    var rtn = Int4Quantizer.Rtn(w, layer.OutFeatures, layer.InFeatures, options.Int4BlockSize, options.Int4Symmetric).Dequantize();
+                    var errors = DenseMath.RelativeOutputErrors(w, [dequantized, rtn], layer.OutFeatures, layer.InFeatures, moments, stride);
+                    var (error, rtnError) = (errors[0], errors[1]);
                     Write(ready[k], (r.Weights, $"gptq (round to nearest: {rtnError:0.####}); error = ‖ΔW·x‖/‖W·x‖ on {stats[k].Rows} calibration rows; damping {r.Damping:0.###}", error));
                     context.Model.ReleasePages(layer.Weight);
                     DenseMath.ReleaseWorkingMemory(layer.InFeatures);

@@ -322,20 +322,23 @@ internal static class Int4Quantizer
     }
 
     /// <summary>The GPTQ quantization and the dampening it used; null when H stays singular even with 10⁵ times the dampening.</summary>
-    public static (Int4Weights Weights, double Damping)? Gptq(float[] weights, int rows, int cols, double[] hessian, int blockSize, bool symmetric, double damping)
+    /// <param name="hessian">XᵀX, cols × cols, rows <paramref name="stride"/> apart (default cols): the leading block of larger statistics is read in place.</param>
+    public static (Int4Weights Weights, double Damping)? Gptq(float[] weights, int rows, int cols, double[] hessian, int blockSize, bool symmetric, double damping, int stride = 0)
     {
+        if (stride == 0) stride = cols;
         var w = Array.ConvertAll(weights, x => (double)x);
-        var h = (double[])hessian.Clone();
-        for (var i = 0; i < cols; i++)
+        // An input that is zero on every calibration sample has no curvature: its weights cannot matter.
+        var dead = Enumerable.Range(0, cols).Where(i => hessian[(long)i * stride + i] == 0).ToList();
+        foreach (var i in dead)
+            for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
+        double[] Copy()
         {
-            // An input that is zero on every calibration sample has no curvature: its weights cannot matter.
-            if (h[i * cols + i] == 0)
-            {
-                h[i * cols + i] = 1;
-                for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
-            }
+            var h = new double[(long)cols * cols];
+            for (var i = 0; i < cols; i++) hessian.AsSpan(i * stride, cols).CopyTo(h.AsSpan(i * cols, cols));
+            foreach (var i in dead) h[i * cols + i] = 1;
+            return h;
         }
-        if (DenseMath.DampedInverseFactor(h, cols, damping) is not (var u, var damp, _)) return null;
+        if (DenseMath.DampedInverseFactor(Copy, cols, damping) is not (var u, var damp, _)) return null;
 
         var q = Empty(rows, cols, blockSize, symmetric);
         var batch = Math.Max(LazyBatch, blockSize); // a multiple of the block size: a block's columns are all current when it is chosen
@@ -369,8 +372,8 @@ internal static class Int4Quantizer
     }
 
     /// <summary>‖(W − Ŵ)X‖ / ‖WX‖ from H = XᵀX alone: the layer's relative output error on the calibration inputs.</summary>
-    public static double OutputError(float[] w, float[] quantized, int rows, int cols, double[] hessian) =>
-        DenseMath.RelativeOutputError(w, quantized, rows, cols, hessian);
+    public static double OutputError(float[] w, float[] quantized, int rows, int cols, double[] hessian, int stride = 0) =>
+        DenseMath.RelativeOutputError(w, quantized, rows, cols, hessian, stride);
 
     private static Int4Weights Empty(int rows, int cols, int blockSize, bool symmetric)
     {

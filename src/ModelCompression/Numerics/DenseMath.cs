@@ -203,8 +203,10 @@ internal static class DenseMath
     /// error report took longer than its quantization). Each block's sums are added in block order, so the result has
     /// the same bits on any number of threads.
     /// </summary>
-    public static double[] QuadraticSums(double[] s, int n, int rows, int sets, Action<int, int, Span<double>> fill)
+    /// <param name="stride">Elements from one row of S to the next (n, or more when S is the leading block of a larger matrix).</param>
+    public static double[] QuadraticSums(double[] s, int n, int rows, int sets, Action<int, int, Span<double>> fill, int stride = 0)
     {
+        if (stride == 0) stride = n;
         const int block = 16;
         var blocks = (rows + block - 1) / block;
         var partial = new double[blocks * sets];
@@ -217,8 +219,8 @@ internal static class DenseMath
             var sums = partial.AsSpan(b * sets, sets);
             for (var i = 0; i < n; i++)
             {
-                var below = s.AsSpan(i * n, i);
-                var diagonal = s[(long)i * n + i];
+                var below = s.AsSpan(i * stride, i);
+                var diagonal = s[(long)i * stride + i];
                 for (var q = 0; q < vectors; q++)
                 {
                     var vq = v.AsSpan(q * n, n);
@@ -234,15 +236,20 @@ internal static class DenseMath
     }
 
     /// <summary>‖ΔW·x‖/‖W·x‖ over inputs with second moments H (n×n): √(Σ δ·H·δᵀ / Σ w·H·wᵀ) over the rows of W [rows, n] and its approximation.</summary>
-    public static double RelativeOutputError(float[] w, float[] approximation, int rows, int n, double[] h)
+    public static double RelativeOutputError(float[] w, float[] approximation, int rows, int n, double[] h, int stride = 0) =>
+        RelativeOutputErrors(w, [approximation], rows, n, h, stride)[0];
+
+    /// <summary><see cref="RelativeOutputError"/> of several approximations of W in one pass over H.</summary>
+    public static double[] RelativeOutputErrors(float[] w, IReadOnlyList<float[]> approximations, int rows, int n, double[] h, int stride = 0)
     {
-        var sums = QuadraticSums(h, n, rows, 2, (r, set, v) =>
+        var sets = approximations.Count;
+        var sums = QuadraticSums(h, n, rows, sets + 1, (r, set, v) =>
         {
             var row = w.AsSpan(r * n, n);
-            if (set == 0) for (var c = 0; c < n; c++) v[c] = row[c] - approximation[r * n + c];
-            else for (var c = 0; c < n; c++) v[c] = row[c];
-        });
-        return sums[1] > 0 ? Math.Sqrt(Math.Max(0, sums[0]) / sums[1]) : 0;
+            if (set == sets) for (var c = 0; c < n; c++) v[c] = row[c];
+            else for (var c = 0; c < n; c++) v[c] = row[c] - approximations[set][r * n + c];
+        }, stride);
+        return sums.Take(sets).Select(e => sums[sets] > 0 ? Math.Sqrt(Math.Max(0, e) / sums[sets]) : 0).ToArray();
     }
 
     /// <summary>Lower Cholesky factor of the n×n SPD matrix <paramref name="a"/> in place (upper part zeroed); false if not positive definite.</summary>
@@ -275,15 +282,26 @@ internal static class DenseMath
     /// also returns the λ used and λ·mean(diag H), the amount added. Null when even 10⁵ times the dampening leaves it
     /// singular. H is not modified.
     /// </summary>
-    public static (double[] Factor, double Damping, double Added)? DampedInverseFactor(double[] h, int n, double damping)
+    public static (double[] Factor, double Damping, double Added)? DampedInverseFactor(double[] h, int n, double damping) =>
+        DampedInverseFactor(() => (double[])h.Clone(), n, damping);
+
+    /// <summary>
+    /// Like <see cref="DampedInverseFactor(double[], int, double)"/>, with H made afresh by <paramref name="copy"/> for
+    /// each attempt (a caller that builds H from larger statistics then holds no copy of its own while it is factored).
+    /// </summary>
+    public static (double[] Factor, double Damping, double Added)? DampedInverseFactor(Func<double[]> copy, int n, double damping)
     {
-        var mean = 0.0;
-        for (var i = 0; i < n; i++) mean += h[i * n + i];
-        mean /= n;
+        var mean = double.NaN;
         var damp = damping;
         for (var attempt = 0; attempt < 6; attempt++, damp *= 10)
         {
-            var damped = (double[])h.Clone();
+            var damped = copy();
+            if (attempt == 0)
+            {
+                mean = 0.0;
+                for (var i = 0; i < n; i++) mean += damped[i * n + i];
+                mean /= n;
+            }
             for (var i = 0; i < n; i++) damped[i * n + i] += damp * mean;
             if (InverseCholeskyUpper(damped, n) is { } u) return (u, damp, damp * mean);
         }

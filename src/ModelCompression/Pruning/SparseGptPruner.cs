@@ -34,10 +34,13 @@ internal static class SparseGptPruner
     /// <param name="pruneCount">Weights to set to zero (unstructured); ignored when <paramref name="pattern"/> is set.</param>
     /// <param name="exactRefitBudget">See <see cref="ExactRefitBudget"/>.</param>
     /// <returns>Null when H stays singular even with 10⁵ times the dampening (non-finite or degenerate activations).</returns>
-    public static Result? Prune(float[] weights, int rows, int cols, double[] hessian, int prunable, long pruneCount, NmPattern? pattern, double damping, int blockSize, double exactRefitBudget = ExactRefitBudget)
+    /// <param name="stride">Elements between rows of <paramref name="hessian"/> (default cols): the leading block of larger statistics is read in place.</param>
+    public static Result? Prune(float[] weights, int rows, int cols, double[] hessian, int prunable, long pruneCount, NmPattern? pattern, double damping, int blockSize, double exactRefitBudget = ExactRefitBudget, int stride = 0)
     {
+        if (stride == 0) stride = cols;
         var w = Array.ConvertAll(weights, x => (double)x);
-        var h = (double[])hessian.Clone();
+        var h = new double[(long)cols * cols];
+        for (var i = 0; i < cols; i++) hessian.AsSpan(i * stride, cols).CopyTo(h.AsSpan(i * cols, cols));
         for (var i = 0; i < cols; i++)
         {
             // An input that is zero on every calibration sample has no curvature: its weights cannot matter.

@@ -81,8 +81,8 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var prior = affine is null ? Narrow(current, layer.OutFeatures, f) : current;
         var damping = Damping(target.Options.PruneDamping, f, stats.Rows);
         var fitted = LeastSquares.Fit(stats, affine is not null, damping, prior) ?? prior;
-        var hessian = affine is null ? stats.Hessian() : stats.Moments;
-        var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, hessian, f, target.PruneCount, target.Pattern, damping, target.Options.PruneBlockSize);
+        // XᵀX (with the ones column when the bias is refit) is read in place from the statistics, not copied first.
+        var result = SparseGptPruner.Prune(fitted, layer.OutFeatures, cols, stats.Moments, f, target.PruneCount, target.Pattern, damping, target.Options.PruneBlockSize, stride: f + 1);
         if (result is null)
         {
             PruneByMagnitude(context, target, "pruned by magnitude: the input second moments on the calibration data are singular or not finite");
@@ -95,6 +95,8 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         var note = $"error = ‖Δy‖/‖y‖ vs the unpruned layer on {stats.Rows} calibration rows; damping {result.Damping:0.###}";
         if (result.IterativeRefit) note += $"; kept weights refit by {SparseGptPruner.RefitIterations} conjugate-gradient steps (the exact solve is too costly for this layer)";
         context.Record(Record(target, "sparsegpt", weights, error, note));
+        // The source's pages of this weight (memory-mapped external data) are not read again.
+        context.Model.ReleasePages(layer.Weight);
         DenseMath.ReleaseWorkingMemory(cols);
     }
 

@@ -103,11 +103,7 @@ public sealed class LowRankPass : ICompressionPass
             if (plans[i].Source != RankSource.Rank)
             {
                 Decompose(context, plans[i], fixedRanks: null);
-                if (large)
-                {
-                    Release(plans[i], keepSpectra: true);
-                    DenseMath.ReleaseWorkingMemory(plans[i].Factorization.InputFeatures);
-                }
+                if (large) Release(plans[i], keepSpectra: true);
             }
             context.Progress?.Report((Name, 0.5 * (i + 1) / plans.Count));
         }
@@ -141,9 +137,10 @@ public sealed class LowRankPass : ICompressionPass
                 context.Cancellation.ThrowIfCancellationRequested();
                 rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
                 Release(plans[i], keepSpectra: false);
+                if (large && i != members[^1]) DenseMath.ReleaseWorkingMemory(plans[i].Factorization.InputFeatures);
                 context.Progress?.Report((Name, 0.5 + 0.5 * ++done / plans.Count));
             }
-            if (large) DenseMath.ReleaseWorkingMemory(members.Max(i => plans[i].Factorization.InputFeatures));
+            if (large) ReleaseWorkingMemory();
         }
         Finish(context, rows);
     }
@@ -168,7 +165,16 @@ public sealed class LowRankPass : ICompressionPass
         var f = plan.Factorization;
         var metric = plan.Moments is { } moments ? InputMetric.From(moments, plan.Policy.LowRankDamping) : null;
         f.Decompose(metric, fixedRanks, Seed(context.Policy.Execution.Seed, f.Layer.Name));
+        // The metric's and the solver's n² arrays are garbage now: a wide layer's go back before the next one's.
+        if (context.LargeModel) DenseMath.ReleaseWorkingMemory(f.InputFeatures);
     }
+
+    /// <summary>
+    /// After a large model's stage: what its layers held (weights and factorizations in double, moments) goes back
+    /// to the system before the next capture, whatever the width (the layers of a stage together hold several times
+    /// their weights, which a plain collection would leave committed).
+    /// </summary>
+    private static void ReleaseWorkingMemory() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
 
     /// <summary>
     /// For each plan that will be rewritten, its <see cref="LayerCapture.Stages"/> stage among the rewritten plans;

@@ -161,10 +161,11 @@ internal abstract class LayerFactorization
         return reference > 0 ? Math.Sqrt(Math.Max(0, error) / reference) : 0;
     }
 
-    /// <summary>[out, features·K] → [(out, K), features]: one row per output and kernel position.</summary>
+    /// <summary>[out, features·K] → [(out, K), features]: one row per output and kernel position (W itself when K = 1; only read).</summary>
     private double[] FeaturesLast(double[] w, int features)
     {
         var positions = w.Length / (Layer.OutFeatures * features);
+        if (positions == 1) return w;
         var rows = new double[w.Length];
         for (var o = 0; o < Layer.OutFeatures; o++)
             for (var i = 0; i < features; i++)
@@ -173,13 +174,26 @@ internal abstract class LayerFactorization
         return rows;
     }
 
-    /// <summary>Σ over rows of a·S·bᵀ.</summary>
+    /// <summary>
+    /// Σ over rows of a·S·bᵀ: row by row (the product a·S of a wide layer is as large as its weight), each row of
+    /// a·S summed as <see cref="DenseMath.Multiply"/> does, the rows' terms added in order.
+    /// </summary>
     private static double Form(double[] a, double[] s, double[] b, int n)
     {
         var rows = a.Length / n;
-        var product = DenseMath.Multiply(a, s, rows, n, n);
+        var terms = new double[rows];
+        DenseMath.ForRows(rows, (long)n * n, r =>
+        {
+            var row = new double[n];
+            for (var p = 0; p < n; p++)
+            {
+                var arp = a[(long)r * n + p];
+                if (arp != 0) DenseMath.Axpy(arp, s.AsSpan(p * n, n), row);
+            }
+            terms[r] = DenseMath.Dot(row, b.AsSpan(r * n, n));
+        });
         var sum = 0.0;
-        for (var r = 0; r < rows; r++) sum += DenseMath.Dot(product.AsSpan(r * n, n), b.AsSpan(r * n, n));
+        for (var r = 0; r < rows; r++) sum += terms[r];
         return sum;
     }
 

@@ -16,20 +16,20 @@ internal enum FeatureAxis
 /// Running second moments of one layer input X̂ over calibration data, features on one axis (captured by
 /// <see cref="LayerCapture"/>) — all activation-aware factorization needs:
 /// for y = W·x the output error of a change ΔW is tr(ΔW·X̂ᵀX̂·ΔWᵀ). Paired with the input X the same layer sees in
-/// the uncompressed model (whose XᵀX an earlier capture measured), it also keeps X̂ᵀX, so a layer can be fitted to
-/// the original outputs X·Wᵀ from the inputs upstream compression really leaves it. Batches are folded in and dropped.
+/// the uncompressed model, it also keeps X̂ᵀX and XᵀX from the same batches, so a layer can be fitted to the original
+/// outputs X·Wᵀ from the inputs upstream compression really leaves it. Batches are folded in and dropped.
 /// </summary>
 internal sealed class InputMoments
 {
-    /// <param name="reference">Moments of the same input in the uncompressed model, to pair this capture with; null for a plain capture.</param>
-    public InputMoments(int features, FeatureAxis axis, InputMoments? reference = null)
+    /// <param name="paired">Whether batches come paired with the same value in a reference model (<see cref="Add(FloatTensor, FloatTensor)"/>).</param>
+    public InputMoments(int features, FeatureAxis axis, bool paired = false)
     {
         Features = features;
         Axis = axis;
         Sum = new double[(long)features * features];
-        if (reference is null) return;
+        if (!paired) return;
         Cross = new double[(long)features * features];
-        ReferenceSum = reference.Sum;
+        ReferenceSum = new double[(long)features * features];
     }
 
     public int Features { get; }
@@ -58,6 +58,8 @@ internal sealed class InputMoments
         if (Blocks(batch) is not { } x || Blocks(reference) is not { } r || r.Data.Length != x.Data.Length) return false;
         Accumulate(Sum, x, x, symmetric: true);
         Accumulate(Cross!, x, r, symmetric: false);
+        // Summed exactly as a plain capture of the reference would (same batches, same order): the same XᵀX.
+        Accumulate(ReferenceSum!, r, r, symmetric: true);
         Samples += (long)x.Items * x.Positions;
         return true;
     }

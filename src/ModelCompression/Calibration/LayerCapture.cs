@@ -25,7 +25,7 @@ internal readonly record struct InputFeatures(string Value, FeatureAxis Axis, in
 /// these small matrices leave the runtime, and only the part of the graph the layers need runs.</item>
 /// <item><see cref="InputFeatureMoments(IReadOnlyList{InputFeatures})"/>: XᵀX over the input channels (or last
 /// axis) of a value, every position a sample, accumulated here in double; paired with a reference model it also
-/// keeps X̂ᵀX of the same value in both.</item>
+/// keeps X̂ᵀX of the same value in both and the reference's XᵀX.</item>
 /// </list>
 /// </summary>
 internal sealed class LayerCapture(CompressionContext context, string passName)
@@ -199,17 +199,17 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     /// XᵀX of each input on the current model, in one pass over the data (inputs that share a value and axis share
     /// one result); null for an input whose captured shape does not carry its features where expected.
     /// </summary>
-    public IReadOnlyList<InputMoments?> InputFeatureMoments(IReadOnlyList<InputFeatures> inputs) => CaptureMoments(inputs, null, null);
+    public IReadOnlyList<InputMoments?> InputFeatureMoments(IReadOnlyList<InputFeatures> inputs) => CaptureMoments(inputs, null);
 
     /// <summary>
     /// Like <see cref="InputFeatureMoments(IReadOnlyList{InputFeatures})"/>, each input paired with the same value in
-    /// <paramref name="reference"/> (e.g. the model before the pass changed anything), whose moments a plain capture
-    /// measured: the results also hold X̂ᵀX.
+    /// <paramref name="reference"/> (e.g. the model before the pass changed anything): the results also hold X̂ᵀX
+    /// and the reference's own XᵀX, all three from the same run.
     /// </summary>
-    public IReadOnlyList<InputMoments?> InputFeatureMoments(IReadOnlyList<InputFeatures> inputs, OnnxModel reference, IReadOnlyList<InputMoments> referenceMoments) =>
-        CaptureMoments(inputs, reference, referenceMoments);
+    public IReadOnlyList<InputMoments?> InputFeatureMoments(IReadOnlyList<InputFeatures> inputs, OnnxModel reference) =>
+        CaptureMoments(inputs, reference);
 
-    private IReadOnlyList<InputMoments?> CaptureMoments(IReadOnlyList<InputFeatures> inputs, OnnxModel? reference, IReadOnlyList<InputMoments>? referenceMoments)
+    private IReadOnlyList<InputMoments?> CaptureMoments(IReadOnlyList<InputFeatures> inputs, OnnxModel? reference)
     {
         if (inputs.Count == 0) return [];
         var moments = new Dictionary<(string Value, FeatureAxis Axis), InputMoments>();
@@ -217,7 +217,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
         for (var i = 0; i < inputs.Count; i++)
         {
             var key = (inputs[i].Value, inputs[i].Axis);
-            if (!moments.TryGetValue(key, out var m)) moments[key] = m = new InputMoments(inputs[i].Count, key.Axis, referenceMoments?[i]);
+            if (!moments.TryGetValue(key, out var m)) moments[key] = m = new InputMoments(inputs[i].Count, key.Axis, paired: reference is not null);
             chosen[i] = m;
         }
         var mismatched = new HashSet<(string, FeatureAxis)>();

@@ -16,15 +16,22 @@ internal abstract class LayerFactorization
     /// <summary>Factorize only when the factors hold at most this fraction of the dense weight: above it the extra node and the approximation error buy too little.</summary>
     public const double MaxParameterFraction = 0.8;
 
-    protected LayerFactorization(WeightedLayer layer, double[] weight)
+    private readonly Func<double[]> _readWeight;
+    private double[]? _weight;
+    private IReadOnlyList<double[]>? _keptSpectra;
+
+    /// <param name="readWeight">Reads W (see <see cref="Weight"/>): called when the layer is decomposed, so a factorization waiting its turn holds no copy.</param>
+    protected LayerFactorization(WeightedLayer layer, Func<double[]> readWeight)
     {
         Layer = layer;
-        Weight = weight;
+        _readWeight = readWeight;
     }
 
     public WeightedLayer Layer { get; }
-    /// <summary>W as [out, in·K] doubles (K = kernel positions; 1 for Gemm/MatMul).</summary>
-    protected double[] Weight { get; }
+    /// <summary>W as [out, in·K] doubles (K = kernel positions; 1 for Gemm/MatMul), read on first use and held until <see cref="Release"/>.</summary>
+    protected double[] Weight => _weight ??= _readWeight();
+    /// <summary>Whether <see cref="Decompose"/> ran since the last <see cref="Release"/>.</summary>
+    public bool IsDecomposed { get; private set; }
     /// <summary>Report name of the decomposition ("svd", "tucker2", "spatial").</summary>
     public abstract string Technique { get; }
     /// <summary>The largest useful rank of each mode.</summary>
@@ -37,9 +44,13 @@ internal abstract class LayerFactorization
     public abstract long Parameters(int[] ranks);
     /// <summary>
     /// Per mode, the share of the (possibly whitened) weight's energy each additional rank keeps, descending; the
-    /// sum over a mode is 1. Known only up to the rank asked for when the decomposition was randomized.
+    /// sum over a mode is 1. Known only up to the rank asked for when the decomposition was randomized. After a
+    /// <see cref="Release"/> that kept them, those of the last decomposition.
     /// </summary>
-    public abstract IReadOnlyList<double[]> ModeEnergies { get; }
+    public IReadOnlyList<double[]> ModeEnergies => IsDecomposed ? Energies : _keptSpectra ?? throw new InvalidOperationException($"'{Layer.Name}' has no spectrum: not decomposed");
+
+    /// <summary><see cref="ModeEnergies"/> of the current decomposition.</summary>
+    protected abstract IReadOnlyList<double[]> Energies { get; }
 
     /// <summary>
     /// Convolution ranks move in blocks of this many channels: ONNX Runtime's CPU convolutions run in a blocked
@@ -64,7 +75,29 @@ internal abstract class LayerFactorization
     }
 
     /// <summary>Decomposes W in its own metric, or in the metric of its inputs when <paramref name="metric"/> is given; <paramref name="fixedRanks"/> allows a randomized SVD.</summary>
-    public abstract void Decompose(InputMetric? metric, int[]? fixedRanks, int seed);
+    public void Decompose(InputMetric? metric, int[]? fixedRanks, int seed)
+    {
+        Factorize(metric, fixedRanks, seed);
+        IsDecomposed = true;
+    }
+
+    /// <summary>The decomposition itself (see <see cref="Decompose"/>); what it keeps, <see cref="Forget"/> drops.</summary>
+    protected abstract void Factorize(InputMetric? metric, int[]? fixedRanks, int seed);
+
+    /// <summary>Drops the decomposition's working state (factors, whitening).</summary>
+    protected abstract void Forget();
+
+    /// <summary>
+    /// Drops W and the decomposition (the shape-only members still answer), keeping the spectra when asked: a
+    /// large model's layers hold only what rank allocation needs until their turn comes to be decomposed again.
+    /// </summary>
+    public void Release(bool keepSpectra)
+    {
+        _keptSpectra = keepSpectra ? ModeEnergies : null;
+        _weight = null;
+        Forget();
+        IsDecomposed = false;
+    }
 
     /// <summary>Replaces the layer by its factors at <paramref name="ranks"/> (already clamped); returns W′ in the [out, in·K] layout of <see cref="Weight"/>.</summary>
     public abstract double[] Rewrite(OnnxGraph graph, int[] ranks);
@@ -128,10 +161,11 @@ internal abstract class LayerFactorization
         return reference > 0 ? Math.Sqrt(Math.Max(0, error) / reference) : 0;
     }
 
-    /// <summary>[out, features·K] → [(out, K), features]: one row per output and kernel position.</summary>
+    /// <summary>[out, features·K] → [(out, K), features]: one row per output and kernel position (W itself when K = 1; only read).</summary>
     private double[] FeaturesLast(double[] w, int features)
     {
         var positions = w.Length / (Layer.OutFeatures * features);
+        if (positions == 1) return w;
         var rows = new double[w.Length];
         for (var o = 0; o < Layer.OutFeatures; o++)
             for (var i = 0; i < features; i++)
@@ -140,13 +174,26 @@ internal abstract class LayerFactorization
         return rows;
     }
 
-    /// <summary>Σ over rows of a·S·bᵀ.</summary>
+    /// <summary>
+    /// Σ over rows of a·S·bᵀ: row by row (the product a·S of a wide layer is as large as its weight), each row of
+    /// a·S summed as <see cref="DenseMath.Multiply"/> does, the rows' terms added in order.
+    /// </summary>
     private static double Form(double[] a, double[] s, double[] b, int n)
     {
         var rows = a.Length / n;
-        var product = DenseMath.Multiply(a, s, rows, n, n);
+        var terms = new double[rows];
+        DenseMath.ForRows(rows, (long)n * n, r =>
+        {
+            var row = new double[n];
+            for (var p = 0; p < n; p++)
+            {
+                var arp = a[(long)r * n + p];
+                if (arp != 0) DenseMath.Axpy(arp, s.AsSpan(p * n, n), row);
+            }
+            terms[r] = DenseMath.Dot(row, b.AsSpan(r * n, n));
+        });
         var sum = 0.0;
-        for (var r = 0; r < rows; r++) sum += DenseMath.Dot(product.AsSpan(r * n, n), b.AsSpan(r * n, n));
+        for (var r = 0; r < rows; r++) sum += terms[r];
         return sum;
     }
 

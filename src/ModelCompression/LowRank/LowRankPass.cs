@@ -1,5 +1,6 @@
 using System.Globalization;
 using ModelCompression.Calibration;
+using ModelCompression.Numerics;
 using ModelCompression.Passes;
 using ModelCompression.Policy;
 
@@ -73,8 +74,7 @@ public sealed class LowRankPass : ICompressionPass
                 rows[rows.Count + plans.Count] = Skip(layer, $"kept dense: {WeightedLayer.SubgraphReason} (LowRankMethod=svd factorizes it)");
                 continue;
             }
-            var weight = Array.ConvertAll(layer.ReadMatrix(context.Model), v => (double)v);
-            var (factorization, reason) = Create(layer, weight, policy);
+            var (factorization, reason) = Create(layer, context.Model, policy);
             if (factorization is null)
             {
                 rows[rows.Count + plans.Count] = Skip(layer, reason!);
@@ -91,36 +91,65 @@ public sealed class LowRankPass : ICompressionPass
         // Taken before any rewrite: the outputs every refitted layer aims at.
         var reference = plans.Any(p => p.ActivationAware) ? context.Model.Clone() : null;
         var capture = new LayerCapture(context, Name);
-        CaptureMoments(capture, plans.Where(p => p.ActivationAware).ToList(), reference: null);
-        // Ranks from RankEnergy or the budget need the spectra now; a fixed Rank waits for its final metric.
+        var large = context.LargeModel;
+        // Ranks from RankEnergy or the budget need every such layer's spectrum before any rank is chosen (in the
+        // metric of its inputs when activation-aware); a fixed Rank waits for its stage. A large model keeps only
+        // the spectra: each layer is decomposed again at its stage, on moments measured again there, so the pass
+        // holds one stage's weights, moments and factorizations at a time, not the whole model's.
+        CaptureMoments(capture, plans.Where(p => p.ActivationAware && p.Source != RankSource.Rank).ToList(), reference: null);
         for (var i = 0; i < plans.Count; i++)
         {
             context.Cancellation.ThrowIfCancellationRequested();
-            if (plans[i].Source != RankSource.Rank) Decompose(context, plans[i], fixedRanks: null);
+            if (plans[i].Source != RankSource.Rank)
+            {
+                Decompose(context, plans[i], fixedRanks: null);
+                if (large) Release(plans[i], keepSpectra: true);
+            }
             context.Progress?.Report((Name, 0.5 * (i + 1) / plans.Count));
         }
 
         var ranks = ChooseRanks(context.Policy.Get<LowRankOptions>(), plans, out var budgetNote);
         var stages = Stages(context.Graph, plans, ranks);
+        // A layer that stays dense is done: its row needs no factors.
+        for (var i = 0; i < plans.Count; i++)
+        {
+            if (stages[i] >= 0) continue;
+            rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
+            Release(plans[i], keepSpectra: false);
+        }
         var done = 0;
         foreach (var stage in stages.Where(s => s >= 0).Distinct().Order())
         {
             var members = Enumerable.Range(0, plans.Count).Where(i => stages[i] == stage).ToList();
-            // Stage 0 reads inputs no rewrite has touched; later stages refit to what the earlier ones left them.
-            var refit = stage == 0 ? [] : members.Where(i => plans[i].Moments is not null).ToList();
-            CaptureMoments(capture, refit.Select(i => plans[i]).ToList(), reference);
+            // Stage 0 reads inputs no rewrite has touched (a small model's RankEnergy/budget layers kept theirs from
+            // the spectra); later stages refit to what the earlier ones left them, paired with the reference. A layer
+            // whose first capture failed stays on plain SVD.
+            var measured = members.Where(i => plans[i].ActivationAware && plans[i].FallbackNote is null && (stage > 0 || plans[i].Moments is null)).ToList();
+            CaptureMoments(capture, measured.Select(i => plans[i]).ToList(), stage == 0 ? null : reference);
             foreach (var i in members)
-                if (refit.Contains(i) || plans[i].Source == RankSource.Rank) Decompose(context, plans[i], ranks[i]);
+            {
+                if ((stage > 0 && measured.Contains(i)) || plans[i].Source == RankSource.Rank) Decompose(context, plans[i], ranks[i]);
+                // As for its spectrum (a large model released it): the same moments, so the same decomposition.
+                else if (!plans[i].Factorization.IsDecomposed) Decompose(context, plans[i], fixedRanks: null);
+            }
             foreach (var i in members)
             {
                 context.Cancellation.ThrowIfCancellationRequested();
                 rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
+                Release(plans[i], keepSpectra: false);
+                if (large && i != members[^1]) DenseMath.ReleaseWorkingMemory(plans[i].Factorization.InputFeatures);
                 context.Progress?.Report((Name, 0.5 + 0.5 * ++done / plans.Count));
             }
+            if (large) ReleaseWorkingMemory();
         }
-        for (var i = 0; i < plans.Count; i++)
-            if (stages[i] < 0) rows[plans[i].Order] = Rewrite(context, plans[i], ranks[i], budgetNote);
         Finish(context, rows);
+    }
+
+    /// <summary>Drops what a plan holds for its decomposition: weight, factors, whitening and input moments.</summary>
+    private static void Release(Plan plan, bool keepSpectra)
+    {
+        plan.Factorization.Release(keepSpectra);
+        plan.Moments = null;
     }
 
     /// <summary>Records the rows; a pass that factorized nothing says so (the defaults leave edge layers and unprofitable factorizations dense).</summary>
@@ -136,7 +165,16 @@ public sealed class LowRankPass : ICompressionPass
         var f = plan.Factorization;
         var metric = plan.Moments is { } moments ? InputMetric.From(moments, plan.Policy.LowRankDamping) : null;
         f.Decompose(metric, fixedRanks, Seed(context.Policy.Execution.Seed, f.Layer.Name));
+        // The metric's and the solver's n² arrays are garbage now: a wide layer's go back before the next one's.
+        if (context.LargeModel) DenseMath.ReleaseWorkingMemory(f.InputFeatures);
     }
+
+    /// <summary>
+    /// After a large model's stage: what its layers held (weights and factorizations in double, moments) goes back
+    /// to the system before the next capture, whatever the width (the layers of a stage together hold several times
+    /// their weights, which a plain collection would leave committed).
+    /// </summary>
+    private static void ReleaseWorkingMemory() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
 
     /// <summary>
     /// For each plan that will be rewritten, its <see cref="LayerCapture.Stages"/> stage among the rewritten plans;
@@ -164,9 +202,16 @@ public sealed class LowRankPass : ICompressionPass
         return null;
     }
 
-    private static (LayerFactorization? Factorization, string? Reason) Create(WeightedLayer layer, double[] weight, LowRankOptions policy)
+    private static (LayerFactorization? Factorization, string? Reason) Create(WeightedLayer layer, Onnx.OnnxModel model, LowRankOptions policy)
     {
-        if (weight.Any(v => !double.IsFinite(v))) return (null, "weight has NaN or infinite values");
+        if (!AllFinite(layer, model)) return (null, "weight has NaN or infinite values");
+        // Read in double only when the layer is decomposed (and dropped once it is rewritten).
+        var weight = () =>
+        {
+            var matrix = Array.ConvertAll(layer.ReadMatrix(model), v => (double)v);
+            model.ReleasePages(layer.Weight);
+            return matrix;
+        };
         if (layer.Layout != WeightLayout.Convolution) return (new MatrixFactorization(layer, weight), null);
         if (layer.Group != 1) return (null, $"grouped convolution (group={layer.Group}): only group=1 is decomposed");
         var kernel = layer.WeightShape[2..];
@@ -177,17 +222,26 @@ public sealed class LowRankPass : ICompressionPass
         return (new SpatialFactorization(layer, weight), null);
     }
 
+    /// <summary>Whether every weight is finite, checked on the stored floats before any expensive work.</summary>
+    private static bool AllFinite(WeightedLayer layer, Onnx.OnnxModel model)
+    {
+        var floats = model.ReadFloats(layer.Weight);
+        model.ReleasePages(layer.Weight);
+        foreach (var v in floats)
+            if (!float.IsFinite(v)) return false;
+        return true;
+    }
+
     /// <summary>
     /// One pass over the calibration data accumulates the moments of every distinct input these layers read — of
-    /// the current model alone, or paired with the same values in <paramref name="reference"/>.
+    /// the current model alone, or paired with the same values in <paramref name="reference"/> (whose own moments
+    /// the same run measures).
     /// </summary>
     private static void CaptureMoments(LayerCapture capture, List<Plan> plans, Onnx.OnnxModel? reference)
     {
         if (plans.Count == 0) return;
         var inputs = plans.Select(p => new InputFeatures(p.Factorization.Layer.InputName, p.Factorization.Axis, p.Factorization.InputFeatures)).ToList();
-        var captured = reference is null
-            ? capture.InputFeatureMoments(inputs)
-            : capture.InputFeatureMoments(inputs, reference, plans.Select(p => p.Moments!).ToList());
+        var captured = reference is null ? capture.InputFeatureMoments(inputs) : capture.InputFeatureMoments(inputs, reference);
         for (var i = 0; i < plans.Count; i++)
         {
             if (captured[i] is { } moments)
@@ -195,9 +249,8 @@ public sealed class LowRankPass : ICompressionPass
                 plans[i].Moments = moments;
                 continue;
             }
-            // A refit that cannot be captured keeps the moments it had; a first capture that fails falls back to plain SVD.
-            if (reference is not null) continue;
-            plans[i].Moments = null;
+            // A refit that cannot be captured keeps the moments it had, if any; without moments, plain SVD.
+            if (plans[i].Moments is not null) continue;
             plans[i].FallbackNote = $"input '{inputs[i].Value}' could not be captured as [.., {inputs[i].Count}] features: plain SVD used";
         }
     }

@@ -13,7 +13,7 @@ namespace ModelCompression.LowRank;
 /// (R = √Σ·Vᵀ·L⁻¹), so the kept rank minimizes ‖X·ΔWᵀ‖ instead of ‖ΔW‖ (SVD-LLM, Wang et al. 2024); see
 /// <see cref="InputMetric"/> for the form that also absorbs upstream error.
 /// </summary>
-internal sealed class MatrixFactorization(WeightedLayer layer, double[] weight) : LayerFactorization(layer, weight)
+internal sealed class MatrixFactorization(WeightedLayer layer, Func<double[]> readWeight) : LayerFactorization(layer, readWeight)
 {
     /// <summary>A randomized SVD pays off once the matrix is this large in both directions and the sketch is a small part of it.</summary>
     public const int RandomizedMinDimension = 1024;
@@ -26,10 +26,10 @@ internal sealed class MatrixFactorization(WeightedLayer layer, double[] weight) 
     public override int InputFeatures => Layer.InFeatures;
     public override long Parameters(int[] ranks) => (long)ranks[0] * (Layer.OutFeatures + Layer.InFeatures);
 
-    public override IReadOnlyList<double[]> ModeEnergies =>
+    protected override IReadOnlyList<double[]> Energies =>
         [Normalized(_svd!.SingularValues.Select(s => s * s), _svd.TotalEnergy)];
 
-    public override void Decompose(InputMetric? metric, int[]? fixedRanks, int seed)
+    protected override void Factorize(InputMetric? metric, int[]? fixedRanks, int seed)
     {
         _whitening = metric?.Whitening;
         int m = Layer.OutFeatures, n = Layer.InFeatures;
@@ -37,6 +37,12 @@ internal sealed class MatrixFactorization(WeightedLayer layer, double[] weight) 
         _svd = fixedRanks is [var rank] && UseRandomized(m, n, rank)
             ? TruncatedSvd.Randomized(target, m, n, rank, seed)
             : TruncatedSvd.Exact(target, m, n);
+    }
+
+    protected override void Forget()
+    {
+        _svd = null;
+        _whitening = null;
     }
 
     /// <summary>The sketch (rank + oversampling) must stay under a quarter of the smaller side for the randomized route to win.</summary>

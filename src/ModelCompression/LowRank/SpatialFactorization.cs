@@ -11,7 +11,7 @@ namespace ModelCompression.LowRank;
 /// the height part of pads/strides/dilations, the horizontal one the width part and the bias; auto_pad applies
 /// per axis, so both keep it. Activation-aware: the (in, kh) side is whitened by the input channel moments ⊗ I.
 /// </summary>
-internal sealed class SpatialFactorization(WeightedLayer layer, double[] weight) : LayerFactorization(layer, weight)
+internal sealed class SpatialFactorization(WeightedLayer layer, Func<double[]> readWeight) : LayerFactorization(layer, readWeight)
 {
     private TruncatedSvd? _svd;
     private double[]? _whitening;
@@ -31,9 +31,9 @@ internal sealed class SpatialFactorization(WeightedLayer layer, double[] weight)
     /// <summary>The vertical step keeps the input width: the horizontal stride multiplies its positions.</summary>
     public override long MultiplyAdds(int[] ranks) => (long)ranks[0] * (Rows + Cols * IntsOf(Layer.Node, "strides", [1, 1])[1]);
 
-    public override IReadOnlyList<double[]> ModeEnergies => [Normalized(_svd!.SingularValues.Select(s => s * s), _svd.TotalEnergy)];
+    protected override IReadOnlyList<double[]> Energies => [Normalized(_svd!.SingularValues.Select(s => s * s), _svd.TotalEnergy)];
 
-    public override void Decompose(InputMetric? metric, int[]? fixedRanks, int seed)
+    protected override void Factorize(InputMetric? metric, int[]? fixedRanks, int seed)
     {
         var m = new double[(long)Rows * Cols];
         int kh = KernelHeight, kw = KernelWidth;
@@ -52,6 +52,12 @@ internal sealed class SpatialFactorization(WeightedLayer layer, double[] weight)
         _svd = fixedRanks is [var rank] && MatrixFactorization.UseRandomized(Rows, Cols, rank)
             ? TruncatedSvd.Randomized(m, Rows, Cols, rank, seed)
             : TruncatedSvd.Exact(m, Rows, Cols);
+    }
+
+    protected override void Forget()
+    {
+        _svd = null;
+        _whitening = null;
     }
 
     /// <summary>A channel matrix ⊗ I_kh, indexed by (channel, kernel row) on both sides.</summary>

@@ -13,7 +13,7 @@ namespace ModelCompression.LowRank;
 /// channel mode is whitened by the channel second moment of the layer input (treating kernel positions as
 /// uncorrelated), so the reduce step keeps the channel mixes the data actually excites.
 /// </summary>
-internal sealed class Tucker2Factorization(WeightedLayer layer, double[] weight) : LayerFactorization(layer, weight)
+internal sealed class Tucker2Factorization(WeightedLayer layer, Func<double[]> readWeight) : LayerFactorization(layer, readWeight)
 {
     /// <summary>Alternating refinements of the two factors after the HOSVD start (each a pair of small SVDs).</summary>
     private const int HooiSweeps = 2;
@@ -37,18 +37,26 @@ internal sealed class Tucker2Factorization(WeightedLayer layer, double[] weight)
     public override long MultiplyAdds(int[] ranks) =>
         (long)ranks[1] * In * IntsOf(Layer.Node, "strides", []).Aggregate(1L, (a, b) => a * b) + (long)ranks[0] * ranks[1] * Positions + (long)Out * ranks[0];
 
-    public override IReadOnlyList<double[]> ModeEnergies =>
+    protected override IReadOnlyList<double[]> Energies =>
     [
         Normalized(_outMode!.SingularValues.Select(s => s * s), _outMode.TotalEnergy),
         Normalized(_inMode!.SingularValues.Select(s => s * s), _inMode.TotalEnergy),
     ];
 
-    public override void Decompose(InputMetric? metric, int[]? fixedRanks, int seed)
+    protected override void Factorize(InputMetric? metric, int[]? fixedRanks, int seed)
     {
         _whitening = metric?.Whitening;
         _whitened = metric is null ? Weight : FromRows(DenseMath.Multiply(ToRows(Weight, In), metric.Transform, Out * Positions, In, In), In);
         _outMode = TruncatedSvd.Exact(_whitened, Out, In * Positions);
         _inMode = TruncatedSvd.Exact(InChannelUnfolding(_whitened, In), In, Out * Positions);
+    }
+
+    protected override void Forget()
+    {
+        _whitening = null;
+        _whitened = [];
+        _outMode = null;
+        _inMode = null;
     }
 
     public override double[] Rewrite(OnnxGraph graph, int[] ranks)

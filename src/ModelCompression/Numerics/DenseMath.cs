@@ -135,10 +135,10 @@ internal static class DenseMath
         }
     }
 
-    /// <summary>X = L⁻¹·B for lower-triangular L (n×n) and B (n×r): forward substitution.</summary>
-    public static double[] SolveLower(double[] l, double[] b, int n, int r)
+    /// <summary>X = L⁻¹·B for lower-triangular L (n×n) and B (n×r): forward substitution (into B itself when <paramref name="overwrite"/>).</summary>
+    public static double[] SolveLower(double[] l, double[] b, int n, int r, bool overwrite = false)
     {
-        var x = (double[])b.Clone();
+        var x = overwrite ? b : (double[])b.Clone();
         for (var i = 0; i < n; i++)
         {
             var xi = x.AsSpan(i * r, r);

@@ -24,8 +24,8 @@ public sealed class FactorizationExactnessTests
     {
         var model = ConvModel(inChannels: 6, outChannels: 8, kernel: [3, 5], input: [2, 6, 13, 11],
             Ints("strides", 2, 1), Ints("pads", 1, 2, 0, 1), Ints("dilations", 2, 1));
-        AssertFullRankIsExact(model, (layer, weight) => new Tucker2Factorization(layer, weight), activationAware: false, expectedOps: ["Conv", "Conv", "Conv"]);
-        AssertFullRankIsExact(model, (layer, weight) => new Tucker2Factorization(layer, weight), activationAware: true, expectedOps: ["Conv", "Conv", "Conv"]);
+        AssertFullRankIsExact(model, (layer, weight) => new Tucker2Factorization(layer, () => weight), activationAware: false, expectedOps: ["Conv", "Conv", "Conv"]);
+        AssertFullRankIsExact(model, (layer, weight) => new Tucker2Factorization(layer, () => weight), activationAware: true, expectedOps: ["Conv", "Conv", "Conv"]);
     }
 
     [TestMethod]
@@ -33,8 +33,8 @@ public sealed class FactorizationExactnessTests
     {
         var model = ConvModel(inChannels: 6, outChannels: 8, kernel: [3, 5], input: [2, 6, 13, 11],
             Ints("strides", 2, 3), Ints("pads", 1, 2, 0, 1), Ints("dilations", 2, 1));
-        AssertFullRankIsExact(model, (layer, weight) => new SpatialFactorization(layer, weight), activationAware: false, expectedOps: ["Conv", "Conv"]);
-        AssertFullRankIsExact(model, (layer, weight) => new SpatialFactorization(layer, weight), activationAware: true, expectedOps: ["Conv", "Conv"]);
+        AssertFullRankIsExact(model, (layer, weight) => new SpatialFactorization(layer, () => weight), activationAware: false, expectedOps: ["Conv", "Conv"]);
+        AssertFullRankIsExact(model, (layer, weight) => new SpatialFactorization(layer, () => weight), activationAware: true, expectedOps: ["Conv", "Conv"]);
     }
 
     [TestMethod]
@@ -42,14 +42,14 @@ public sealed class FactorizationExactnessTests
     {
         var autoPad = new AttributeProto { Name = "auto_pad", Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8("SAME_UPPER") };
         var model = ConvModel(inChannels: 4, outChannels: 5, kernel: [3, 3], input: [1, 4, 10, 9], Ints("strides", 2, 2), autoPad);
-        AssertFullRankIsExact(model, (layer, weight) => new SpatialFactorization(layer, weight), activationAware: false, expectedOps: ["Conv", "Conv"]);
+        AssertFullRankIsExact(model, (layer, weight) => new SpatialFactorization(layer, () => weight), activationAware: false, expectedOps: ["Conv", "Conv"]);
     }
 
     [TestMethod]
     public void Svd_AtFullRank_MatchesAStridedPointwiseConv()
     {
         var model = ConvModel(inChannels: 7, outChannels: 9, kernel: [1, 1], input: [2, 7, 8, 8], Ints("strides", 2, 2));
-        AssertFullRankIsExact(model, (layer, weight) => new MatrixFactorization(layer, weight), activationAware: true, expectedOps: ["Conv", "Conv"]);
+        AssertFullRankIsExact(model, (layer, weight) => new MatrixFactorization(layer, () => weight), activationAware: true, expectedOps: ["Conv", "Conv"]);
     }
 
     [TestMethod]
@@ -64,7 +64,7 @@ public sealed class FactorizationExactnessTests
         node.Attribute.Add(new AttributeProto { Name = "alpha", Type = AttributeProto.Types.AttributeType.Float, F = 0.5f });
         node.Attribute.Add(new AttributeProto { Name = "beta", Type = AttributeProto.Types.AttributeType.Float, F = 2f });
         graph.Node.Add(node);
-        AssertFullRankIsExact(Model(graph, [4, 12]), (layer, weight) => new MatrixFactorization(layer, weight), activationAware: true, expectedOps: ["MatMul", "Gemm"]);
+        AssertFullRankIsExact(Model(graph, [4, 12]), (layer, weight) => new MatrixFactorization(layer, () => weight), activationAware: true, expectedOps: ["MatMul", "Gemm"]);
     }
 
     [TestMethod]
@@ -75,7 +75,7 @@ public sealed class FactorizationExactnessTests
         graph.Output.Add(Value("y", 3, 5, 7));
         graph.Initializer.Add(Tensors.FromFloats("w", [12, 7], Gaussian(12 * 7)));
         graph.Node.Add(Node("MatMul", "matmul", ["x", "w"], "y"));
-        AssertFullRankIsExact(Model(graph, [3, 5, 12]), (layer, weight) => new MatrixFactorization(layer, weight), activationAware: true, expectedOps: ["MatMul", "MatMul"]);
+        AssertFullRankIsExact(Model(graph, [3, 5, 12]), (layer, weight) => new MatrixFactorization(layer, () => weight), activationAware: true, expectedOps: ["MatMul", "MatMul"]);
     }
 
     [TestMethod]
@@ -86,7 +86,7 @@ public sealed class FactorizationExactnessTests
         var test = ConvModel(inChannels: 16, outChannels: 16, kernel: [3, 3], input: [1, 16, 8, 16], Ints("strides", 1, 4));
         using var model = OnnxModel.Parse(test.Proto.ToByteArray(), Path.GetTempPath());
         var layer = WeightedLayer.Find(new OnnxGraph(model.Graph)).Single();
-        var spatial = new SpatialFactorization(layer, Array.ConvertAll(layer.ReadMatrix(model), v => (double)v));
+        var spatial = new SpatialFactorization(layer, () => Array.ConvertAll(layer.ReadMatrix(model), v => (double)v));
         Assert.AreEqual(1536, spatial.Parameters([16]));
         StringAssert.Contains(spatial.WhyNotWorthIt([16]), "multiply-adds");
         Assert.IsNull(spatial.WhyNotWorthIt([8]), "rank 8: 8·(48 + 4·48) = 1,920 multiply-adds do pay");

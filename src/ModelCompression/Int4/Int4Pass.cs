@@ -125,6 +125,7 @@ public sealed class Int4Pass : ICompressionPass
                     context.Model.ReleasePages(layer.Weight);
                     DenseMath.ReleaseWorkingMemory(layer.InFeatures);
                 }
+                context.ReleaseStageMemory();
             }
         }
         foreach (var target in targets) context.Record(records[target.Layer]);

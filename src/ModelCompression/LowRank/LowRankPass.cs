@@ -140,7 +140,7 @@ public sealed class LowRankPass : ICompressionPass
                 if (large && i != members[^1]) DenseMath.ReleaseWorkingMemory(plans[i].Factorization.InputFeatures);
                 context.Progress?.Report((Name, 0.5 + 0.5 * ++done / plans.Count));
             }
-            if (large) ReleaseWorkingMemory();
+            context.ReleaseStageMemory();
         }
         Finish(context, rows);
     }
@@ -168,13 +168,6 @@ public sealed class LowRankPass : ICompressionPass
         // The metric's and the solver's n² arrays are garbage now: a wide layer's go back before the next one's.
         if (context.LargeModel) DenseMath.ReleaseWorkingMemory(f.InputFeatures);
     }
-
-    /// <summary>
-    /// After a large model's stage: what its layers held (weights and factorizations in double, moments) goes back
-    /// to the system before the next capture, whatever the width (the layers of a stage together hold several times
-    /// their weights, which a plain collection would leave committed).
-    /// </summary>
-    private static void ReleaseWorkingMemory() => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
 
     /// <summary>
     /// For each plan that will be rewritten, its <see cref="LayerCapture.Stages"/> stage among the rewritten plans;

@@ -122,6 +122,17 @@ public sealed class CompressionContext
 
     /// <summary>The source is one the engine treats as large (it runs such models in bounded memory).</summary>
     public bool LargeModel { get; init; }
+
+    /// <summary>
+    /// After a stage of a staged pass on a large model: what its layers held (weights in double, statistics, solver
+    /// arrays) goes back to the system before the next capture. Those arrays live on the large-object heap, which a
+    /// plain collection leaves committed: without this a 1 GB model's GPTQ pass crept from 0.6 to 1.3 GB between wide
+    /// layers. One compacting collection a stage costs well under the stage.
+    /// </summary>
+    public void ReleaseStageMemory()
+    {
+        if (LargeModel) GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
 }
 
 /// <summary>Reports progress on the calling thread, in order (unlike <see cref="Progress{T}"/>, which posts).</summary>

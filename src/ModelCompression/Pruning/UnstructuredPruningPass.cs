@@ -68,6 +68,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
             var ready = targets.Where((_, k) => stages[k] == stage).ToList();
             var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList(), reference);
             for (var k = 0; k < ready.Count; k++) PruneLayer(context, ready[k], stats[k]);
+            context.ReleaseStageMemory();
         }
     }
 

@@ -109,10 +109,9 @@ public static class Gate
         };
         if (policy.Data.ValidationData is null) return measurements;
 
-        // Models past the streamed-size limit are judged without prepacked weight copies or a memory arena (both
-        // sessions alike, so the latency ratio compares like with like): peak memory stays near the models' own sizes.
-        var small = originalBytes <= DeployedSize.StreamedLimit;
-        var runtime = RuntimeOptions.From(policy) with { Prepacking = small, MemoryArena = small };
+        // Models past the streamed-size limit are judged without prepacked weight copies (both sessions alike, so the
+        // latency ratio compares like with like): peak memory stays near the two models' own sizes.
+        var runtime = RuntimeOptions.From(policy) with { Prepacking = originalBytes <= DeployedSize.StreamedLimit };
         // Past the limit the two sessions are never held together (each maps its weights, ≈ the model's size): the
         // original runs its predictions and latency rounds and is closed before the candidate opens.
         var oneAtATime = originalBytes > oneAtATimeAbove;

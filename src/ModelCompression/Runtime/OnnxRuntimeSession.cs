@@ -18,14 +18,6 @@ public sealed record RuntimeOptions(ExecutionProviderSpec Provider, int Threads 
     /// </summary>
     public bool Prepacking { get; init; } = true;
 
-    /// <summary>
-    /// False turns off ONNX Runtime's CPU memory arena, which keeps what a session ever allocated (in power-of-two
-    /// growth) for reuse: a sparse-stored model's decoders are folded into dense weights at session creation, and
-    /// with the arena their int64 positions and scatter indices stayed reserved for the session's life (0.25 GB
-    /// model at 50 %: 2.6 GB held while its candidate was gated).
-    /// </summary>
-    public bool MemoryArena { get; init; } = true;
-
     public static RuntimeOptions From(CompressionPolicy policy) => new(policy.Execution.ExecutionProvider, policy.Execution.Threads);
 }
 
@@ -116,7 +108,6 @@ public sealed class OnnxRuntimeSession : IDisposable
         }
         if (runtime.Threads > 0) options.IntraOpNumThreads = runtime.Threads;
         if (!runtime.Prepacking) options.AddSessionConfigEntry("session.disable_prepacking", "1");
-        if (!runtime.MemoryArena) options.EnableCpuMemArena = false;
         if (!runtime.Provider.IsCuda) return options;
         try
         {

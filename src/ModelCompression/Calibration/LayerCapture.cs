@@ -163,7 +163,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
                 {
                     outs = targets.Channels[t];
                     var y = prefix + "/y";
-                    probe.Graph.Input.Add(FloatValue(y));
+                    probe.Graph.Input.Add(SegmentedRunner.FloatValue(y));
                     feeds.Add((y, t, outs));
                     columns = prefix + "/uy";
                     graph.AddNode(Node("Concat", [unfolded, y], columns, Int("axis", 1)));
@@ -245,12 +245,9 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     private static void KeepOnly(OnnxModel probe, OnnxGraph graph, IEnumerable<string> outputs)
     {
         probe.Graph.Output.Clear();
-        foreach (var name in outputs) probe.Graph.Output.Add(FloatValue(name));
+        foreach (var name in outputs) probe.Graph.Output.Add(SegmentedRunner.FloatValue(name));
         graph.RemoveDeadNodes();
     }
-
-    private static ValueInfoProto FloatValue(string name) =>
-        new() { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } } };
 
     private static void Accumulate(GramStatistics s, float[] batch, int width)
     {

@@ -26,9 +26,6 @@ internal sealed class SegmentedRunner(OnnxModel model, Dataset data, RuntimeOpti
     /// <summary>The nodes already run, each with the initializers its inputs resolved to then.</summary>
     private readonly Dictionary<NodeProto, TensorProto?[]> _done = new(ReferenceEqualityComparer.Instance);
 
-    public OnnxModel Model => model;
-    public Dataset Data => data;
-    public int BatchSize => batchSize;
     /// <summary>Nodes run so far by segment runs (a test reads it: with a kept frontier each node runs once).</summary>
     internal long NodesRun { get; private set; }
 
@@ -175,7 +172,7 @@ internal sealed class SegmentedRunner(OnnxModel model, Dataset data, RuntimeOpti
         return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)ModelInput.ToDataType(first.ElementType), Shape = shape } } };
     }
 
-    private static ValueInfoProto FloatValue(string name) =>
+    internal static ValueInfoProto FloatValue(string name) =>
         new() { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } } };
 
     private static FloatTensor ToFloat(NdArray array) => new(array.Data switch

@@ -50,6 +50,7 @@ internal sealed unsafe class ExternalDataStore : IDisposable
 {
     private readonly string _baseDirectory;
     private readonly Dictionary<string, MappedFile> _files = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, SpillFile> _spills = new(StringComparer.Ordinal);
     private readonly object _gate = new();
 
     public ExternalDataStore(string baseDirectory) => _baseDirectory = Path.GetFullPath(baseDirectory);
@@ -59,6 +60,7 @@ internal sealed unsafe class ExternalDataStore : IDisposable
     public ReadOnlySpan<byte> Read(TensorProto tensor, long expectedLength)
     {
         var info = ExternalDataInfo.Parse(tensor);
+        if (Spill(info.Location) is { } spill) return spill.Read(info.Offset, info.Length >= 0 ? info.Length : expectedLength);
         var file = Open(tensor.Name, info.Location);
         var length = info.Length >= 0 ? info.Length : expectedLength >= 0 ? expectedLength : file.Length - info.Offset;
         if (info.Offset > file.Length || length > file.Length - info.Offset)
@@ -78,6 +80,7 @@ internal sealed unsafe class ExternalDataStore : IDisposable
     {
         if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
         var info = ExternalDataInfo.Parse(tensor);
+        if (Spill(info.Location) is { } spill) { spill.Release(info.Offset); return; }
         MappedFile? file;
         lock (_gate) _files.TryGetValue(info.Location, out file);
         if (file is null || file.Length == 0 || info.Offset >= file.Length) return;
@@ -90,8 +93,28 @@ internal sealed unsafe class ExternalDataStore : IDisposable
     {
         if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
         lock (_gate)
+        {
             foreach (var file in _files.Values)
                 if (file.Length > 0) file.Advise(0, file.Length);
+            foreach (var spill in _spills.Values) spill.ReleaseAll();
+        }
+    }
+
+    /// <summary>Makes the spill file's tensors readable through this store (by its location, which no model file names).</summary>
+    public void Register(SpillFile spill)
+    {
+        lock (_gate) _spills.Add(spill.Location, spill);
+    }
+
+    public void Unregister(SpillFile spill)
+    {
+        lock (_gate) _spills.Remove(spill.Location);
+    }
+
+    /// <summary>The spill file a location names, or null for a location of the model's own files.</summary>
+    public SpillFile? Spill(string location)
+    {
+        lock (_gate) return _spills.TryGetValue(location, out var spill) ? spill : null;
     }
 
     /// <summary>

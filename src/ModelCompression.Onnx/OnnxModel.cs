@@ -26,6 +26,7 @@ public sealed class OnnxModel : IDisposable
 
     private readonly ExternalDataStore _store;
     private readonly bool _ownsStore;
+    private SpillFile? _spill;
 
     private OnnxModel(ModelProto proto, ExternalDataStore store, bool ownsStore)
     {
@@ -237,8 +238,82 @@ public sealed class OnnxModel : IDisposable
         return output.ToByteArray();
     }
 
-    /// <summary>Whether any tensor stores its data in an external file.</summary>
-    public bool HasExternalData() => AllTensors(Proto).Any(t => t.HasDataLocation && t.DataLocation == DataLocation.External);
+    /// <summary>Whether any tensor stores its data in an external file the model names (not in a spill file).</summary>
+    public bool HasExternalData() => AllTensors(Proto).Any(t => IsExternal(t) && !IsSpilled(t));
+
+    private static bool IsExternal(TensorProto t) => t.HasDataLocation && t.DataLocation == DataLocation.External;
+
+    private bool IsSpilled(TensorProto t) => IsExternal(t) && _store.Spill(ExternalDataInfo.Parse(t).Location) is not null;
+
+    /// <summary>
+    /// Moves the bytes of every initializer of the main graph held in memory and at least <paramref name="minBytes"/>
+    /// long to a private spill file in <paramref name="directory"/> (the folder the output goes to, not the source's):
+    /// weights a pass has built then cost page cache, not heap, until the model is saved. Reading, saving and
+    /// runtime sessions treat them as before; the file goes with this model (see <see cref="SpillFile"/>). Returns the
+    /// bytes moved.
+    /// </summary>
+    public long Spill(string directory, long minBytes)
+    {
+        long moved = 0;
+        foreach (var tensor in Graph.Initializer)
+        {
+            if (IsExternal(tensor) || !tensor.HasRawData || tensor.RawData.Length < minBytes) continue;
+            if (_spill is null)
+            {
+                _spill = new SpillFile(directory, "model");
+                _store.Register(_spill);
+            }
+            var length = tensor.RawData.Length;
+            var offset = _spill.Append(tensor.RawData.Span);
+            tensor.ClearRawData();
+            tensor.DataLocation = DataLocation.External;
+            ExternalDataInfo.Write(tensor.ExternalData, _spill.Location, offset, length);
+            moved += length;
+        }
+        return moved;
+    }
+
+    /// <summary>
+    /// Bytes of the message with every tensor inline except those in the model's own external files: what a save
+    /// without a side file writes (spilled tensors count; over 2 GB it is reported as <see cref="long.MaxValue"/>).
+    /// </summary>
+    public long InlineSize()
+    {
+        var size = Proto.CalculateSize();
+        if (size < 0) return long.MaxValue;
+        var spilled = AllTensors(Proto).Where(IsSpilled).Sum(t => InlineSize(t) - t.CalculateSize());
+        return size + spilled;
+    }
+
+    /// <summary>
+    /// Serialized bytes of the tensor with its data inline, wherever the data is now: what it costs in a model saved
+    /// without a side file (a tensor's own <c>CalculateSize</c> counts only the reference of external data).
+    /// </summary>
+    public long InlineSize(TensorProto tensor)
+    {
+        if (!IsExternal(tensor)) return tensor.CalculateSize();
+        var reference = tensor.Clone();
+        reference.ExternalData.Clear();
+        reference.ClearDataLocation();
+        var length = ElementTypes.ByteCount((DataType)tensor.DataType, Tensors.ElementCount(tensor));
+        // raw_data (field 9): a one-byte tag, the length, the bytes.
+        return reference.CalculateSize() + 1 + CodedOutputStream.ComputeLengthSize((int)Math.Min(length, int.MaxValue)) + length;
+    }
+
+    /// <summary>A copy of the message with the spilled tensors inline again (null when there are none).</summary>
+    private ModelProto? WithSpilledInline()
+    {
+        if (!AllTensors(Proto).Any(IsSpilled)) return null;
+        var output = Proto.Clone();
+        foreach (var tensor in AllTensors(output).Where(IsSpilled))
+        {
+            tensor.RawData = ByteString.CopyFrom(GetTensor(tensor).RawBytes);
+            _store.Release(tensor);
+            tensor.ExternalData.Clear();
+            tensor.ClearDataLocation();
+        }
+        return output;
+    }
 
     /// <summary>
     /// The message as bytes with external-data references kept as they are (relative to <see cref="BaseDirectory"/>):
@@ -247,9 +322,11 @@ public sealed class OnnxModel : IDisposable
     /// </summary>
     public byte[] ToBytesWithExternalReferences()
     {
-        var size = Proto.CalculateSize();
+        // Spilled tensors go inline: the runtime reads external data from the model's folder only.
+        var message = WithSpilledInline() ?? Proto;
+        var size = message.CalculateSize();
         if (size < 0 || size > ProtobufLimit) throw new OnnxFormatException("model is past protobuf's 2 GB limit even with its external data left out");
-        return Proto.ToByteArray();
+        return message.ToByteArray();
     }
 
     /// <summary>Every tensor in the model: initializers, sparse initializers, attribute tensors, subgraphs, functions.</summary>
@@ -308,7 +385,7 @@ public sealed class OnnxModel : IDisposable
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var t in AllTensors(Proto))
         {
-            if (!(t.HasDataLocation && t.DataLocation == DataLocation.External)) continue;
+            if (!IsExternal(t) || IsSpilled(t)) continue;
             var info = ExternalDataInfo.Parse(t);
             if (seen.Add(info.Location)) files.Add(ExternalDataStore.ResolveLocation(BaseDirectory, t.Name, info.Location));
         }
@@ -317,6 +394,12 @@ public sealed class OnnxModel : IDisposable
 
     public void Dispose()
     {
+        if (_spill is not null)
+        {
+            _store.Unregister(_spill);
+            _spill.Dispose();
+            _spill = null;
+        }
         if (_ownsStore) _store.Dispose();
     }
 }

@@ -87,7 +87,7 @@ public static class CompressionEngine
         Trial RunTrial(LayerPolicy layers, List<StepTiming> steps, Dataset? data = null, bool latency = true, OriginalRun? original = null)
         {
             var policy = layers.ApplyTo(request.Policy, modelPath);
-            var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration, large);
+            var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration, large, large ? reportDirectory : null);
             var trial = new Trial(layers, context, Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx"));
             try
             {
@@ -495,10 +495,10 @@ public static class CompressionEngine
     {
         try
         {
-            var size = model.Proto.CalculateSize();
+            var size = model.InlineSize();
             // Past protobuf's limit, and for a large source stored with external data (it keeps that form: its weights
             // are written straight from the memory map to the side file, and ONNX Runtime maps them back in the gate).
-            var external = size is < 0 or > 1_900_000_000
+            var external = size > 1_900_000_000
                 || (model.HasExternalData() && OnnxModel.FileSizeWithExternalData(source) > LargeModelBytes);
             model.Save(path, external ? new SaveOptions { ExternalizeThreshold = 1024 } : null);
             return external;

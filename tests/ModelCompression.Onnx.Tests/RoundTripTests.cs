@@ -52,6 +52,55 @@ public sealed class RoundTripTests
     }
 
     [TestMethod]
+    public void SpilledTensors_ReadSaveAndRunAsBefore_AndLeaveNoFileBehind()
+    {
+        // A model's built weights spilled to a private file: reads, both saves, runtime bytes and the inline size are
+        // what they were in memory, and the spill file has no name in its folder (Linux/macOS: unlinked when opened).
+        var expected = Run(PathOf("fmnist_mlp.onnx"));
+        var dir = TempDirectory();
+        var spillDir = Path.Combine(dir, "spill");
+        Directory.CreateDirectory(spillDir);
+        byte[] inlineBytes;
+        using (var plain = OnnxModel.Load(PathOf("fmnist_mlp.onnx"))) inlineBytes = plain.ToBytes();
+
+        using (var model = OnnxModel.Load(PathOf("fmnist_mlp.onnx")))
+        {
+            var sizeBefore = model.InlineSize();
+            var before = model.Graph.Initializer.ToDictionary(t => t.Name, t => model.GetTensor(t).RawBytes.ToArray());
+            var moved = model.Spill(spillDir, 64 * 1024);
+            var spilled = model.Graph.Initializer.Where(t => t.DataLocation == TensorProto.Types.DataLocation.External).ToList();
+            Assert.IsNotEmpty(spilled);
+            Assert.AreEqual(spilled.Sum(t => (long)before[t.Name].Length), moved);
+            Assert.IsTrue(spilled.All(t => !t.HasRawData), "the bytes left the message");
+            Assert.IsTrue(model.Graph.Initializer.Where(t => !spilled.Contains(t)).All(t => t.RawData.Length < 64 * 1024), "only tensors past the threshold move");
+            Assert.AreEqual(0L, model.Spill(spillDir, 64 * 1024), "spilled once");
+            Assert.IsFalse(model.HasExternalData(), "a spill file is not external data the model names");
+            Assert.IsEmpty(model.ExternalDataFiles());
+            Assert.IsGreaterThanOrEqualTo(sizeBefore, model.InlineSize());
+            Assert.IsLessThan(sizeBefore + 1024, model.InlineSize());
+            if (OperatingSystem.IsLinux() || OperatingSystem.IsMacOS()) Assert.IsEmpty(Directory.GetFileSystemEntries(spillDir));
+
+            foreach (var t in model.Graph.Initializer) CollectionAssert.AreEqual(before[t.Name], model.GetTensor(t).RawBytes.ToArray(), t.Name);
+            CollectionAssert.AreEqual(inlineBytes, model.ToBytes());
+            CollectionAssert.AreEqual(inlineBytes, model.ToBytesWithExternalReferences());
+            // A clone reads them through the shared store.
+            using (var clone = model.Clone())
+                foreach (var t in clone.Graph.Initializer) CollectionAssert.AreEqual(before[t.Name], clone.GetTensor(t).RawBytes.ToArray(), t.Name);
+
+            var inline = Path.Combine(dir, "inline.onnx");
+            model.Save(inline);
+            CollectionAssert.AreEqual(File.ReadAllBytes(PathOf("fmnist_mlp.onnx")), File.ReadAllBytes(inline));
+            var external = Path.Combine(dir, "external.onnx");
+            model.Save(external, new SaveOptions { ExternalizeThreshold = 1024 });
+            AssertBitIdentical(expected, Run(external));
+            using var saved = OnnxModel.Load(external);
+            Assert.AreEqual(saved.ExternalDataFiles().Single(), Path.GetFullPath(external + ".data"));
+        }
+        Assert.IsEmpty(Directory.GetFileSystemEntries(spillDir));
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [TestMethod]
     public void UnknownFields_SurviveARoundTrip()
     {
         using var model = OnnxModel.Load(Mlp);

@@ -29,7 +29,7 @@ internal sealed class LowBitEncoding
     /// <summary>Serialized bytes this form adds to the model (messages plus their field tags and lengths).</summary>
     public long Size => Initializers.Sum(t => Framed(t.CalculateSize())) + Nodes.Sum(n => Framed(n.CalculateSize()));
 
-    public static long Framed(int size) => size + 1 + CodedOutputStream.ComputeLengthSize(size);
+    public static long Framed(long size) => size + 1 + CodedOutputStream.ComputeLengthSize((int)Math.Min(size, int.MaxValue));
 
     /// <summary>The packed form of <paramref name="q"/> for <paramref name="layer"/>'s weight, in the weight's own stored layout.</summary>
     public static LowBitEncoding Build(WeightedLayer layer, LowBitWeights q)

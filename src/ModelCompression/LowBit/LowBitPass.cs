@@ -119,7 +119,7 @@ public sealed class LowBitPass : ICompressionPass
         var q = target.Weights;
         var technique = q.Ternary ? "ternary" : "binary";
         var encoding = LowBitEncoding.Build(layer, q);
-        var denseBytes = LowBitEncoding.Framed(layer.Weight.CalculateSize());
+        var denseBytes = LowBitEncoding.Framed(context.Model.InlineSize(layer.Weight));
         var dense = q.Dense();
         var weightError = DenseMath.RelativeError(target.Original, dense);
         string storage;

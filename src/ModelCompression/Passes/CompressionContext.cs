@@ -124,14 +124,27 @@ public sealed class CompressionContext
     public bool LargeModel { get; init; }
 
     /// <summary>
-    /// After a stage of a staged pass on a large model: what its layers held (weights in double, statistics, solver
-    /// arrays) goes back to the system before the next capture. Those arrays live on the large-object heap, which a
-    /// plain collection leaves committed: without this a 1 GB model's GPTQ pass crept from 0.6 to 1.3 GB between wide
-    /// layers. One compacting collection a stage costs well under the stage.
+    /// Where a large model's built weights are spilled between stages (the report folder, where candidates are written
+    /// too); null keeps them in memory.
+    /// </summary>
+    public string? SpillDirectory { get; init; }
+
+    /// <summary>Built tensors at least this long are spilled (smaller ones are not worth a 4 KiB-aligned write).</summary>
+    internal long SpillMinBytes { get; init; } = 256 * 1024;
+
+    /// <summary>
+    /// After a stage of a staged pass on a large model, and after each pass: the weights written so far go to the spill
+    /// file (SparseGPT and low rank held them in float until the save: ≈ the model, or the output), and what the
+    /// stage's layers held (weights in double, statistics, solver arrays) goes back to the system before the next
+    /// capture. Those arrays live on the large-object heap, which a plain collection leaves committed: without this a
+    /// 1 GB model's GPTQ pass crept from 0.6 to 1.3 GB between wide layers. One compacting collection a stage costs
+    /// well under the stage.
     /// </summary>
     public void ReleaseStageMemory()
     {
-        if (LargeModel) GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        if (!LargeModel) return;
+        if (SpillDirectory is not null) Model.Spill(SpillDirectory, SpillMinBytes);
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 }
 

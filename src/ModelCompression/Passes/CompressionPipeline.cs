@@ -25,6 +25,7 @@ public static class CompressionPipeline
             context.Cancellation.ThrowIfCancellationRequested();
             pass.Apply(context);
             context.Graph.Invalidate();
+            context.ReleaseStageMemory();
         }
         WarnHighErrors(context);
     }
@@ -35,7 +36,7 @@ public static class CompressionPipeline
     /// The caller owns the returned context's model. Cached passes appear in <paramref name="timings"/> as cached.
     /// </summary>
     public static CompressionContext Run(OnnxModel source, CompressionPolicy policy, string modelPath, PassCache? cache, List<StepTiming> timings,
-        CancellationToken cancellation, IProgress<(string Stage, double Fraction)>? progress, Data.Dataset? calibration = null, bool largeModel = false)
+        CancellationToken cancellation, IProgress<(string Stage, double Fraction)>? progress, Data.Dataset? calibration = null, bool largeModel = false, string? spillDirectory = null)
     {
         var passes = For(policy);
         var keys = cache is null ? [] : PassCache.Keys(source, modelPath, policy, passes);
@@ -44,11 +45,11 @@ public static class CompressionPipeline
         if (cached >= 0)
         {
             var (model, steps) = cache!.Load(keys[cached]);
-            context = new CompressionContext(model, policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel };
+            context = new CompressionContext(model, policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel, SpillDirectory = spillDirectory };
             context.Replay(steps);
             for (var i = 0; i <= cached; i++) timings.Add(new StepTiming(passes[i].Name, 0, Cached: true));
         }
-        else context = new CompressionContext(source.Clone(), policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel };
+        else context = new CompressionContext(source.Clone(), policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel, SpillDirectory = spillDirectory };
 
         var step = new Stopwatch();
         for (var i = cached + 1; i < passes.Count; i++)
@@ -58,6 +59,7 @@ public static class CompressionPipeline
             progress?.Report((passes[i].Name, 0));
             passes[i].Apply(context);
             context.Graph.Invalidate();
+            context.ReleaseStageMemory();
             timings.Add(new StepTiming(passes[i].Name, step.Elapsed.TotalMilliseconds));
             cache?.Store(keys[i], context.Model, new CachedSteps([.. context.Records], [.. context.Diagnostics]));
         }

@@ -37,7 +37,7 @@ internal sealed class SparseEncoding
     /// <summary>Serialized bytes this form adds to the model (messages plus their field tags and lengths).</summary>
     public long Size => Initializers.Sum(t => Framed(t.CalculateSize())) + Nodes.Sum(n => Framed(n.CalculateSize())) + (Sparse is null ? 0 : Framed(Sparse.CalculateSize()));
 
-    public static long Framed(int size) => size + 1 + CodedOutputStream.ComputeLengthSize(size);
+    public static long Framed(long size) => size + 1 + CodedOutputStream.ComputeLengthSize((int)Math.Min(size, int.MaxValue));
 
     /// <summary>Flat positions of the elements that are not all-zero bytes.</summary>
     public static int[] NonZeroPositions(ReadOnlySpan<byte> raw, int elementSize)

@@ -53,7 +53,7 @@ public sealed class SparseStoragePass : ICompressionPass
             if (!data.HasRawBytes) continue;
             var raw = data.RawBytes;
             var positions = SparseEncoding.NonZeroPositions(raw, elementSize);
-            var denseSize = SparseEncoding.Framed(dense.CalculateSize());
+            var denseSize = SparseEncoding.Framed(context.Model.InlineSize(dense));
             var count = Tensors.ElementCount(dense);
             var rowMajor = (Positions: positions, Sources: positions, Transposed: false);
             var orders = dense.Dims.Count >= 2 && dense.Dims[0] > 1

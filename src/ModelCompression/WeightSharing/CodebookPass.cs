@@ -369,7 +369,7 @@ public sealed class CodebookPass : ICompressionPass
             }
         }
 
-        var denseBytes = Framed(weight.CalculateSize());
+        var denseBytes = Framed(context.Model.InlineSize(weight));
         var sharedBytes = initializers.Sum(t => Framed(t.CalculateSize())) + nodes.Sum(n => Framed(n.CalculateSize()));
         if (sharedBytes >= denseBytes)
         {
@@ -480,5 +480,5 @@ public sealed class CodebookPass : ICompressionPass
     }
 
     /// <summary>Bytes a message adds to its parent: the message, its field tag and its length.</summary>
-    private static long Framed(int size) => size + 1 + CodedOutputStream.ComputeLengthSize(size);
+    private static long Framed(long size) => size + 1 + CodedOutputStream.ComputeLengthSize((int)Math.Min(size, int.MaxValue));
 }

@@ -28,9 +28,16 @@ public sealed class LowRankLargeModelTests
 
     private static (byte[] Bytes, List<string> Rows) Compress(Policy.CompressionPolicy policy, bool large)
     {
+        // The large path also spills each stage's written factors (and, after the pass, every built weight past
+        // the threshold, here 1 KiB) to a spill file: the later stages read them from there.
+        var spill = Directory.CreateTempSubdirectory("mc-lowrank-spill").FullName;
         using var model = OnnxModel.Load(Fixtures.Mlp);
-        var context = new CompressionContext(model, policy) { LargeModel = large };
+        var context = new CompressionContext(model, policy) { LargeModel = large, SpillDirectory = spill, SpillMinBytes = 1024 };
         CompressionPipeline.Run(context);
-        return (model.ToBytes(), context.Records.Select(r => $"{r.Layer}: {r.Technique} rank {r.Rank} error {r.ReconstructionError:R} ({r.Note})").ToList());
+        var spilled = model.Graph.Initializer.Count(t => t.DataLocation == Onnx.Protobuf.TensorProto.Types.DataLocation.External);
+        Assert.AreEqual(large, spilled > 0, $"{spilled} spilled tensors");
+        var result = (model.ToBytes(), context.Records.Select(r => $"{r.Layer}: {r.Technique} rank {r.Rank} error {r.ReconstructionError:R} ({r.Note})").ToList());
+        Directory.Delete(spill);
+        return result;
     }
 }

@@ -1,0 +1,127 @@
+using System.IO.MemoryMappedFiles;
+
+namespace ModelCompression.Onnx;
+
+/// <summary>
+/// A private side file that holds tensors a model has built, so their bytes live in the page cache (and on disk)
+/// rather than in the process's heap until the model is saved. Its name is unique to the process and the write; on
+/// Linux and macOS it is unlinked as soon as it is open, so nothing is left behind even by a run that is killed.
+/// Each tensor is written once at a 4 KiB boundary and mapped on its first read.
+/// </summary>
+internal sealed unsafe class SpillFile : IDisposable
+{
+    private const long Alignment = 4096;
+    private readonly FileStream _stream;
+    private readonly Dictionary<long, Region> _regions = [];
+    private readonly object _gate = new();
+    private long _end;
+
+    public SpillFile(string directory, string prefix)
+    {
+        // A location no model file can name: the process's token is not known before the run.
+        Location = $"{prefix}.{TempFiles.NewToken()}.spill";
+        var path = Path.Combine(directory, Location);
+        var unlinkNow = OperatingSystem.IsLinux() || OperatingSystem.IsMacOS();
+        _stream = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 4096,
+            unlinkNow ? FileOptions.None : FileOptions.DeleteOnClose);
+        // The open handle keeps the file's blocks; the name is not needed to write or map them.
+        if (unlinkNow) File.Delete(path);
+    }
+
+    /// <summary>The name tensors stored here carry as their external-data location.</summary>
+    public string Location { get; }
+
+    /// <summary>Bytes written so far (the tensors' lengths, not the alignment).</summary>
+    public long Bytes { get; private set; }
+
+    /// <summary>Appends the bytes; returns where they are.</summary>
+    public long Append(ReadOnlySpan<byte> bytes)
+    {
+        lock (_gate)
+        {
+            var offset = (_end + Alignment - 1) / Alignment * Alignment;
+            RandomAccess.Write(_stream.SafeFileHandle, bytes, offset);
+            _end = offset + bytes.Length;
+            Bytes += bytes.Length;
+            return offset;
+        }
+    }
+
+    public ReadOnlySpan<byte> Read(long offset, long length)
+    {
+        if (length == 0) return ReadOnlySpan<byte>.Empty;
+        lock (_gate)
+        {
+            if (!_regions.TryGetValue(offset, out var region))
+            {
+                if (offset % Alignment != 0 || offset + length > _end) throw new OnnxFormatException($"spilled tensor at {offset} (+{length}) is not in the spill file");
+                region = new Region(_stream, offset, length);
+                _regions.Add(offset, region);
+            }
+            if (length > region.Length) throw new OnnxFormatException($"spilled tensor at {offset} is {region.Length} bytes, not {length}");
+            return new ReadOnlySpan<byte>(region.Pointer, (int)length);
+        }
+    }
+
+    /// <summary>Drops the tensor's pages from the resident set (they stay in the page cache).</summary>
+    public void Release(long offset)
+    {
+        Region? region;
+        lock (_gate) _regions.TryGetValue(offset, out region);
+        region?.Release();
+    }
+
+    public void ReleaseAll()
+    {
+        lock (_gate)
+            foreach (var region in _regions.Values) region.Release();
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var region in _regions.Values) region.Dispose();
+            _regions.Clear();
+            _stream.Dispose();
+        }
+    }
+
+    /// <summary>One tensor's bytes, mapped read-only (the file grows after a map is made, so each tensor has its own).</summary>
+    private sealed class Region : IDisposable
+    {
+        private readonly MemoryMappedFile _map;
+        private readonly MemoryMappedViewAccessor _view;
+        private readonly byte* _base;
+        public readonly byte* Pointer;
+        public readonly long Length;
+
+        public Region(FileStream stream, long offset, long length)
+        {
+            Length = length;
+            _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+            _view = _map.CreateViewAccessor(offset, length, MemoryMappedFileAccess.Read);
+            byte* p = null;
+            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            _base = p;
+            Pointer = p + _view.PointerOffset;
+        }
+
+        public void Release()
+        {
+            if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
+            var page = Environment.SystemPageSize;
+            var start = Pointer - _base;
+            var first = (start + page - 1) / page * page;
+            var end = (start + Length) / page * page;
+            if (end > first) Native.DontNeedPages((nint)(_base + first), (nuint)(end - first));
+        }
+
+        public void Dispose()
+        {
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+            _map.Dispose();
+        }
+    }
+}

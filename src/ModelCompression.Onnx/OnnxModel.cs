@@ -275,13 +275,16 @@ public sealed class OnnxModel : IDisposable
 
     /// <summary>
     /// Bytes of the message with every tensor inline except those in the model's own external files: what a save
-    /// without a side file writes (spilled tensors count; over 2 GB it is reported as <see cref="long.MaxValue"/>).
+    /// without a side file writes (spilled tensors count, to within the length prefixes of the messages that hold them;
+    /// past 2 GB of message it is <see cref="long.MaxValue"/>).
     /// </summary>
     public long InlineSize()
     {
         var size = Proto.CalculateSize();
         if (size < 0) return long.MaxValue;
-        var spilled = AllTensors(Proto).Where(IsSpilled).Sum(t => InlineSize(t) - t.CalculateSize());
+        // Each spilled tensor grows by its bytes and by the longer length prefix of its message.
+        static long Framed(long size) => size + CodedOutputStream.ComputeLengthSize((int)Math.Min(size, int.MaxValue));
+        var spilled = AllTensors(Proto).Where(IsSpilled).Sum(t => Framed(InlineSize(t)) - Framed(t.CalculateSize()));
         return size + spilled;
     }
 

@@ -57,7 +57,7 @@ public sealed record PruningOptions : IOptions<PruningOptions>
             "Also prune the first conv (it reads the model input) and the classifier head (it writes a model output); by default both stay dense.",
             o => o.PruneEdgeLayers, (o, v) => o with { PruneEdgeLayers = v })
         .Add("SparseStorage", Syntax.Bool, SettingScope.Model,
-            "With pruning: store mostly-zero weights (int8 ones too) in a compact sparse form, and floats exact in float16 (int8 scales) as float16, when that is smaller; ONNX Runtime expands them at load.",
+            "With pruning: store mostly-zero weights (int8 ones too) in a compact sparse form, and floats exact in float16 (int8 scales) as float16, when that is smaller; ONNX Runtime expands them at load. On a model over 64 MiB gap-coded forms are not used (their load holds about 10× the model in memory; a CM0302 warning says which weights stay dense).",
             o => o.SparseStorage, (o, v) => o with { SparseStorage = v });
 
     private static NmPattern? ParsePattern(string raw)

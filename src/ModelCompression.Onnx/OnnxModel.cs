@@ -247,12 +247,12 @@ public sealed class OnnxModel : IDisposable
 
     /// <summary>
     /// Moves the bytes of every initializer of the main graph held in memory and at least <paramref name="minBytes"/>
-    /// long to a private spill file in <paramref name="directory"/> (the folder the output goes to, not the source's):
+    /// long to a private spill file <c>&lt;pathPrefix&gt;.~pid-guid.spill</c> (in the folder the output goes to, not the source's):
     /// weights a pass has built then cost page cache, not heap, until the model is saved. Reading, saving and
     /// runtime sessions treat them as before; the file goes with this model (see <see cref="SpillFile"/>). Returns the
     /// bytes moved.
     /// </summary>
-    public long Spill(string directory, long minBytes)
+    public long Spill(string pathPrefix, long minBytes)
     {
         long moved = 0;
         foreach (var tensor in Graph.Initializer)
@@ -260,7 +260,7 @@ public sealed class OnnxModel : IDisposable
             if (IsExternal(tensor) || !tensor.HasRawData || tensor.RawData.Length < minBytes) continue;
             if (_spill is null)
             {
-                _spill = new SpillFile(directory, "model");
+                _spill = new SpillFile(pathPrefix);
                 _store.Register(_spill);
             }
             var length = tensor.RawData.Length;

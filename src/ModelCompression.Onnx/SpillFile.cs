@@ -16,11 +16,13 @@ internal sealed unsafe class SpillFile : IDisposable
     private readonly object _gate = new();
     private long _end;
 
-    public SpillFile(string directory, string prefix)
+    /// <param name="pathPrefix">Folder and start of the name: the file is <c>&lt;prefix&gt;.~pid-guid.spill</c>, a name
+    /// <see cref="TempFiles.RemoveStale"/> knows (where it could not be unlinked at once).</param>
+    public SpillFile(string pathPrefix)
     {
-        // A location no model file can name: the process's token is not known before the run.
-        Location = $"{prefix}.{TempFiles.NewToken()}.spill";
-        var path = Path.Combine(directory, Location);
+        // A location no model file can name: the token is not known before the run.
+        var path = $"{Path.GetFullPath(pathPrefix)}.{TempFiles.NewToken()}.spill";
+        Location = Path.GetFileName(path);
         var unlinkNow = OperatingSystem.IsLinux() || OperatingSystem.IsMacOS();
         _stream = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 4096,
             unlinkNow ? FileOptions.None : FileOptions.DeleteOnClose);

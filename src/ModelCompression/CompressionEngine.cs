@@ -87,7 +87,7 @@ public static class CompressionEngine
         Trial RunTrial(LayerPolicy layers, List<StepTiming> steps, Dataset? data = null, bool latency = true, OriginalRun? original = null)
         {
             var policy = layers.ApplyTo(request.Policy, modelPath);
-            var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration, large, large ? reportDirectory : null);
+            var context = CompressionPipeline.Run(source, policy, modelPath, cache, steps, cancellation, progress, calibration, large, large ? Path.Combine(reportDirectory, name) : null);
             var trial = new Trial(layers, context, Path.Combine(reportDirectory, $"{name}.{TempFiles.NewToken()}.candidate.onnx"));
             try
             {

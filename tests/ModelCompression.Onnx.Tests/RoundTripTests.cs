@@ -67,13 +67,13 @@ public sealed class RoundTripTests
         {
             var sizeBefore = model.InlineSize();
             var before = model.Graph.Initializer.ToDictionary(t => t.Name, t => model.GetTensor(t).RawBytes.ToArray());
-            var moved = model.Spill(spillDir, 64 * 1024);
+            var moved = model.Spill(Path.Combine(spillDir, "out"), 64 * 1024);
             var spilled = model.Graph.Initializer.Where(t => t.DataLocation == TensorProto.Types.DataLocation.External).ToList();
             Assert.IsNotEmpty(spilled);
             Assert.AreEqual(spilled.Sum(t => (long)before[t.Name].Length), moved);
             Assert.IsTrue(spilled.All(t => !t.HasRawData), "the bytes left the message");
             Assert.IsTrue(model.Graph.Initializer.Where(t => !spilled.Contains(t)).All(t => t.RawData.Length < 64 * 1024), "only tensors past the threshold move");
-            Assert.AreEqual(0L, model.Spill(spillDir, 64 * 1024), "spilled once");
+            Assert.AreEqual(0L, model.Spill(Path.Combine(spillDir, "out"), 64 * 1024), "spilled once");
             Assert.IsFalse(model.HasExternalData(), "a spill file is not external data the model names");
             Assert.IsEmpty(model.ExternalDataFiles());
             // Spilled tensors count as if inline (to within the length prefixes of the messages around them).

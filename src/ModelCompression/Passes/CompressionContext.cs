@@ -124,10 +124,10 @@ public sealed class CompressionContext
     public bool LargeModel { get; init; }
 
     /// <summary>
-    /// Where a large model's built weights are spilled between stages (the report folder, where candidates are written
-    /// too); null keeps them in memory.
+    /// Folder and name start of the file a large model's built weights are spilled to between stages (in the report
+    /// folder, where candidates are written too); null keeps them in memory.
     /// </summary>
-    public string? SpillDirectory { get; init; }
+    public string? SpillPathPrefix { get; init; }
 
     /// <summary>Built tensors at least this long are spilled (smaller ones are not worth a 4 KiB-aligned write).</summary>
     internal long SpillMinBytes { get; init; } = 256 * 1024;
@@ -143,7 +143,7 @@ public sealed class CompressionContext
     public void ReleaseStageMemory()
     {
         if (!LargeModel) return;
-        if (SpillDirectory is not null) Model.Spill(SpillDirectory, SpillMinBytes);
+        if (SpillPathPrefix is not null) Model.Spill(SpillPathPrefix, SpillMinBytes);
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 }

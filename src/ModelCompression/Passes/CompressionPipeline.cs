@@ -36,7 +36,7 @@ public static class CompressionPipeline
     /// The caller owns the returned context's model. Cached passes appear in <paramref name="timings"/> as cached.
     /// </summary>
     public static CompressionContext Run(OnnxModel source, CompressionPolicy policy, string modelPath, PassCache? cache, List<StepTiming> timings,
-        CancellationToken cancellation, IProgress<(string Stage, double Fraction)>? progress, Data.Dataset? calibration = null, bool largeModel = false, string? spillDirectory = null)
+        CancellationToken cancellation, IProgress<(string Stage, double Fraction)>? progress, Data.Dataset? calibration = null, bool largeModel = false, string? spillPathPrefix = null)
     {
         var passes = For(policy);
         var keys = cache is null ? [] : PassCache.Keys(source, modelPath, policy, passes);
@@ -45,11 +45,11 @@ public static class CompressionPipeline
         if (cached >= 0)
         {
             var (model, steps) = cache!.Load(keys[cached]);
-            context = new CompressionContext(model, policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel, SpillDirectory = spillDirectory };
+            context = new CompressionContext(model, policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel, SpillPathPrefix = spillPathPrefix };
             context.Replay(steps);
             for (var i = 0; i <= cached; i++) timings.Add(new StepTiming(passes[i].Name, 0, Cached: true));
         }
-        else context = new CompressionContext(source.Clone(), policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel, SpillDirectory = spillDirectory };
+        else context = new CompressionContext(source.Clone(), policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel, SpillPathPrefix = spillPathPrefix };
 
         var step = new Stopwatch();
         for (var i = cached + 1; i < passes.Count; i++)

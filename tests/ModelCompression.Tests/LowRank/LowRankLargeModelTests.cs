@@ -32,7 +32,7 @@ public sealed class LowRankLargeModelTests
         // the threshold, here 1 KiB) to a spill file: the later stages read them from there.
         var spill = Directory.CreateTempSubdirectory("mc-lowrank-spill").FullName;
         using var model = OnnxModel.Load(Fixtures.Mlp);
-        var context = new CompressionContext(model, policy) { LargeModel = large, SpillDirectory = spill, SpillMinBytes = 1024 };
+        var context = new CompressionContext(model, policy) { LargeModel = large, SpillPathPrefix = Path.Combine(spill, "out"), SpillMinBytes = 1024 };
         CompressionPipeline.Run(context);
         var spilled = model.Graph.Initializer.Count(t => t.DataLocation == Onnx.Protobuf.TensorProto.Types.DataLocation.External);
         Assert.AreEqual(large, spilled > 0, $"{spilled} spilled tensors");

@@ -31,7 +31,7 @@ public sealed class SpillTests
         int spilled;
         using (var model = OnnxModel.Load(Fixtures.Mlp))
         {
-            var context = new CompressionContext(model, policy) { LargeModel = true, SpillDirectory = spill ? directory : null, SpillMinBytes = 1024 };
+            var context = new CompressionContext(model, policy) { LargeModel = true, SpillPathPrefix = spill ? Path.Combine(directory, "out") : null, SpillMinBytes = 1024 };
             CompressionPipeline.Run(context);
             spilled = model.Graph.Initializer.Count(t => t.DataLocation == DataLocation.External);
             bytes = model.ToBytes();

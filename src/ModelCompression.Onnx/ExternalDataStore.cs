@@ -219,12 +219,7 @@ internal sealed unsafe class ExternalDataStore : IDisposable
         public void Advise(long offset, long length)
         {
             if (_view is null) return;
-            var page = Environment.SystemPageSize;
-            // The mapping itself starts on a page; only pages wholly inside the range are dropped.
-            var start = (long)(Pointer - _base) + offset;
-            var first = (start + page - 1) / page * page;
-            var end = (start + length) / page * page;
-            if (end > first) Native.DontNeedPages((nint)(_base + first), (nuint)(end - first));
+            Native.DontNeedWithin((nint)_base, (long)(Pointer - _base) + offset, length);
         }
 
         public void Dispose()
@@ -253,6 +248,18 @@ internal static partial class Native
         if (_unavailable) return;
         try { _ = madvise(address, length, DontNeed); }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { _unavailable = true; }
+    }
+
+    /// <summary>
+    /// Drops the pages wholly inside [start, start + length) of a mapping that begins at <paramref name="mappingBase"/>
+    /// (a mapping starts on a page; a page shared with bytes outside the range is kept).
+    /// </summary>
+    public static void DontNeedWithin(nint mappingBase, long start, long length)
+    {
+        var page = Environment.SystemPageSize;
+        var first = (start + page - 1) / page * page;
+        var end = (start + length) / page * page;
+        if (end > first) DontNeedPages(mappingBase + (nint)first, (nuint)(end - first));
     }
 
     [System.Runtime.InteropServices.LibraryImport("libc", SetLastError = true)]

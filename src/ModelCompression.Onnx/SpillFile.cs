@@ -112,11 +112,7 @@ internal sealed unsafe class SpillFile : IDisposable
         public void Release()
         {
             if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
-            var page = Environment.SystemPageSize;
-            var start = Pointer - _base;
-            var first = (start + page - 1) / page * page;
-            var end = (start + Length) / page * page;
-            if (end > first) Native.DontNeedPages((nint)(_base + first), (nuint)(end - first));
+            Native.DontNeedWithin((nint)_base, Pointer - _base, Length);
         }
 
         public void Dispose()

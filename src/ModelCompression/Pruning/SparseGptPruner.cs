@@ -114,14 +114,19 @@ internal static class SparseGptPruner
     private static bool Refit(double[] w, double[] target, double[] h, int rows, int cols, double lambda, double budget)
     {
         var exactCost = 0.0;
+        var largest = 0;
         for (var r = 0; r < rows; r++)
         {
             var m = 0;
             foreach (var x in w.AsSpan(r * cols, cols)) if (x != 0) m++;
             exactCost += (double)m * m * m / 3;
+            largest = Math.Max(largest, m);
         }
         var iterative = exactCost > budget;
-        using var scratch = new ThreadLocal<double[]>(() => []);
+        // The iterative refit's systems (32 MB each at 4096 inputs) come from a pool sized for the largest row: one
+        // array per row in flight. Growing a per-thread array row by row left ≈ 1.5 GB of them to the collector in a
+        // 4096-input layer (the SparseGPT pass's peak).
+        var scratch = new System.Collections.Concurrent.ConcurrentBag<double[]>();
         DenseMath.ForRows(rows, (long)cols * cols / 4, r =>
         {
             var row = w.AsSpan(r * cols, cols);
@@ -129,7 +134,9 @@ internal static class SparseGptPruner
             for (var c = 0; c < cols; c++) if (row[c] != 0) support.Add(c);
             var m = support.Count;
             if (m == 0) return;
-            var a = iterative ? Scratch(scratch, m * m) : new double[m * m];
+            double[]? pooled = null;
+            if (iterative && !scratch.TryTake(out pooled)) pooled = new double[(long)largest * largest];
+            var a = pooled ?? new double[m * m];
             var b = new double[m];
             var w0 = target.AsSpan(r * cols, cols);
             for (var p = 0; p < m; p++)
@@ -144,7 +151,9 @@ internal static class SparseGptPruner
             {
                 var x0 = new double[m];
                 for (var p = 0; p < m; p++) x0[p] = row[support[p]];
-                if (ConjugateGradient(a, m, b, x0, RefitIterations) is not { } xi) return;
+                var xi = ConjugateGradient(a, m, b, x0, RefitIterations);
+                scratch.Add(pooled!);
+                if (xi is null) return;
                 for (var p = 0; p < m; p++) row[support[p]] = xi[p];
                 return;
             }
@@ -152,13 +161,6 @@ internal static class SparseGptPruner
             for (var p = 0; p < m; p++) row[support[p]] = x[p];
         });
         return iterative;
-    }
-
-    /// <summary>This thread's scratch array of at least <paramref name="length"/> (reused across rows: a 4096-input layer's system is 32 MB).</summary>
-    private static double[] Scratch(ThreadLocal<double[]> scratch, int length)
-    {
-        if (scratch.Value!.Length < length) scratch.Value = new double[length];
-        return scratch.Value;
     }
 
     /// <summary>

@@ -39,18 +39,24 @@ internal static class SparseGptPruner
     {
         if (stride == 0) stride = cols;
         var w = Array.ConvertAll(weights, x => (double)x);
-        var h = new double[(long)cols * cols];
-        for (var i = 0; i < cols; i++) hessian.AsSpan(i * stride, cols).CopyTo(h.AsSpan(i * cols, cols));
-        for (var i = 0; i < cols; i++)
+        // An input that is zero on every calibration sample has no curvature: its weights cannot matter. The factor is
+        // taken of H with a unit diagonal there; no weight of such an input is ever nonzero again, so the refit reads
+        // H as it is, in place (no copy of H is held: 134 MB at 4096 inputs).
+        var dead = new List<int>();
+        for (var i = 0; i < prunable && i < cols; i++)
         {
-            // An input that is zero on every calibration sample has no curvature: its weights cannot matter.
-            if (h[i * cols + i] == 0 && i < prunable)
-            {
-                h[i * cols + i] = 1;
-                for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
-            }
+            if (hessian[(long)i * stride + i] != 0) continue;
+            dead.Add(i);
+            for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
         }
-        if (DenseMath.DampedInverseFactor(h, cols, damping) is not (var u, var damp, var added)) return null;
+        double[] Copy()
+        {
+            var h = new double[(long)cols * cols];
+            for (var i = 0; i < cols; i++) hessian.AsSpan(i * stride, cols).CopyTo(h.AsSpan(i * cols, cols));
+            foreach (var i in dead) h[i * cols + i] = 1;
+            return h;
+        }
+        if (DenseMath.DampedInverseFactor(Copy, cols, damping) is not (var u, var damp, var added)) return null;
         var target = (double[])w.Clone();
 
         var block = pattern is { } nm ? Math.Max(nm.M, blockSize - blockSize % nm.M) : blockSize;
@@ -93,7 +99,7 @@ internal static class SparseGptPruner
                 }
             });
         }
-        var iterative = Refit(w, target, h, rows, cols, added, exactRefitBudget);
+        var iterative = Refit(w, target, hessian, stride, rows, cols, added, exactRefitBudget);
         return new Result(Array.ConvertAll(w, x => (float)x), damp, iterative);
     }
 
@@ -111,7 +117,7 @@ internal static class SparseGptPruner
     /// step count (stopping early only on an exact zero residual or lost positivity) keeps the result deterministic.
     /// </remarks>
     /// <returns>Whether the layer was refit iteratively.</returns>
-    private static bool Refit(double[] w, double[] target, double[] h, int rows, int cols, double lambda, double budget)
+    private static bool Refit(double[] w, double[] target, double[] h, int stride, int rows, int cols, double lambda, double budget)
     {
         var exactCost = 0.0;
         var largest = 0;
@@ -141,7 +147,7 @@ internal static class SparseGptPruner
             var w0 = target.AsSpan(r * cols, cols);
             for (var p = 0; p < m; p++)
             {
-                var hp = h.AsSpan(support[p] * cols, cols);
+                var hp = h.AsSpan(support[p] * stride, cols);
                 b[p] = DenseMath.Dot(hp, w0) + lambda * w0[support[p]];
                 var ap = a.AsSpan(p * m, m);
                 for (var q = 0; q < m; q++) ap[q] = hp[support[q]];

@@ -92,7 +92,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     /// far more positions than features a regular sub-grid (see <see cref="RowsPerFeature"/>). Fixed once, on the
     /// model as it is then, so a layer's outputs and its later statistics always use the same rows.
     /// </summary>
-    private void PlanRows(IReadOnlyList<WeightedLayer> layers)
+    internal void PlanRows(IReadOnlyList<WeightedLayer> layers)
     {
         var fresh = layers.Where(l => !_steps.ContainsKey(l.Node.Output[0])).ToList();
         foreach (var layer in fresh) _steps[layer.Node.Output[0]] = 1;
@@ -121,6 +121,43 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
         PlanRows(layers);
         var probe = context.Model.Clone();
         var graph = new OnnxGraph(probe.Graph);
+        var outputs = AddTargetRows(graph, layers);
+        KeepOnly(probe, graph, outputs);
+        var targets = new LayerOutputs(layers.Select(l => l.OutFeatures).ToList());
+        ActivationCapture.Run(probe, outputs, Data, context.Runtime, context.CaptureBatchSize, batch =>
+        {
+            for (var k = 0; k < outputs.Count; k++) targets.Batches[k].Add(batch[outputs[k]].Data);
+        }, context.Cancellation);
+        for (var k = 0; k < layers.Count; k++) targets.Index[layers[k].Node.Output[0]] = k;
+        return targets;
+    }
+
+    /// <summary>
+    /// Like <see cref="Outputs(IReadOnlyList{WeightedLayer})"/> on <paramref name="reference"/> (the model before the
+    /// pass changed anything, which lists the same layers), for one stage's layers: a staged pass asks for the stages
+    /// front to back, so on a large model each run goes on from where the last one stopped, and only the stage's
+    /// targets are held (all layers' at once: a third of a 1 GB transformer).
+    /// </summary>
+    public LayerOutputs Outputs(IReadOnlyList<WeightedLayer> layers, OnnxModel reference)
+    {
+        PlanRows(layers);
+        var outputs = new List<string>();
+        var targets = new LayerOutputs(layers.Select(l => l.OutFeatures).ToList());
+        ReferenceRunner(reference).Run(layers.Select(l => l.Node.Output[0]).Distinct().ToList(), (_, batch) =>
+        {
+            for (var k = 0; k < outputs.Count; k++) targets.Batches[k].Add(batch[outputs[k]].Data);
+        }, segment =>
+        {
+            outputs.AddRange(AddTargetRows(new OnnxGraph(segment.Graph), layers));
+            return outputs;
+        }, progress: Progress);
+        for (var k = 0; k < layers.Count; k++) targets.Index[layers[k].Node.Output[0]] = k;
+        return targets;
+    }
+
+    /// <summary>Adds, per layer, the rows of its output its statistics use (see <see cref="PlanRows"/>); returns their names.</summary>
+    private List<string> AddTargetRows(OnnxGraph graph, IReadOnlyList<WeightedLayer> layers)
+    {
         var outputs = new List<string>();
         foreach (var layer in layers)
         {
@@ -131,14 +168,7 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
             if (step > 1) value = Subsample(graph, value, layer.OutFeatures, layer.WeightShape.Length - 2, step, prefix + "/grid");
             outputs.Add(Rows(graph, value, conv ? layer.WeightShape.Length : 0, layer.OutFeatures, prefix + "/rows"));
         }
-        KeepOnly(probe, graph, outputs);
-        var targets = new LayerOutputs(layers.Select(l => l.OutFeatures).ToList());
-        ActivationCapture.Run(probe, outputs, Data, context.Runtime, context.CaptureBatchSize, batch =>
-        {
-            for (var k = 0; k < outputs.Count; k++) targets.Batches[k].Add(batch[outputs[k]].Data);
-        }, context.Cancellation);
-        for (var k = 0; k < layers.Count; k++) targets.Index[layers[k].Node.Output[0]] = k;
-        return targets;
+        return outputs;
     }
 
     /// <summary>Statistics of each layer's input on the current model, with its captured output as the target when <paramref name="targets"/> has one.</summary>

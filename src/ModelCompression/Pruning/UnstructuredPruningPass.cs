@@ -33,12 +33,16 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         }
         var grouped = targets.Where(t => t.Method == PruneMethod.SparseGpt && t.Layer.Layout == WeightLayout.Convolution && t.Layer.Group != 1).ToList();
         var dataAware = targets.Where(t => t.Method == PruneMethod.SparseGpt).Except(grouped).ToList();
-        // The data-aware layers reconstruct their outputs in the model as it was before this pass.
+        // The data-aware layers reconstruct their outputs in the model as it was before this pass. A small model's
+        // are all captured up front; a large model keeps a copy of the message (weights shared, not copied) and each
+        // stage's are captured on it when the stage comes, so only that stage's are held (all of them: a third of a
+        // 1 GB transformer).
         var capture = dataAware.Count > 0 ? new LayerCapture(context, Name) : null;
-        var reference = capture?.Outputs(dataAware.Select(t => t.Layer).ToList());
+        using var reference = capture is not null && context.LargeModel ? context.Model.Clone() : null;
+        var upFront = capture is not null && reference is null ? capture.Outputs(dataAware.Select(t => t.Layer).ToList()) : null;
         foreach (var target in targets.Where(t => t.Method == PruneMethod.Magnitude)) PruneByMagnitude(context, target, target.Note);
         foreach (var target in grouped) PruneByMagnitude(context, target, "grouped conv: pruned by magnitude (the data-aware method needs group=1)");
-        if (capture is not null) PruneDataAware(context, dataAware, capture, reference!);
+        if (capture is not null) PruneDataAware(context, dataAware, capture, layers => upFront ?? capture.Outputs(layers, reference!));
     }
 
     private void PruneByMagnitude(CompressionContext context, PruningTarget target, string? note = null)
@@ -59,14 +63,17 @@ public sealed class UnstructuredPruningPass : ICompressionPass
     /// (the error of the layers before is corrected, not compounded), then is pruned against its input Hessian with
     /// the bias as an extra never-pruned column that absorbs the mean of what pruning removes.
     /// </summary>
-    private void PruneDataAware(CompressionContext context, List<PruningTarget> targets, LayerCapture capture, LayerOutputs reference)
+    private void PruneDataAware(CompressionContext context, List<PruningTarget> targets, LayerCapture capture, Func<List<WeightedLayer>, LayerOutputs> targetsOf)
     {
         var stages = LayerCapture.Stages(context.Graph, targets.Select(t => t.Layer).ToList());
+        // Every layer's rows are fixed up front (in one shape run for convolutions), not stage by stage.
+        capture.PlanRows(targets.Select(t => t.Layer).ToList());
         foreach (var stage in stages.Distinct().Order())
         {
             context.Cancellation.ThrowIfCancellationRequested();
             var ready = targets.Where((_, k) => stages[k] == stage).ToList();
-            var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList(), reference);
+            var layers = ready.Select(t => t.Layer).ToList();
+            var stats = capture.InputGrams(layers, targetsOf(layers));
             for (var k = 0; k < ready.Count; k++) PruneLayer(context, ready[k], stats[k]);
             context.ReleaseStageMemory();
         }

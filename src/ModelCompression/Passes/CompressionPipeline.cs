@@ -52,16 +52,26 @@ public static class CompressionPipeline
         else context = new CompressionContext(source.Clone(), policy, modelPath, cancellation) { Progress = progress, CalibrationData = calibration, LargeModel = largeModel, SpillPathPrefix = spillPathPrefix };
 
         var step = new Stopwatch();
-        for (var i = cached + 1; i < passes.Count; i++)
+        try
         {
-            cancellation.ThrowIfCancellationRequested();
-            step.Restart();
-            progress?.Report((passes[i].Name, 0));
-            passes[i].Apply(context);
-            context.Graph.Invalidate();
-            context.ReleaseStageMemory();
-            timings.Add(new StepTiming(passes[i].Name, step.Elapsed.TotalMilliseconds));
-            cache?.Store(keys[i], context.Model, new CachedSteps([.. context.Records], [.. context.Diagnostics]));
+            for (var i = cached + 1; i < passes.Count; i++)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                step.Restart();
+                progress?.Report((passes[i].Name, 0));
+                passes[i].Apply(context);
+                context.Graph.Invalidate();
+                context.ReleaseStageMemory();
+                timings.Add(new StepTiming(passes[i].Name, step.Elapsed.TotalMilliseconds));
+                cache?.Store(keys[i], context.Model, new CachedSteps([.. context.Records], [.. context.Diagnostics]));
+            }
+        }
+        catch
+        {
+            // The caller never gets this model: its spill file (and mapped pages) go now, not at process exit (an
+            // MSBuild node lives on).
+            context.Model.Dispose();
+            throw;
         }
         cache?.Trim();
         WarnHighErrors(context);

@@ -331,14 +331,7 @@ internal static class Int4Quantizer
         var dead = Enumerable.Range(0, cols).Where(i => hessian[(long)i * stride + i] == 0).ToList();
         foreach (var i in dead)
             for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
-        double[] Copy()
-        {
-            var h = new double[(long)cols * cols];
-            for (var i = 0; i < cols; i++) hessian.AsSpan(i * stride, cols).CopyTo(h.AsSpan(i * cols, cols));
-            foreach (var i in dead) h[i * cols + i] = 1;
-            return h;
-        }
-        if (DenseMath.DampedInverseFactor(Copy, cols, damping) is not (var u, var damp, _)) return null;
+        if (DenseMath.DampedInverseFactor(hessian, cols, stride, dead, damping) is not (var u, var damp, _)) return null;
 
         var q = Empty(rows, cols, blockSize, symmetric);
         var batch = Math.Max(LazyBatch, blockSize); // a multiple of the block size: a block's columns are all current when it is chosen

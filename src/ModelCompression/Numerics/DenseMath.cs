@@ -290,6 +290,20 @@ internal static class DenseMath
         DampedInverseFactor(() => (double[])h.Clone(), n, damping);
 
     /// <summary>
+    /// Like <see cref="DampedInverseFactor(double[], int, double)"/> for H the leading <paramref name="n"/> × n block of
+    /// <paramref name="statistics"/> (rows <paramref name="stride"/> apart) with a unit diagonal at <paramref name="unseen"/>
+    /// (inputs zero on every sample: no curvature). Each attempt copies the block afresh; the statistics are not modified.
+    /// </summary>
+    public static (double[] Factor, double Damping, double Added)? DampedInverseFactor(double[] statistics, int n, int stride, IReadOnlyList<int> unseen, double damping) =>
+        DampedInverseFactor(() =>
+        {
+            var h = new double[(long)n * n];
+            for (var i = 0; i < n; i++) statistics.AsSpan(i * stride, n).CopyTo(h.AsSpan(i * n, n));
+            foreach (var i in unseen) h[i * n + i] = 1;
+            return h;
+        }, n, damping);
+
+    /// <summary>
     /// Like <see cref="DampedInverseFactor(double[], int, double)"/>, with H made afresh by <paramref name="copy"/> for
     /// each attempt (a caller that builds H from larger statistics then holds no copy of its own while it is factored).
     /// </summary>

@@ -49,14 +49,7 @@ internal static class SparseGptPruner
             dead.Add(i);
             for (var r = 0; r < rows; r++) w[r * cols + i] = 0;
         }
-        double[] Copy()
-        {
-            var h = new double[(long)cols * cols];
-            for (var i = 0; i < cols; i++) hessian.AsSpan(i * stride, cols).CopyTo(h.AsSpan(i * cols, cols));
-            foreach (var i in dead) h[i * cols + i] = 1;
-            return h;
-        }
-        if (DenseMath.DampedInverseFactor(Copy, cols, damping) is not (var u, var damp, var added)) return null;
+        if (DenseMath.DampedInverseFactor(hessian, cols, stride, dead, damping) is not (var u, var damp, var added)) return null;
         var target = (double[])w.Clone();
 
         var block = pattern is { } nm ? Math.Max(nm.M, blockSize - blockSize % nm.M) : blockSize;

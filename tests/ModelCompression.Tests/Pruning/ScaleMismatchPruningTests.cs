@@ -90,4 +90,20 @@ public sealed class ScaleMismatchPruningTests
         Assert.AreEqual(98, counts[1]);
         Assert.AreEqual(550L, counts.Sum());
     }
+    [TestMethod]
+    public void SortedLamp_IsLampSorted_BitForBit()
+    {
+        // The global threshold keeps only each layer's sorted scores, computed in place: the same values as the
+        // scores in weight order, sorted (ties, signed zeros and a real layer's weights included).
+        using var model = Onnx.OnnxModel.Load(Fixtures.Mlp);
+        var random = new Random(5);
+        var synthetic = Enumerable.Range(0, 5000).Select(i => i % 7 == 0 ? 0.25f : i % 11 == 0 ? -0f : (float)(random.NextDouble() - 0.5)).ToArray();
+        foreach (var weights in model.Graph.Initializer.Where(t => t.Dims.Count == 2).Select(t => model.ReadFloats(t)).Append(synthetic))
+        {
+            var expected = PruningTargets.Lamp(weights);
+            Array.Sort(expected);
+            var actual = PruningTargets.SortedLamp((float[])weights.Clone());
+            CollectionAssert.AreEqual(expected.Select(BitConverter.SingleToInt32Bits).ToList(), actual.Select(BitConverter.SingleToInt32Bits).ToList());
+        }
+    }
 }

@@ -161,6 +161,28 @@ internal sealed unsafe class ExternalDataStore : IDisposable
         return current;
     }
 
+    /// <summary>
+    /// A map of its own of the whole file a location names (a spill file or one of the model's, confined to its folder
+    /// as every read is), for a runtime that reads it while this store may let go of its pages.
+    /// </summary>
+    public ExternalFileMap MapWhole(string tensorName, string location)
+    {
+        if (Spill(location) is { } spill) return spill.MapWhole();
+        var path = ResolveLocation(_baseDirectory, tensorName, location);
+        if (!File.Exists(path))
+            throw new OnnxFormatException($"tensor '{tensorName}': external data file '{location}' does not exist next to the model");
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        try
+        {
+            return new ExternalFileMap(stream, location, stream.Length, leaveOpen: false);
+        }
+        catch
+        {
+            stream.Dispose();
+            throw;
+        }
+    }
+
     private MappedFile Open(string tensorName, string location)
     {
         lock (_gate)

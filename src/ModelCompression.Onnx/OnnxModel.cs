@@ -323,13 +323,47 @@ public sealed class OnnxModel : IDisposable
     /// for ONNX Runtime sessions created from memory that are told that folder, so weights are neither copied into
     /// the message nor bound by protobuf's 2 GB limit.
     /// </summary>
-    public byte[] ToBytesWithExternalReferences()
+    /// <param name="inlineSpilled">Whether spilled tensors go inline (a runtime reads external data from the model's
+    /// folder); false keeps their references, for a runtime handed <see cref="MapExternalData"/> as in-memory files.</param>
+    public byte[] ToBytesWithExternalReferences(bool inlineSpilled = true)
     {
-        // Spilled tensors go inline: the runtime reads external data from the model's folder only.
-        var message = WithSpilledInline() ?? Proto;
+        var message = (inlineSpilled ? WithSpilledInline() : null) ?? Proto;
         var size = message.CalculateSize();
         if (size < 0 || size > ProtobufLimit) throw new OnnxFormatException("model is past protobuf's 2 GB limit even with its external data left out");
         return message.ToByteArray();
+    }
+
+    /// <summary>Whether a tensor's bytes are in this model's spill file (see <see cref="Spill"/>).</summary>
+    public bool HasSpilledData() => AllTensors(Proto).Any(IsSpilled);
+
+    /// <summary>
+    /// Every external-data file this model's tensors name, spill files included, each mapped whole under the location
+    /// the tensors carry: what a runtime given <see cref="ToBytesWithExternalReferences"/> with the spilled references
+    /// kept reads them from. Null when one is empty (nothing to map). The caller disposes the maps once the runtime
+    /// has let go of them.
+    /// </summary>
+    public IReadOnlyList<ExternalFileMap>? MapExternalData()
+    {
+        var maps = new List<ExternalFileMap>();
+        try
+        {
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var tensor in AllTensors(Proto).Where(IsExternal))
+            {
+                var location = ExternalDataInfo.Parse(tensor).Location;
+                if (!seen.Add(location)) continue;
+                maps.Add(_store.MapWhole(tensor.Name, location));
+                if (maps[^1].Length == 0) break;
+            }
+            if (maps.All(m => m.Length > 0)) return maps;
+        }
+        catch
+        {
+            foreach (var map in maps) map.Dispose();
+            throw;
+        }
+        foreach (var map in maps) map.Dispose();
+        return null;
     }
 
     /// <summary>Every tensor in the model: initializers, sparse initializers, attribute tensors, subgraphs, functions.</summary>

@@ -73,6 +73,15 @@ internal sealed unsafe class SpillFile : IDisposable
         region?.Release();
     }
 
+    /// <summary>
+    /// The whole file as written so far, mapped read-only, for a runtime that takes external data from memory: the
+    /// view must outlive every session given it.
+    /// </summary>
+    public ExternalFileMap MapWhole()
+    {
+        lock (_gate) return new ExternalFileMap(_stream, Location, _end, leaveOpen: true);
+    }
+
     public void ReleaseAll()
     {
         lock (_gate)

@@ -38,12 +38,15 @@ public sealed class OnnxRuntimeSession : IDisposable
     private readonly SessionOptions _options;
 
     private readonly string? _file;
+    // Memory the session reads as external data (spill files' maps): released after the session.
+    private readonly IReadOnlyList<IDisposable> _external;
 
-    private OnnxRuntimeSession(InferenceSession session, SessionOptions options, string? file)
+    private OnnxRuntimeSession(InferenceSession session, SessionOptions options, string? file, IReadOnlyList<IDisposable> external)
     {
         _session = session;
         _options = options;
         _file = file;
+        _external = external;
         InputNames = session.InputNames.ToList();
         OutputNames = session.OutputNames.ToList();
         OutputSymbols = session.OutputMetadata.ToDictionary(p => p.Key, p => (IReadOnlyList<string>)(p.Value.SymbolicDimensions ?? []), StringComparer.Ordinal);
@@ -60,29 +63,51 @@ public sealed class OnnxRuntimeSession : IDisposable
     /// <summary>
     /// A session over a model in memory. A model with external data is handed over with its references kept and
     /// ONNX Runtime reads the data from the model's folder itself, so a model past 2 GB inline can still be run and
-    /// its weights are not copied into a serialized message first.
+    /// its weights are not copied into a serialized message first. Weights the engine has spilled are handed over the
+    /// same way, as maps of the spill files (inline where the library cannot take external data from memory).
     /// </summary>
     public static OnnxRuntimeSession Create(OnnxModel model, RuntimeOptions runtime, string? file = null)
     {
-        if (!model.HasExternalData()) return Create(model.ToBytes(), runtime, file);
+        var external = model.HasExternalData();
+        var spilled = model.HasSpilledData();
+        if (!external && !spilled) return Create(model.ToBytes(), runtime, file);
+        var folder = external ? model.BaseDirectory : null;
+        // Given files in memory, ONNX Runtime takes every external file from them: the model's own are mapped too.
+        if (spilled && InMemoryExternalData.Available && model.MapExternalData() is { } maps)
+        {
+            try
+            {
+                var message = model.ToBytesWithExternalReferences(inlineSpilled: false);
+                return Create(options =>
+                {
+                    InMemoryExternalData.Add(options, maps);
+                    return new InferenceSession(message, options);
+                }, runtime, file, folder, maps);
+            }
+            catch
+            {
+                foreach (var map in maps) map.Dispose();
+                throw;
+            }
+        }
         var bytes = model.ToBytesWithExternalReferences();
-        return Create(options => new InferenceSession(bytes, options), runtime, file, model.BaseDirectory);
+        return Create(options => new InferenceSession(bytes, options), runtime, file, folder);
     }
 
     /// <summary>A session over a model file (ONNX Runtime resolves its external data itself).</summary>
     public static OnnxRuntimeSession Create(string path, RuntimeOptions runtime) =>
         Create(options => new InferenceSession(path, options), runtime, path);
 
-    private static OnnxRuntimeSession Create(Func<SessionOptions, InferenceSession> open, RuntimeOptions runtime, string? file, string? externalDataFolder = null)
+    private static OnnxRuntimeSession Create(Func<SessionOptions, InferenceSession> open, RuntimeOptions runtime, string? file, string? externalDataFolder = null, IReadOnlyList<IDisposable>? external = null)
     {
         var options = CreateOptions(runtime, file);
         // Where a model given as bytes finds its external data (ONNX Runtime's session option for exactly this).
         if (externalDataFolder is not null) options.AddSessionConfigEntry("session.model_external_initializers_file_folder_path", externalDataFolder);
         try
         {
-            return new OnnxRuntimeSession(open(options), options, file);
+            return new OnnxRuntimeSession(open(options), options, file, external ?? []);
         }
-        catch (OnnxRuntimeException e)
+        catch (Exception e) when (e is OnnxRuntimeException or InMemoryExternalDataException)
         {
             options.Dispose();
             throw new CompressionException(DiagnosticCodes.RuntimeFailure, $"ONNX Runtime cannot load the model: {Detail(e.Message)}", file, e);
@@ -259,5 +284,6 @@ public sealed class OnnxRuntimeSession : IDisposable
     {
         _session.Dispose();
         _options.Dispose();
+        foreach (var view in _external) view.Dispose();
     }
 }

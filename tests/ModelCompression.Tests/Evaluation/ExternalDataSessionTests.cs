@@ -42,4 +42,44 @@ public sealed class ExternalDataSessionTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [TestMethod]
+    [DataRow(false, DisplayName = "inline source")]
+    [DataRow(true, DisplayName = "source with external data")]
+    public void SpilledWeights_ReachTheRuntimeAsMapsOfTheSpillFile_AndGiveTheSameOutputs(bool externalSource)
+    {
+        var dir = Directory.CreateTempSubdirectory("spill-session").FullName;
+        try
+        {
+            var path = Fixtures.Mlp;
+            if (externalSource)
+            {
+                path = Path.Combine(dir, "m.onnx");
+                using var inline = OnnxModel.Load(Fixtures.Mlp);
+                // Only the first weight external: the rest stay in memory to be spilled.
+                inline.Save(path, new SaveOptions { ExternalizeThreshold = inline.Graph.Initializer.Max(t => t.RawData.Length) });
+            }
+            using var model = OnnxModel.Load(path);
+            Assert.AreEqual(externalSource, model.HasExternalData());
+            var inlineBytes = model.ToBytes().Length;
+            Assert.IsPositive(model.Spill(Path.Combine(dir, "out"), 1024));
+            Assert.IsTrue(InMemoryExternalData.Available, "the bundled ONNX Runtime takes external data from memory");
+            // The message keeps the spill file's references: the weights are not copied into it.
+            Assert.IsTrue(model.ToBytesWithExternalReferences(inlineSpilled: false).Length < inlineBytes / 10);
+
+            using var reference = OnnxModel.Load(Fixtures.Mlp);
+            var data = Fixtures.ValidationData.Take(64);
+            CollectionAssert.AreEqual(Predictions.Run(reference, data, Fixtures.Cpu, 32).Data, Predictions.Run(model, data, Fixtures.Cpu, 32).Data);
+            var value = reference.Graph.Node[0].Output[0];
+            var expected = new List<float[]>();
+            var actual = new List<float[]>();
+            ActivationCapture.Run(reference, [value], data, Fixtures.Cpu, 32, batch => expected.Add(batch[value].Data));
+            ActivationCapture.Run(model, [value], data, Fixtures.Cpu, 32, batch => actual.Add(batch[value].Data));
+            for (var i = 0; i < expected.Count; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -9,7 +9,7 @@ using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Policy;
 
-// Usage: dotnet run -c Release --project bench/Scale -- [--sizes 0.25,1,3] [--cases int8-dynamic,int8,int4,int4-rtn,sparsity,sparsity-dense,rank]
+// Usage: dotnet run -c Release --project bench/Scale -- [--sizes 0.25,1,3] [--cases int8-dynamic,int8,int4,int4-rtn,sparsity,sparsity-dense,rank,rank-int8]
 //        [--work <folder>] [--keep]
 // For each size it generates a transformer-shaped fp32 model with external data (fixed seed) plus calibration and
 // validation tokens into a temporary folder, checks ONNX Runtime runs it, then runs each case in a child process of its
@@ -75,6 +75,8 @@ internal static class Child
         // The same pruning kept dense: the pass and the gate without the sparse form's decoders (ONNX Runtime folds them at load).
         ["sparsity-dense"] = [("Sparsity", "0.5"), ("SparseStorage", "false")],
         ["rank"] = [("Rank", "0.5")],
+        // Two passes: int8's calibration runs the whole model after low rank has written (and spilled) its factors.
+        ["rank-int8"] = [("Rank", "0.5"), ("Quantize", "int8")],
     };
 
     /// <summary>Steps of the engine that are not the compression pass itself.</summary>

@@ -43,34 +43,28 @@ public static class ConsoleOutput
     }
 
     /// <summary>
-    /// Runs <paramref name="work"/> with progress: a live Spectre.Console display on a terminal, one plain line per
-    /// stage when output is redirected (CI logs, MSBuild).
+    /// Runs <paramref name="work"/> with progress: a live Spectre.Console display with the time left on a terminal;
+    /// when output is redirected (CI logs, MSBuild), a plain line per stage and, in a long stage, one every 30 s with
+    /// the time left (<see cref="ProgressLines"/>).
     /// </summary>
     public static T WithProgress<T>(TextWriter output, Func<IProgress<(string Stage, double Fraction)>, T> work)
     {
         var interactive = ReferenceEquals(output, Console.Out) && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
-        if (!interactive)
-        {
-            string? last = null;
-            return work(new Passes.InlineProgress<(string Stage, double Fraction)>(p =>
+        if (!interactive) return work(new ProgressLines(output, TimeProvider.System));
+        return AnsiConsole.Progress().AutoClear(true).HideCompleted(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
             {
-                if (p.Stage == last) return;
-                last = p.Stage;
-                output.WriteLine($"  {p.Stage}…");
-            }));
-        }
-        return AnsiConsole.Progress().AutoClear(true).HideCompleted(true).Start(ctx =>
-        {
-            var tasks = new Dictionary<string, ProgressTask>();
-            return work(new Passes.InlineProgress<(string Stage, double Fraction)>(p =>
-            {
-                if (!tasks.TryGetValue(p.Stage, out var task))
+                var tasks = new Dictionary<string, ProgressTask>();
+                return work(new Passes.InlineProgress<(string Stage, double Fraction)>(p =>
                 {
-                    foreach (var other in tasks.Values) other.Value = other.MaxValue;
-                    tasks[p.Stage] = task = ctx.AddTask(Markup.Escape(p.Stage), maxValue: 1);
-                }
-                task.Value = p.Fraction;
-            }));
-        });
+                    if (!tasks.TryGetValue(p.Stage, out var task))
+                    {
+                        foreach (var other in tasks.Values) other.Value = other.MaxValue;
+                        tasks[p.Stage] = task = ctx.AddTask(Markup.Escape(p.Stage), maxValue: 1);
+                    }
+                    task.Value = p.Fraction;
+                }));
+            });
     }
 }

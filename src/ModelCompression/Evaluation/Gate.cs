@@ -121,9 +121,14 @@ public static class Gate
         Dataset data;
         if (kept is not null) data = kept.Data!;
         else
+        {
             using (var model = OnnxModel.Load(originalPath))
                 data = DataCheck.Validation(validation ?? Dataset.Load(policy.Data.ValidationData), model.Graph, policy);
-        var batch = data.Batches(policy.Execution.BatchSize).First();
+            if (gate.ValidationSamples is { } budget) data = data.Take(budget);
+        }
+        // A large model is timed one sample at a time unless told otherwise: an app's single request, and rounds
+        // that take seconds rather than minutes.
+        var batch = data.Batches(gate.LatencyBatchSize ?? (oneAtATime ? 1 : policy.Execution.BatchSize)).First();
         var rounds = gate.LatencyRounds;
 
         var originalSession = kept is null || measureLatency ? OnnxRuntimeSession.Create(originalPath, runtime) : null;

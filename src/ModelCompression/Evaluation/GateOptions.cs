@@ -35,6 +35,10 @@ public sealed record GateOptions : IOptions<GateOptions>
     public IReadOnlyList<string> Outputs { get; init; } = [];
     public int TopK { get; init; } = 5;
     public int LatencyRounds { get; init; } = 9;
+    /// <summary>Samples per latency run; null: BatchSize, but 1 for a model over 64 MiB (one request of an app, and a round in seconds, not minutes).</summary>
+    public int? LatencyBatchSize { get; init; }
+    /// <summary>The gate judges at most this many validation samples, the first ones (null: all of them).</summary>
+    public int? ValidationSamples { get; init; }
 
     public bool HasAccuracyThreshold => MinAccuracy is not null || MaxAccuracyDrop is not null;
 
@@ -92,7 +96,13 @@ public sealed record GateOptions : IOptions<GateOptions>
             o => o.TopK, (o, v) => o with { TopK = v })
         .Add("LatencyRounds", Syntax.Integer(1, 1000), SettingScope.Model,
             "Interleaved original/compressed latency rounds.",
-            o => o.LatencyRounds, (o, v) => o with { LatencyRounds = v });
+            o => o.LatencyRounds, (o, v) => o with { LatencyRounds = v })
+        .Add("LatencyBatchSize", Syntax.Optional(Syntax.Integer(1, 65536)), SettingScope.Model,
+            "Samples per latency run (empty: BatchSize, but 1 for a model over 64 MiB, whose rounds at BatchSize would take minutes). The report names the batch it used.",
+            o => o.LatencyBatchSize, (o, v) => o with { LatencyBatchSize = v })
+        .Add("ValidationSamples", Syntax.Optional(Syntax.Integer(1, int.MaxValue)), SettingScope.Model,
+            "The gate judges at most this many validation samples, the first ones (empty: all). A budget for models whose every sample takes seconds; the report gives the count judged.",
+            o => o.ValidationSamples, (o, v) => o with { ValidationSamples = v });
 
     private static IEnumerable<string> Conflicts(GateOptions o, CompressionPolicy policy)
     {

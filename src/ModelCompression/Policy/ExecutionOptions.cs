@@ -21,7 +21,7 @@ public sealed record ExecutionOptions : IOptions<ExecutionOptions>
             "Native ONNX Runtime library to load (e.g. the CUDA build's libonnxruntime.so).",
             o => o.OnnxRuntimeLibrary, (o, v) => o with { OnnxRuntimeLibrary = v })
         .Add("BatchSize", Syntax.Integer(1, 65536), SettingScope.Model,
-            "Batch size for calibration, evaluation and latency (a model with a fixed batch dimension runs at that size when smaller).",
+            "Batch size for calibration, evaluation and latency (a model with a fixed batch dimension runs at that size when smaller; LatencyBatchSize sets the latency batch apart).",
             o => o.BatchSize, (o, v) => o with { BatchSize = v })
         .Add("Threads", Syntax.Integer(0, 1024), SettingScope.Model,
             "ONNX Runtime intra-op threads (0 = its default).",

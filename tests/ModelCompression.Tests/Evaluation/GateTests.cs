@@ -64,6 +64,29 @@ public sealed class GateTests
     }
 
     [TestMethod]
+    public void ValidationSamples_AndLatencyBatchSize_BoundWhatTheGateRuns()
+    {
+        var dir = Directory.CreateTempSubdirectory("mc-gate-budget").FullName;
+        var candidate = Path.Combine(dir, "out.onnx");
+        CompressionEngine.Compress(new(Fixtures.Mlp, candidate, dir, Fixtures.Policy(("Quantize", "int8-dynamic"))));
+        var budget = Gate.Measure(Fixtures.Mlp, candidate, Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1"), ("ValidationSamples", "100"), ("LatencyBatchSize", "8")));
+        Assert.AreEqual(100, budget.Original!.Samples);
+        Assert.AreEqual(100, budget.Compressed!.Samples);
+        Assert.AreEqual(8, budget.BatchSize, "the latency batch");
+        var all = Gate.Measure(Fixtures.Mlp, candidate, Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1")));
+        Assert.AreEqual(Fixtures.ValidationData.Count, all.Original!.Samples);
+        Assert.AreEqual(64, all.BatchSize, "BatchSize times a small model");
+        // The first 100 samples are the ones judged.
+        var first = Gate.Measure(Fixtures.Mlp, candidate, Fixtures.Policy(("ValidationData", "fmnist_val.npz")), default, null, Fixtures.ValidationData.Take(100), measureLatency: false);
+        Assert.AreEqual(first.Original, budget.Original);
+        Assert.AreEqual(first.Compressed, budget.Compressed);
+        // A model past the limit (lowered here) is timed one sample at a time by default.
+        var large = Gate.Measure(Fixtures.Mlp, candidate, Fixtures.Policy(("ValidationData", "fmnist_val.npz"), ("LatencyRounds", "1")), default, null, null, true, null, oneAtATimeAbove: 0);
+        Assert.AreEqual(1, large.BatchSize);
+        Directory.Delete(dir, recursive: true);
+    }
+
+    [TestMethod]
     public void ModelPastTheLimit_IsGatedOneModelAtATime_WithTheSameVerdict()
     {
         // The path a model over 64 MiB takes (each session alone, latency per model in turn), on the small MLP by

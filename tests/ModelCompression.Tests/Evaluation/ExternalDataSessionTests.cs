@@ -24,18 +24,7 @@ public sealed class ExternalDataSessionTests
             // The message handed to ONNX Runtime leaves the weights out: it is smaller than their side file.
             Assert.IsTrue(external.ToBytesWithExternalReferences().Length < new FileInfo(Path.Combine(dir, "m.onnx.data")).Length);
 
-            using var reference = OnnxModel.Load(Fixtures.Mlp);
-            var data = Fixtures.ValidationData.Take(64);
-            CollectionAssert.AreEqual(Predictions.Run(reference, data, Fixtures.Cpu, 32).Data, Predictions.Run(external, data, Fixtures.Cpu, 32).Data);
-
-            // Calibration captures run the same way (a probe model with extra outputs, its weights still external).
-            var value = reference.Graph.Node[0].Output[0];
-            var expected = new List<float[]>();
-            var actual = new List<float[]>();
-            ActivationCapture.Run(reference, [value], data, Fixtures.Cpu, 32, batch => expected.Add(batch[value].Data));
-            ActivationCapture.Run(external, [value], data, Fixtures.Cpu, 32, batch => actual.Add(batch[value].Data));
-            Assert.AreEqual(expected.Count, actual.Count);
-            for (var i = 0; i < expected.Count; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
+            AssertRunsLikeTheMlp(external);
         }
         finally
         {
@@ -67,19 +56,26 @@ public sealed class ExternalDataSessionTests
             // The message keeps the spill file's references: the weights are not copied into it.
             Assert.IsTrue(model.ToBytesWithExternalReferences(inlineSpilled: false).Length < inlineBytes / 10);
 
-            using var reference = OnnxModel.Load(Fixtures.Mlp);
-            var data = Fixtures.ValidationData.Take(64);
-            CollectionAssert.AreEqual(Predictions.Run(reference, data, Fixtures.Cpu, 32).Data, Predictions.Run(model, data, Fixtures.Cpu, 32).Data);
-            var value = reference.Graph.Node[0].Output[0];
-            var expected = new List<float[]>();
-            var actual = new List<float[]>();
-            ActivationCapture.Run(reference, [value], data, Fixtures.Cpu, 32, batch => expected.Add(batch[value].Data));
-            ActivationCapture.Run(model, [value], data, Fixtures.Cpu, 32, batch => actual.Add(batch[value].Data));
-            for (var i = 0; i < expected.Count; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
+            AssertRunsLikeTheMlp(model);
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    /// <summary>Predictions and calibration captures (a probe model with extra outputs) give the inline MLP's exact values.</summary>
+    private static void AssertRunsLikeTheMlp(OnnxModel model)
+    {
+        using var reference = OnnxModel.Load(Fixtures.Mlp);
+        var data = Fixtures.ValidationData.Take(64);
+        CollectionAssert.AreEqual(Predictions.Run(reference, data, Fixtures.Cpu, 32).Data, Predictions.Run(model, data, Fixtures.Cpu, 32).Data);
+        var value = reference.Graph.Node[0].Output[0];
+        var expected = new List<float[]>();
+        var actual = new List<float[]>();
+        ActivationCapture.Run(reference, [value], data, Fixtures.Cpu, 32, batch => expected.Add(batch[value].Data));
+        ActivationCapture.Run(model, [value], data, Fixtures.Cpu, 32, batch => actual.Add(batch[value].Data));
+        Assert.AreEqual(expected.Count, actual.Count);
+        for (var i = 0; i < expected.Count; i++) CollectionAssert.AreEqual(expected[i], actual[i]);
     }
 }

@@ -32,6 +32,22 @@ public sealed unsafe class ExternalFileMap : IDisposable
 
     public long Length { get; }
 
+    /// <summary>Drops the pages read through this map from the resident set (they stay in the page cache).</summary>
+    public void ReleasePages()
+    {
+        if (_view is null || !(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
+        byte* p = null;
+        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+        try
+        {
+            Native.DontNeedWithin((nint)p, _view.PointerOffset, Length);
+        }
+        finally
+        {
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+        }
+    }
+
     public void Dispose()
     {
         if (_view is not null)

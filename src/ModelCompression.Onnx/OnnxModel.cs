@@ -327,6 +327,8 @@ public sealed class OnnxModel : IDisposable
     /// folder); false keeps their references, for a runtime handed <see cref="MapExternalData"/> as in-memory files.</param>
     public byte[] ToBytesWithExternalReferences(bool inlineSpilled = true)
     {
+        // Checked before the spilled bytes are copied back in: they may be gigabytes.
+        if (inlineSpilled && InlineSize() > ProtobufLimit) throw new OnnxFormatException("model is past protobuf's 2 GB limit with the weights written so far inline, even with its external data left out");
         var message = (inlineSpilled ? WithSpilledInline() : null) ?? Proto;
         var size = message.CalculateSize();
         if (size < 0 || size > ProtobufLimit) throw new OnnxFormatException("model is past protobuf's 2 GB limit even with its external data left out");

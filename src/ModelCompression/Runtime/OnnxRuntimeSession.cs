@@ -81,7 +81,10 @@ public sealed class OnnxRuntimeSession : IDisposable
                 return Create(options =>
                 {
                     InMemoryExternalData.Add(options, maps);
-                    return new InferenceSession(message, options);
+                    var session = new InferenceSession(message, options);
+                    // ONNX Runtime has copied the weights into the session: the pages it read need not stay resident.
+                    foreach (var map in maps) map.ReleasePages();
+                    return session;
                 }, runtime, file, folder, maps);
             }
             catch

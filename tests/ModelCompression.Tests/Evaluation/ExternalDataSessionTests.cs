@@ -1,4 +1,6 @@
 using ModelCompression.Calibration;
+using ModelCompression.Data;
+using ModelCompression.Onnx.Protobuf;
 using ModelCompression.Evaluation;
 using ModelCompression.Onnx;
 using ModelCompression.Runtime;
@@ -57,6 +59,55 @@ public sealed class ExternalDataSessionTests
             Assert.IsTrue(model.ToBytesWithExternalReferences(inlineSpilled: false).Length < inlineBytes / 10);
 
             AssertRunsLikeTheMlp(model);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [TestMethod]
+    public void SpilledWeightsPast2GB_RunInOneSession()
+    {
+        // 520 MatMuls with 4 MiB weights each: 2080 MiB, past what one protobuf message can hold inline. Each weight
+        // is spilled as soon as it is added, so the test holds one of them in memory at a time.
+        const int width = 1024, layers = 520;
+        var graph = new GraphProto { Name = "chain" };
+        var x = "x";
+        for (var i = 0; i < layers; i++)
+        {
+            var node = new NodeProto { OpType = "MatMul", Name = $"mm{i}", Input = { x, $"w{i}" }, Output = { $"y{i}" } };
+            graph.Node.Add(node);
+            x = $"y{i}";
+        }
+        static ValueInfoProto Value(string name) => new()
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 1 }, new TensorShapeProto.Types.Dimension { DimValue = width } } } } },
+        };
+        graph.Input.Add(Value("x"));
+        graph.Output.Add(Value(x));
+        var proto = new ModelProto { IrVersion = 8, Graph = graph, OpsetImport = { new OperatorSetIdProto { Domain = "", Version = 17 } } };
+        var dir = Directory.CreateTempSubdirectory("spill-2gb").FullName;
+        try
+        {
+            using var model = OnnxModel.Parse(Google.Protobuf.MessageExtensions.ToByteArray(proto), dir);
+            // 1/1024 everywhere: each layer averages its input, exactly (a power of two over 1024 terms).
+            var weight = System.Runtime.InteropServices.MemoryMarshal.AsBytes(Enumerable.Repeat(1f / width, width * width).ToArray().AsSpan()).ToArray();
+            long spilled = 0;
+            for (var i = 0; i < layers; i++)
+            {
+                model.Graph.Initializer.Add(Tensors.Wrap($"w{i}", [width, width], TensorProto.Types.DataType.Float, weight));
+                spilled += model.Spill(Path.Combine(dir, "out"), 1024);
+            }
+            Assert.IsTrue(spilled > int.MaxValue);
+            Assert.ThrowsExactly<OnnxFormatException>(() => model.ToBytesWithExternalReferences(), "inline, the weights do not fit one message");
+
+            using var session = OnnxRuntimeSession.Create(model, Fixtures.Cpu with { Prepacking = false });
+            var input = Enumerable.Range(0, width).Select(i => (float)(i % 7)).ToArray();
+            var output = session.Run([new NdArray("x", [1, width], ArrayElementType.Float32, input)])[x].Data;
+            var mean = input.Average();
+            Assert.IsTrue(output.All(v => Math.Abs(v - mean) < 1e-4), $"{output[0]} vs {mean}");
         }
         finally
         {

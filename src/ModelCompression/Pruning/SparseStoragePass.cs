@@ -48,11 +48,23 @@ public sealed class SparseStoragePass : ICompressionPass
         foreach (var dense in graph.Proto.Initializer.ToList())
         {
             if (graphInputs.Contains(dense.Name) || graph.IsGraphOutput(dense.Name)) continue;
+            try
+            {
+                Store(dense);
+            }
+            finally
+            {
+                // Every weight is read here: its mapped pages (source or spill file) need not stay resident after.
+                context.Model.ReleasePages(dense);
+            }
+        }
+        void Store(TensorProto dense)
+        {
             var type = (DataType)dense.DataType;
             var elementSize = ElementTypes.SizeInBytes(type);
-            if (elementSize == 0 || type is DataType.String or DataType.Complex64 or DataType.Complex128) continue;
+            if (elementSize == 0 || type is DataType.String or DataType.Complex64 or DataType.Complex128) return;
             var data = context.Model.GetTensor(dense);
-            if (!data.HasRawBytes) continue;
+            if (!data.HasRawBytes) return;
             var raw = data.RawBytes;
             var positions = SparseEncoding.NonZeroPositions(raw, elementSize);
             var denseSize = SparseEncoding.Framed(context.Model.InlineSize(dense));
@@ -75,14 +87,14 @@ public sealed class SparseStoragePass : ICompressionPass
                 SparseEncoding.Float16(dense, raw, Fresh),
             }.OfType<SparseEncoding>();
             var best = candidates.MinBy(c => c.Size)!;
-            if (best.Size >= denseSize) continue;
+            if (best.Size >= denseSize) return;
             if (context.LargeModel && best == gapCoded)
             {
                 // Gap codes are decoded by ONNX Runtime's constant folding at session creation, through int64
                 // intermediates per stored value: a 269 MB model pruned to 50 % held 2.6 GB (9.7×) in that session,
                 // and peaked at 4.4 GB while it was built. A large model keeps such weights dense.
                 keptDense.Add((dense.Name, denseSize, best.Size));
-                continue;
+                return;
             }
 
             graph.RemoveInitializer(dense.Name);

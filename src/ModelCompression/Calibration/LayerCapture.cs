@@ -55,7 +55,19 @@ internal sealed class LayerCapture(CompressionContext context, string passName)
     private SegmentedRunner RunnerFor(OnnxModel model) =>
         new(model, Data, context.Runtime, context.CaptureBatchSize, keepFrontier: context.LargeModel, context.Cancellation);
 
-    private IProgress<double>? Progress => context.Progress is { } p ? new InlineProgress<double>(f => p.Report((passName, f))) : null;
+    private (double From, double To) _span = (0, 1);
+
+    /// <summary>
+    /// Where the captures from now on report their progress within the pass: a staged pass runs one or more per
+    /// stage, and each run going 0 → 1 on its own would send the pass's fraction (and the time left shown from it)
+    /// back to the start at every stage. From = To holds it still.
+    /// </summary>
+    public void ReportWithin(double from, double to) => _span = (from, to);
+
+    /// <summary>Stage <paramref name="stage"/> of <paramref name="stages"/> (0-based) is that share of the pass.</summary>
+    public void ReportStage(int stage, int stages) => ReportWithin((double)stage / stages, (stage + 1.0) / stages);
+
+    private IProgress<double>? Progress => context.Progress is { } p ? new InlineProgress<double>(f => p.Report((passName, _span.From + f * (_span.To - _span.From)))) : null;
 
     /// <summary>
     /// The dependency stage of each layer: 0 when no other listed layer feeds its input, else 1 + the largest stage

@@ -103,6 +103,7 @@ public sealed class Int4Pass : ICompressionPass
             foreach (var stage in stages.Distinct().Order())
             {
                 context.Cancellation.ThrowIfCancellationRequested();
+                capture.ReportStage(stage, stages.Max() + 1);
                 var ready = gptq.Where((_, k) => stages[k] == stage).ToList();
                 var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList());
                 for (var k = 0; k < ready.Count; k++)

@@ -83,11 +83,13 @@ public sealed class LowBitPass : ICompressionPass
         }
         if (fitted.Count == 0) return;
         var capture = new LayerCapture(context, Name);
+        capture.ReportWithin(0, 0);
         var reference = capture.Outputs(fitted.Select(t => t.Layer).ToList());
         var stages = LayerCapture.Stages(context.Graph, fitted.Select(t => t.Layer).ToList());
         foreach (var stage in stages.Distinct().Order())
         {
             context.Cancellation.ThrowIfCancellationRequested();
+            capture.ReportStage(stage, stages.Max() + 1);
             var ready = fitted.Where((_, k) => stages[k] == stage).ToList();
             var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList(), reference);
             for (var k = 0; k < ready.Count; k++) FitLayer(context, ready[k], stats[k]);

@@ -91,6 +91,8 @@ public sealed class LowRankPass : ICompressionPass
         // Taken before any rewrite: the outputs every refitted layer aims at.
         var reference = plans.Any(p => p.ActivationAware) ? context.Model.Clone() : null;
         var capture = new LayerCapture(context, Name);
+        // The pass reports its own fraction per layer; its captures hold it where it is.
+        capture.ReportWithin(0, 0);
         var large = context.LargeModel;
         // Ranks from RankEnergy or the budget need every such layer's spectrum before any rank is chosen (in the
         // metric of its inputs when activation-aware); a fixed Rank waits for its stage. A large model keeps only
@@ -125,6 +127,7 @@ public sealed class LowRankPass : ICompressionPass
             // the spectra); later stages refit to what the earlier ones left them, paired with the reference. A layer
             // whose first capture failed stays on plain SVD.
             var measured = members.Where(i => plans[i].ActivationAware && plans[i].FallbackNote is null && (stage > 0 || plans[i].Moments is null)).ToList();
+            capture.ReportWithin(0.5 + 0.5 * done / plans.Count, 0.5 + 0.5 * done / plans.Count);
             CaptureMoments(capture, measured.Select(i => plans[i]).ToList(), stage == 0 ? null : reference);
             foreach (var i in members)
             {

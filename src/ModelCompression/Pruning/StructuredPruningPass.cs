@@ -51,12 +51,15 @@ public sealed class StructuredPruningPass : ICompressionPass
         var dataAware = context.HasCalibration;
         var sinks = plans.SelectMany(p => p.Group.Sinks).Distinct().Select(n => Layer(graph, n)).ToList();
         var capture = dataAware ? new LayerCapture(context, Name) : null;
+        capture?.ReportWithin(0, 0);
         var targets = capture?.Outputs(sinks);
         var criterion = global.CriterionFor(context.HasCalibration);
         var apoz = criterion == StructuredCriterion.Apoz ? AveragePercentageOfZeros(context, plans.Select(p => p.Group).ToList()) : null;
-        foreach (var (group, keep, damping) in plans)
+        for (var g = 0; g < plans.Count; g++)
         {
+            var (group, keep, damping) = plans[g];
             context.Cancellation.ThrowIfCancellationRequested();
+            capture?.ReportStage(g, plans.Count);
             var groupSinks = group.Sinks.Select(n => Layer(graph, n)).ToList();
             var stats = capture?.InputGrams(groupSinks, targets);
             var kept = Select(context, group, keep, damping, groupSinks, stats, apoz?[group]);

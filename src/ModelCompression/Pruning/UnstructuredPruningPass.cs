@@ -39,6 +39,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         // 1 GB transformer).
         var capture = dataAware.Count > 0 ? new LayerCapture(context, Name) : null;
         using var reference = capture is not null && context.LargeModel ? context.Model.Clone() : null;
+        capture?.ReportWithin(0, 0);
         var upFront = capture is not null && reference is null ? capture.Outputs(dataAware.Select(t => t.Layer).ToList()) : null;
         foreach (var target in targets.Where(t => t.Method == PruneMethod.Magnitude)) PruneByMagnitude(context, target, target.Note);
         foreach (var target in grouped) PruneByMagnitude(context, target, "grouped conv: pruned by magnitude (the data-aware method needs group=1)");
@@ -71,6 +72,7 @@ public sealed class UnstructuredPruningPass : ICompressionPass
         foreach (var stage in stages.Distinct().Order())
         {
             context.Cancellation.ThrowIfCancellationRequested();
+            capture.ReportStage(stage, stages.Max() + 1);
             var ready = targets.Where((_, k) => stages[k] == stage).ToList();
             var layers = ready.Select(t => t.Layer).ToList();
             var stats = capture.InputGrams(layers, targetsOf(layers));

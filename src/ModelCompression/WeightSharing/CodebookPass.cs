@@ -71,6 +71,7 @@ public sealed class CodebookPass : ICompressionPass
             foreach (var stage in stages.Distinct().Order())
             {
                 context.Cancellation.ThrowIfCancellationRequested();
+                capture.ReportStage(stage, stages.Max() + 1);
                 var ready = dataAware.Where((_, i) => stages[i] == stage).ToList();
                 var stats = capture.InputGrams(ready.Select(t => t.Layer).ToList());
                 for (var i = 0; i < ready.Count; i++)

@@ -112,7 +112,10 @@ public sealed class CodebookPass : ICompressionPass
             else measured.Add(layer);
         }
         if (measured.Count == 0) return result;
-        var stats = new LayerCapture(context, Name).InputGrams(measured);
+        var capture = new LayerCapture(context, Name);
+        // Before the staged fits (if any): this run holds the pass's fraction at the start.
+        capture.ReportWithin(0, 0);
+        var stats = capture.InputGrams(measured);
         for (var l = 0; l < measured.Count; l++) result[measured[l].Node] = FromMoments(stats[l], measured[l].InFeatures) ?? Unmeasured;
         return result;
     }

@@ -14,6 +14,7 @@ public sealed class ProgressTests
     [DataRow("Quantize", "int4", "int4", DisplayName = "GPTQ int4")]
     [DataRow("Rank", "0.5", "low-rank", DisplayName = "activation-aware low rank")]
     [DataRow("StructuredSparsity", "0.5", "structured-prune", DisplayName = "structured pruning, refit")]
+    [DataRow("Codebook", "16", "codebook", DisplayName = "codebooks, GPTQ-style assignment")]
     public void StagedPass_ReportsAFractionThatOnlyGrows(string setting, string value, string pass)
     {
         var dir = Directory.CreateTempSubdirectory("mc-progress").FullName;

@@ -54,8 +54,10 @@ public sealed class SparseStoragePass : ICompressionPass
             }
             finally
             {
-                // Every weight is read here: its mapped pages (source or spill file) need not stay resident after.
+                // Every weight is read here: its mapped pages (source or spill file) need not stay resident after,
+                // and on a large model neither do the candidate forms built for it (tens of MB of garbage a weight).
                 context.Model.ReleasePages(dense);
+                context.ReleaseStageMemory();
             }
         }
         void Store(TensorProto dense)

@@ -11,8 +11,14 @@ namespace ModelCompression.Reporting;
 /// </summary>
 internal static class LayerStorage
 {
-    public static Dictionary<string, (CompressedSizes Sizes, double Entropy)> Measure(OnnxModel model, IReadOnlyDictionary<string, List<string>> valuesByRow)
+    public static Dictionary<string, (CompressedSizes Sizes, double Entropy)> Measure(OnnxModel model, IReadOnlyDictionary<string, List<string>> valuesByRow) =>
+        Measure(model, valuesByRow, DeployedSize.StreamedLimit);
+
+    /// <param name="streamedLimit">Past this many bytes of weights the layers are compressed at the settings the whole
+    /// model was (<see cref="DeployedSize.OfStreamedSettings"/>; tests lower it).</param>
+    internal static Dictionary<string, (CompressedSizes Sizes, double Entropy)> Measure(OnnxModel model, IReadOnlyDictionary<string, List<string>> valuesByRow, long streamedLimit)
     {
+        var large = model.Graph.Initializer.Sum(model.InlineSize) > streamedLimit;
         var producers = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
         // Tensors are indexed, not copied: each row's bytes are gathered when it is measured and dropped after, so the
         // report holds one layer's bytes at a time, not the whole model's.
@@ -35,7 +41,7 @@ internal static class LayerStorage
             if (parts.Count == 0) continue;
             var bytes = parts.Select(p => Stored(model, p)).ToList();
             var all = bytes.SelectMany(p => p.Raw).ToArray();
-            result[row] = (DeployedSize.Of(all), bytes.Sum(p => DeployedSize.EntropyBytes(p.Raw, p.ElementSize)));
+            result[row] = (large ? DeployedSize.OfStreamedSettings(all) : DeployedSize.Of(all), bytes.Sum(p => DeployedSize.EntropyBytes(p.Raw, p.ElementSize)));
             foreach (var p in parts) model.ReleasePages(p);
         }
         return result;

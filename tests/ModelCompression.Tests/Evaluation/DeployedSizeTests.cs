@@ -67,6 +67,20 @@ public sealed class DeployedSizeTests
     }
 
     [TestMethod]
+    public void LayerSizes_OfALargeModel_UseTheStreamedSettings()
+    {
+        using var model = Onnx.OnnxModel.Load(Fixtures.Mlp);
+        var weight = model.Graph.Initializer.OrderByDescending(t => t.RawData.Length).First();
+        var rows = new Dictionary<string, List<string>> { ["layer"] = [weight.Name] };
+        var bytes = weight.RawData.ToByteArray();
+        var small = Reporting.LayerStorage.Measure(model, rows)["layer"].Sizes;
+        var large = Reporting.LayerStorage.Measure(model, rows, streamedLimit: 0)["layer"].Sizes;
+        Assert.AreEqual(DeployedSize.Of(bytes), small);
+        Assert.AreEqual(new CompressedSizes(bytes.Length, DeployedSize.Deflate(bytes, CompressionLevel.Fastest), DeployedSize.Brotli(bytes, DeployedSize.StreamedQuality), DeployedSize.StreamedQuality), large);
+        Assert.AreNotEqual(small.Brotli, large.Brotli, "the settings differ, so the test can tell them apart");
+    }
+
+    [TestMethod]
     public void EntropyBound_IsShannonEntropyTimesCount()
     {
         Assert.AreEqual(0.5, DeployedSize.EntropyBytes([0, 0, 1, 1], 1), 1e-12); // 1 bit × 4

@@ -11,6 +11,7 @@ public sealed unsafe class ExternalFileMap : IDisposable
     private readonly FileStream? _stream;
     private readonly MemoryMappedFile? _map;
     private readonly MemoryMappedViewAccessor? _view;
+    private readonly byte* _base;
 
     internal ExternalFileMap(FileStream stream, string location, long length, bool leaveOpen)
     {
@@ -22,6 +23,7 @@ public sealed unsafe class ExternalFileMap : IDisposable
         _view = _map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
         byte* p = null;
         _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+        _base = p;
         Pointer = (nint)(p + _view.PointerOffset);
     }
 
@@ -36,16 +38,7 @@ public sealed unsafe class ExternalFileMap : IDisposable
     public void ReleasePages()
     {
         if (_view is null || !(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
-        byte* p = null;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-        try
-        {
-            Native.DontNeedWithin((nint)p, _view.PointerOffset, Length);
-        }
-        finally
-        {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-        }
+        Native.DontNeedWithin((nint)_base, Pointer - (nint)_base, Length);
     }
 
     public void Dispose()

@@ -355,17 +355,17 @@ public sealed class OnnxModel : IDisposable
                 var location = ExternalDataInfo.Parse(tensor).Location;
                 if (!seen.Add(location)) continue;
                 maps.Add(_store.MapWhole(tensor.Name, location));
-                if (maps[^1].Length == 0) break;
+                if (maps[^1].Length > 0) continue;
+                foreach (var map in maps) map.Dispose();
+                return null;
             }
-            if (maps.All(m => m.Length > 0)) return maps;
+            return maps;
         }
         catch
         {
             foreach (var map in maps) map.Dispose();
             throw;
         }
-        foreach (var map in maps) map.Dispose();
-        return null;
     }
 
     /// <summary>Every tensor in the model: initializers, sparse initializers, attribute tensors, subgraphs, functions.</summary>

@@ -49,7 +49,7 @@ public readonly record struct ExternalDataInfo(string Location, long Offset, lon
 internal sealed unsafe class ExternalDataStore : IDisposable
 {
     private readonly string _baseDirectory;
-    private readonly Dictionary<string, MappedFile> _files = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, MappedRange> _files = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SpillFile> _spills = new(StringComparer.Ordinal);
     private readonly object _gate = new();
 
@@ -81,11 +81,11 @@ internal sealed unsafe class ExternalDataStore : IDisposable
         if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
         var info = ExternalDataInfo.Parse(tensor);
         if (Spill(info.Location) is { } spill) { spill.Release(info.Offset); return; }
-        MappedFile? file;
+        MappedRange? file;
         lock (_gate) _files.TryGetValue(info.Location, out file);
-        if (file is null || file.Length == 0 || info.Offset >= file.Length) return;
+        if (file is null || info.Offset >= file.Length) return;
         var length = info.Length >= 0 ? Math.Min(info.Length, file.Length - info.Offset) : file.Length - info.Offset;
-        file.Advise(info.Offset, length);
+        file.ReleasePages(info.Offset, length);
     }
 
     /// <summary>Drops this process's mapping of every mapped page (see <see cref="Release(TensorProto)"/>).</summary>
@@ -94,8 +94,7 @@ internal sealed unsafe class ExternalDataStore : IDisposable
         if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
         lock (_gate)
         {
-            foreach (var file in _files.Values)
-                if (file.Length > 0) file.Advise(0, file.Length);
+            foreach (var file in _files.Values) file.ReleasePages();
             foreach (var spill in _spills.Values) spill.ReleaseAll();
         }
     }
@@ -171,19 +170,10 @@ internal sealed unsafe class ExternalDataStore : IDisposable
         var path = ResolveLocation(_baseDirectory, tensorName, location);
         if (!File.Exists(path))
             throw new OnnxFormatException($"tensor '{tensorName}': external data file '{location}' does not exist next to the model");
-        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        try
-        {
-            return new ExternalFileMap(stream, location, stream.Length, leaveOpen: false);
-        }
-        catch
-        {
-            stream.Dispose();
-            throw;
-        }
+        return new ExternalFileMap(location, MapFile(path));
     }
 
-    private MappedFile Open(string tensorName, string location)
+    private MappedRange Open(string tensorName, string location)
     {
         lock (_gate)
         {
@@ -191,9 +181,23 @@ internal sealed unsafe class ExternalDataStore : IDisposable
             var path = ResolveLocation(_baseDirectory, tensorName, location);
             if (!File.Exists(path))
                 throw new OnnxFormatException($"tensor '{tensorName}': external data file '{location}' does not exist next to the model");
-            var mapped = new MappedFile(path);
+            var mapped = MapFile(path);
             _files.Add(location, mapped);
             return mapped;
+        }
+    }
+
+    private static MappedRange MapFile(string path)
+    {
+        try
+        {
+            // The length of what is opened (a link's target; 0 for a device such as /dev/zero), not of the path.
+            var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            return new MappedRange(stream, 0, stream.Length, ownsStream: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new OnnxFormatException($"external data file '{Path.GetFileName(path)}' cannot be read: {e.Message}");
         }
     }
 
@@ -205,85 +209,4 @@ internal sealed unsafe class ExternalDataStore : IDisposable
             _files.Clear();
         }
     }
-
-    private sealed class MappedFile : IDisposable
-    {
-        private readonly MemoryMappedFile? _map;
-        private readonly MemoryMappedViewAccessor? _view;
-        public readonly byte* Pointer;
-        public readonly long Length;
-        private readonly byte* _base;
-
-        public MappedFile(string path)
-        {
-            try
-            {
-                // The length of what is opened (a link's target; 0 for a device such as /dev/zero), not of the path.
-                var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-                Length = stream.Length;
-                if (Length == 0) { stream.Dispose(); return; }
-                _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
-                _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
-            {
-                _view?.Dispose();
-                _map?.Dispose();
-                throw new OnnxFormatException($"external data file '{Path.GetFileName(path)}' cannot be read: {e.Message}");
-            }
-            byte* p = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            _base = p;
-            Pointer = p + _view.PointerOffset;
-        }
-
-        /// <summary>madvise(MADV_DONTNEED) over the whole pages inside [offset, offset + length) of a read-only file mapping.</summary>
-        public void Advise(long offset, long length)
-        {
-            if (_view is null) return;
-            Native.DontNeedWithin((nint)_base, (long)(Pointer - _base) + offset, length);
-        }
-
-        public void Dispose()
-        {
-            if (_view is null) return;
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-            _map!.Dispose();
-        }
-    }
-}
-
-internal static partial class Native
-{
-    /// <summary>MADV_DONTNEED: the same value on Linux and macOS.</summary>
-    public const int DontNeed = 4;
-
-    private static bool _unavailable;
-
-    /// <summary>
-    /// The advice is only an optimization of the resident set: a C library that cannot be loaded or lacks madvise turns
-    /// it off for the process instead of failing the run.
-    /// </summary>
-    public static void DontNeedPages(nint address, nuint length)
-    {
-        if (_unavailable) return;
-        try { _ = madvise(address, length, DontNeed); }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { _unavailable = true; }
-    }
-
-    /// <summary>
-    /// Drops the pages wholly inside [start, start + length) of a mapping that begins at <paramref name="mappingBase"/>
-    /// (a mapping starts on a page; a page shared with bytes outside the range is kept).
-    /// </summary>
-    public static void DontNeedWithin(nint mappingBase, long start, long length)
-    {
-        var page = Environment.SystemPageSize;
-        var first = (start + page - 1) / page * page;
-        var end = (start + length) / page * page;
-        if (end > first) DontNeedPages(mappingBase + (nint)first, (nuint)(end - first));
-    }
-
-    [System.Runtime.InteropServices.LibraryImport("libc", SetLastError = true)]
-    private static partial int madvise(nint address, nuint length, int advice);
 }

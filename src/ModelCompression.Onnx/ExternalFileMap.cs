@@ -1,5 +1,3 @@
-using System.IO.MemoryMappedFiles;
-
 namespace ModelCompression.Onnx;
 
 /// <summary>
@@ -8,47 +6,23 @@ namespace ModelCompression.Onnx;
 /// </summary>
 public sealed unsafe class ExternalFileMap : IDisposable
 {
-    private readonly FileStream? _stream;
-    private readonly MemoryMappedFile? _map;
-    private readonly MemoryMappedViewAccessor? _view;
-    private readonly byte* _base;
+    private readonly MappedRange _range;
 
-    internal ExternalFileMap(FileStream stream, string location, long length, bool leaveOpen)
+    internal ExternalFileMap(string location, MappedRange range)
     {
         Location = location;
-        Length = length;
-        if (!leaveOpen) _stream = stream;
-        if (length == 0) return;
-        _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
-        _view = _map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-        byte* p = null;
-        _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-        _base = p;
-        Pointer = (nint)(p + _view.PointerOffset);
+        _range = range;
     }
 
     /// <summary>The external-data location the tensors carry (as written in them).</summary>
     public string Location { get; }
 
-    public nint Pointer { get; }
+    public nint Pointer => (nint)_range.Pointer;
 
-    public long Length { get; }
+    public long Length => _range.Length;
 
     /// <summary>Drops the pages read through this map from the resident set (they stay in the page cache).</summary>
-    public void ReleasePages()
-    {
-        if (_view is null || !(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
-        Native.DontNeedWithin((nint)_base, Pointer - (nint)_base, Length);
-    }
+    public void ReleasePages() => _range.ReleasePages();
 
-    public void Dispose()
-    {
-        if (_view is not null)
-        {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-            _map!.Dispose();
-        }
-        _stream?.Dispose();
-    }
+    public void Dispose() => _range.Dispose();
 }

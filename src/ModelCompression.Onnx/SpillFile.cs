@@ -1,5 +1,3 @@
-using System.IO.MemoryMappedFiles;
-
 namespace ModelCompression.Onnx;
 
 /// <summary>
@@ -12,7 +10,7 @@ internal sealed unsafe class SpillFile : IDisposable
 {
     private const long Alignment = 4096;
     private readonly FileStream _stream;
-    private readonly Dictionary<long, Region> _regions = [];
+    private readonly Dictionary<long, MappedRange> _regions = [];
     private readonly object _gate = new();
     private long _end;
 
@@ -57,7 +55,8 @@ internal sealed unsafe class SpillFile : IDisposable
             if (!_regions.TryGetValue(offset, out var region))
             {
                 if (offset % Alignment != 0 || offset + length > _end) throw new OnnxFormatException($"spilled tensor at {offset} (+{length}) is not in the spill file");
-                region = new Region(_stream, offset, length);
+                // The file grows after a map is made, so each tensor has a map of its own.
+                region = new MappedRange(_stream, offset, length, ownsStream: false);
                 _regions.Add(offset, region);
             }
             if (length > region.Length) throw new OnnxFormatException($"spilled tensor at {offset} is {region.Length} bytes, not {length}");
@@ -68,9 +67,9 @@ internal sealed unsafe class SpillFile : IDisposable
     /// <summary>Drops the tensor's pages from the resident set (they stay in the page cache).</summary>
     public void Release(long offset)
     {
-        Region? region;
+        MappedRange? region;
         lock (_gate) _regions.TryGetValue(offset, out region);
-        region?.Release();
+        region?.ReleasePages();
     }
 
     /// <summary>
@@ -79,13 +78,13 @@ internal sealed unsafe class SpillFile : IDisposable
     /// </summary>
     public ExternalFileMap MapWhole()
     {
-        lock (_gate) return new ExternalFileMap(_stream, Location, _end, leaveOpen: true);
+        lock (_gate) return new ExternalFileMap(Location, new MappedRange(_stream, 0, _end, ownsStream: false));
     }
 
     public void ReleaseAll()
     {
         lock (_gate)
-            foreach (var region in _regions.Values) region.Release();
+            foreach (var region in _regions.Values) region.ReleasePages();
     }
 
     public void Dispose()
@@ -95,40 +94,6 @@ internal sealed unsafe class SpillFile : IDisposable
             foreach (var region in _regions.Values) region.Dispose();
             _regions.Clear();
             _stream.Dispose();
-        }
-    }
-
-    /// <summary>One tensor's bytes, mapped read-only (the file grows after a map is made, so each tensor has its own).</summary>
-    private sealed class Region : IDisposable
-    {
-        private readonly MemoryMappedFile _map;
-        private readonly MemoryMappedViewAccessor _view;
-        private readonly byte* _base;
-        public readonly byte* Pointer;
-        public readonly long Length;
-
-        public Region(FileStream stream, long offset, long length)
-        {
-            Length = length;
-            _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
-            _view = _map.CreateViewAccessor(offset, length, MemoryMappedFileAccess.Read);
-            byte* p = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            _base = p;
-            Pointer = p + _view.PointerOffset;
-        }
-
-        public void Release()
-        {
-            if (!(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS())) return;
-            Native.DontNeedWithin((nint)_base, Pointer - _base, Length);
-        }
-
-        public void Dispose()
-        {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
-            _view.Dispose();
-            _map.Dispose();
         }
     }
 }

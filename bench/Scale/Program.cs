@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -89,12 +90,20 @@ internal static class Child
         if (Path.GetFileNameWithoutExtension(self) == "dotnet") info.ArgumentList.Add(typeof(Child).Assembly.Location);
         foreach (var a in new[] { "--case", name, "--model", model, "--output", output, "--calibration", calibration, "--validation", validation }) info.ArgumentList.Add(a);
         using var process = Process.Start(info)!;
-        var stderr = process.StandardError.ReadToEndAsync();
+        // Stage lines are passed on as they come: a long case shows where it is while it runs.
+        var showStages = Environment.GetEnvironmentVariable("SCALE_STAGES") == "1";
+        var stderr = new StringBuilder();
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is null) return;
+            lock (stderr) stderr.AppendLine(e.Data);
+            if (showStages) Console.Error.WriteLine(e.Data);
+        };
+        process.BeginErrorReadLine();
         var stdout = process.StandardOutput.ReadToEnd();
         process.WaitForExit();
-        if (Environment.GetEnvironmentVariable("SCALE_STAGES") == "1") Console.Error.Write(stderr.Result);
         var line = stdout.Split('\n').LastOrDefault(l => l.StartsWith("RESULT ", StringComparison.Ordinal));
-        if (line is null) return new ChildResult(0, 0, 0, "", $"exit {process.ExitCode}: {Short(stderr.Result + stdout)}");
+        if (line is null) return new ChildResult(0, 0, 0, "", $"exit {process.ExitCode}: {Short(stderr + stdout)}");
         return JsonSerializer.Deserialize<ChildResult>(line["RESULT ".Length..])!;
     }
 

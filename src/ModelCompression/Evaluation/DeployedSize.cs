@@ -102,8 +102,11 @@ public static class DeployedSize
                 int read;
                 while ((read = stream.Read(chunk)) > 0)
                 {
-                    deflate.Write(chunk, 0, read);
-                    brotliBytes += Encode(brotli, chunk.AsSpan(0, read), output, final: false);
+                    // The two codecs are independent single-threaded streams over the same chunk: run side by side.
+                    var length = read;
+                    Parallel.Invoke(
+                        () => deflate.Write(chunk, 0, length),
+                        () => brotliBytes += Encode(brotli, chunk.AsSpan(0, length), output, final: false));
                 }
             }
         }

@@ -81,6 +81,31 @@ public sealed class DeployedSizeTests
     }
 
     [TestMethod]
+    public void LayerSizes_MeasuredTogether_AreEachRowsOwn()
+    {
+        using var model = Onnx.OnnxModel.Load(Fixtures.Mlp);
+        // Rows of one and of two tensors (weight and bias: one buffer, entropy summed per tensor), measured in parallel.
+        var names = model.Graph.Initializer.Select(t => t.Name).ToList();
+        var rows = new Dictionary<string, List<string>>();
+        for (var i = 0; i + 1 < names.Count; i += 2) rows[$"row{i}"] = i % 4 == 0 ? [names[i], names[i + 1]] : [names[i]];
+        Assert.IsTrue(rows.Count >= 2);
+        foreach (var limit in new[] { DeployedSize.StreamedLimit, 0 })
+        {
+            var together = Reporting.LayerStorage.Measure(model, rows, limit);
+            CollectionAssert.AreEqual(rows.Keys.ToList(), together.Keys.ToList(), "rows in the order given");
+            foreach (var (row, values) in rows)
+            {
+                var alone = Reporting.LayerStorage.Measure(model, new Dictionary<string, List<string>> { [row] = values }, limit)[row];
+                Assert.AreEqual(alone, together[row], row);
+                var tensors = values.Select(v => model.Graph.Initializer.Single(t => t.Name == v)).ToList();
+                var bytes = tensors.SelectMany(t => t.RawData.ToByteArray()).ToArray();
+                Assert.AreEqual(bytes.Length, together[row].Sizes.File, row);
+                Assert.AreEqual(tensors.Sum(t => DeployedSize.EntropyBytes(t.RawData.Span, Math.Max(1, Onnx.ElementTypes.SizeInBytes((Onnx.Protobuf.TensorProto.Types.DataType)t.DataType)))), together[row].Entropy, 1e-9, row);
+            }
+        }
+    }
+
+    [TestMethod]
     public void EntropyBound_IsShannonEntropyTimesCount()
     {
         Assert.AreEqual(0.5, DeployedSize.EntropyBytes([0, 0, 1, 1], 1), 1e-12); // 1 bit × 4

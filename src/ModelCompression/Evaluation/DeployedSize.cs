@@ -104,9 +104,13 @@ public static class DeployedSize
                 {
                     // The two codecs are independent single-threaded streams over the same chunk: run side by side.
                     var length = read;
-                    Parallel.Invoke(
-                        () => deflate.Write(chunk, 0, length),
-                        () => brotliBytes += Encode(brotli, chunk.AsSpan(0, length), output, final: false));
+                    try
+                    {
+                        Parallel.Invoke(
+                            () => deflate.Write(chunk, 0, length),
+                            () => brotliBytes += Encode(brotli, chunk.AsSpan(0, length), output, final: false));
+                    }
+                    catch (AggregateException e) { System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]); }
                 }
             }
         }

@@ -28,27 +28,34 @@ internal static class LayerStorage
         var measured = new (CompressedSizes Sizes, double Entropy)?[rows.Count];
         // Rows are independent, so they are compressed in parallel (Brotli is the report's slowest step on a large
         // model: about 12 MB/s at its streamed quality); a few rows at a time bound the bytes held together.
-        Parallel.For(0, rows.Count, ReportParallelism, i =>
+        try
         {
-            var values = rows[i].Value;
-            var parts = new List<TensorProto>();
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            var pending = new Stack<string>(values.AsEnumerable().Reverse());
-            while (pending.Count > 0)
-            {
-                var value = pending.Pop();
-                if (value.Length == 0 || !seen.Add(value)) continue;
-                if (tensors.TryGetValue(value, out var stored)) parts.AddRange(stored);
-                else if (producers.TryGetValue(value, out var node))
-                    for (var j = node.Input.Count - 1; j >= 0; j--) pending.Push(node.Input[j]);
-            }
-            if (parts.Count == 0) return;
-            measured[i] = Measure(model, parts, large);
-        });
+            Parallel.For(0, rows.Count, ReportParallelism, i => measured[i] = MeasureRow(model, rows[i].Value, producers, tensors, large));
+        }
+        // The exception a row would have thrown alone (a coded error stays coded).
+        catch (AggregateException e) { System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]); }
         var result = new Dictionary<string, (CompressedSizes, double)>(StringComparer.Ordinal);
         for (var i = 0; i < rows.Count; i++)
             if (measured[i] is { } m) result[rows[i].Key] = m;
         return result;
+    }
+
+    /// <summary>The row's tensors (followed back through the nodes that decode them), measured; null when it has none.</summary>
+    private static (CompressedSizes Sizes, double Entropy)? MeasureRow(OnnxModel model, List<string> values,
+        Dictionary<string, NodeProto> producers, Dictionary<string, List<TensorProto>> tensors, bool large)
+    {
+        var parts = new List<TensorProto>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var pending = new Stack<string>(values.AsEnumerable().Reverse());
+        while (pending.Count > 0)
+        {
+            var value = pending.Pop();
+            if (value.Length == 0 || !seen.Add(value)) continue;
+            if (tensors.TryGetValue(value, out var stored)) parts.AddRange(stored);
+            else if (producers.TryGetValue(value, out var node))
+                for (var i = node.Input.Count - 1; i >= 0; i--) pending.Push(node.Input[i]);
+        }
+        return parts.Count == 0 ? null : Measure(model, parts, large);
     }
 
     private static readonly ParallelOptions ReportParallelism = new() { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 4) };

@@ -10,7 +10,7 @@ using ModelCompression.Diagnostics;
 using ModelCompression.Onnx;
 using ModelCompression.Policy;
 
-// Usage: dotnet run -c Release --project bench/Scale -- [--sizes 0.25,1,3] [--cases int8-dynamic,int8,int4,int4-rtn,sparsity,sparsity-dense,rank,rank-int8]
+// Usage: dotnet run -c Release --project bench/Scale -- [--sizes 0.25,1,3] [--cases int8-dynamic,int8,int4,int4-rtn,sparsity,magnitude,sparsity-dense,rank,rank-int8]
 //        [--work <folder>] [--keep]
 // For each size it generates a transformer-shaped fp32 model with external data (fixed seed) plus calibration and
 // validation tokens into a temporary folder, checks ONNX Runtime runs it, then runs each case in a child process of its
@@ -73,6 +73,8 @@ internal static class Child
         ["int4"] = [("Quantize", "int4")],
         ["int4-rtn"] = [("Quantize", "int4"), ("Int4Method", "rtn")],
         ["sparsity"] = [("Sparsity", "0.5")],
+        // Pruning without the calibrated reconstruction: the global threshold, the prune and the storage alone.
+        ["magnitude"] = [("Sparsity", "0.5"), ("PruneMethod", "magnitude")],
         // The same pruning kept dense: the pass and the gate without the sparse form's decoders (ONNX Runtime folds them at load).
         ["sparsity-dense"] = [("Sparsity", "0.5"), ("SparseStorage", "false")],
         ["rank"] = [("Rank", "0.5")],

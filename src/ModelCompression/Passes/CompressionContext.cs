@@ -133,6 +133,12 @@ public sealed class CompressionContext
     internal long SpillMinBytes { get; init; } = 256 * 1024;
 
     /// <summary>
+    /// A pass that writes layer after layer without stages (magnitude pruning) releases its memory
+    /// (<see cref="ReleaseStageMemory"/>) each time it has written this many bytes of weights.
+    /// </summary>
+    internal long ReleaseEveryBytes { get; init; } = 256L << 20;
+
+    /// <summary>
     /// After a stage of a staged pass on a large model, and after each pass: the weights written so far go to the spill
     /// file (SparseGPT and low rank held them in float until the save: ≈ the model, or the output), and what the
     /// stage's layers held (weights in double, statistics, solver arrays) goes back to the system before the next

@@ -98,18 +98,83 @@ internal static class PruningTargets
     /// max(<see cref="MaxLayerSparsity"/>, sparsity) of its weights, never all. Exactly round(sparsity · total)
     /// weights in all; ties at the threshold go to earlier layers first.
     /// </summary>
-    public static long[] GlobalMagnitudeCounts(OnnxModel model, IReadOnlyList<WeightedLayer> layers, double sparsity)
-    {
-        // Only each layer's sorted scores are kept (4 bytes a weight; the weights in LAMP order and a sorted copy of
-        // them were twice that, beside sort keys: 3.8 GB for a 1 GB model), and the weight's mapped pages are let go.
-        var sorted = new List<float[]>(layers.Count);
-        foreach (var layer in layers)
+    public static long[] GlobalMagnitudeCounts(OnnxModel model, IReadOnlyList<WeightedLayer> layers, double sparsity) =>
+        // Each layer's scores are computed when needed and let go (with the weight's mapped pages): holding them all
+        // was 4 bytes a weight, about the model's size (3.5 GB, the whole pruning run's peak, for a 3 GB model).
+        StreamedThresholdCounts(layers.Count, i =>
         {
-            sorted.Add(SortedLamp(model.ReadFloats(layer.Weight)));
-            model.ReleasePages(layer.Weight);
+            var scores = SortedLamp(model.ReadFloats(layers[i].Weight));
+            model.ReleasePages(layers[i].Weight);
+            return scores;
+        }, sparsity, Math.Max(MaxLayerSparsity, sparsity));
+
+    /// <summary>Bits of a non-negative float's pattern below its bin: 2^20 patterns, an eighth of a binary octave.</summary>
+    private const int BinShift = 20;
+    private const uint Infinity = 0x7F800000;
+
+    /// <summary>
+    /// <see cref="ThresholdCounts"/> (the same counts) without holding every layer's scores: the scores of layer i
+    /// (sorted, smallest first) come from <paramref name="sortedScores"/>, asked for twice. The first round keeps
+    /// each layer's count per bin of float bit patterns and finds the bin that holds the threshold; the second keeps
+    /// only the scores inside that bin, and the threshold is searched among them as before.
+    /// </summary>
+    internal static long[] StreamedThresholdCounts(int layerCount, Func<int, float[]> sortedScores, double sparsity, double maxLayerSparsity)
+    {
+        const int binCount = (int)(Infinity >> BinShift) + 1;
+        var lengths = new long[layerCount];
+        // cumulative[i][b]: the layer's scores whose bin is at most b.
+        var cumulative = new int[layerCount][];
+        for (var i = 0; i < layerCount; i++)
+        {
+            var scores = sortedScores(i);
+            lengths[i] = scores.Length;
+            var counts = new int[binCount];
+            foreach (var score in scores) counts[Math.Min(BitConverter.SingleToUInt32Bits(score) >> BinShift, binCount - 1)]++;
+            for (var b = 1; b < binCount; b++) counts[b] += counts[b - 1];
+            cumulative[i] = counts;
         }
-        return ThresholdCounts(sorted, sparsity, Math.Max(MaxLayerSparsity, sparsity), alreadySorted: true);
+        var caps = lengths.Select(n => Cap(n, sparsity, maxLayerSparsity)).ToArray();
+        var k = Math.Min((long)Math.Round(sparsity * lengths.Sum()), caps.Sum());
+        // The threshold's bin: the first whose end has at least k capped scores at or below it (the last, infinity's, has them all).
+        var bin = 0;
+        while (Enumerable.Range(0, layerCount).Sum(i => Math.Min(caps[i], cumulative[i][bin])) < k) bin++;
+        var first = (uint)bin << BinShift;
+        var last = Math.Min(first | ((1u << BinShift) - 1), Infinity);
+        var below = new long[layerCount];
+        var inBin = new float[layerCount][];
+        for (var i = 0; i < layerCount; i++)
+        {
+            var scores = sortedScores(i);
+            if (scores.Length != lengths[i]) throw new InvalidOperationException($"layer {i}: {scores.Length} scores the second time, {lengths[i]} the first");
+            var start = LowerBound(scores, BitConverter.UInt32BitsToSingle(first));
+            below[i] = start;
+            inBin[i] = scores[start..UpperBound(scores, BitConverter.UInt32BitsToSingle(last))];
+        }
+        // Smallest threshold t in the bin with at least k capped scores <= t (at most k - 1 lie before the bin).
+        uint lo = first, hi = last;
+        while (lo < hi)
+        {
+            var mid = lo + (hi - lo) / 2;
+            var t = BitConverter.UInt32BitsToSingle(mid);
+            var atMost = Enumerable.Range(0, layerCount).Sum(i => Math.Min(caps[i], below[i] + UpperBound(inBin[i], t)));
+            if (atMost >= k) hi = mid; else lo = mid + 1;
+        }
+        var threshold = BitConverter.UInt32BitsToSingle(lo);
+        var result = Enumerable.Range(0, layerCount).Select(i => Math.Min(caps[i], below[i] + LowerBound(inBin[i], threshold))).ToArray();
+        var remaining = k - result.Sum();
+        for (var i = 0; i < layerCount && remaining > 0; i++)
+        {
+            var ties = Math.Min(caps[i], below[i] + UpperBound(inBin[i], threshold)) - result[i];
+            var take = Math.Min(ties, remaining);
+            result[i] += take;
+            remaining -= take;
+        }
+        return result;
     }
+
+    /// <summary>The most of a layer of <paramref name="length"/> scores the threshold may take.</summary>
+    private static long Cap(long length, double sparsity, double maxLayerSparsity) =>
+        Math.Max(0L, maxLayerSparsity >= 1 ? length : Math.Min(length - 1L, Math.Max((long)Math.Floor(maxLayerSparsity * length), (long)Math.Ceiling(sparsity * length))));
 
     /// <summary>
     /// Counts from one threshold over the given per-layer scores (smallest first), each layer capped at
@@ -119,12 +184,12 @@ internal static class PruningTargets
     public static long[] ThresholdCounts(IReadOnlyList<float[]> scores, double sparsity, double maxLayerSparsity, bool alreadySorted = false)
     {
         var sorted = alreadySorted ? scores : scores.Select(s => { var c = (float[])s.Clone(); Array.Sort(c); return c; }).ToList();
-        var caps = sorted.Select(s => maxLayerSparsity >= 1 ? s.Length : Math.Min(s.Length - 1L, Math.Max((long)Math.Floor(maxLayerSparsity * s.Length), (long)Math.Ceiling(sparsity * s.Length)))).Select(c => Math.Max(0L, c)).ToArray();
+        var caps = sorted.Select(s => Cap(s.Length, sparsity, maxLayerSparsity)).ToArray();
         var total = sorted.Sum(s => (long)s.Length);
         var k = Math.Min((long)Math.Round(sparsity * total), caps.Sum());
         // Smallest threshold t (over float bit patterns of non-negative values, which sort like the values) with
         // at least k capped scores <= t.
-        uint lo = 0, hi = 0x7F800000;
+        uint lo = 0, hi = Infinity;
         while (lo < hi)
         {
             var mid = lo + (hi - lo) / 2;

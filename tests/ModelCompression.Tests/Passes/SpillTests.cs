@@ -13,11 +13,13 @@ namespace ModelCompression.Tests.Passes;
 public sealed class SpillTests
 {
     [TestMethod]
-    [DataRow("Sparsity", "0.5", DisplayName = "SparseGPT 50 %, sparse storage")]
-    [DataRow("Quantize", "int4", DisplayName = "int4 GPTQ")]
-    public void LargeModel_WithWrittenWeightsSpilled_GivesTheSameModel(string setting, string value)
+    [DataRow("Sparsity=0.5", DisplayName = "SparseGPT 50 %, sparse storage")]
+    [DataRow("Quantize=int4", DisplayName = "int4 GPTQ")]
+    [DataRow("Sparsity=0.5;PruneMethod=magnitude", DisplayName = "magnitude 50 %, spilled after every layer")]
+    public void LargeModel_WithWrittenWeightsSpilled_GivesTheSameModel(string settings)
     {
-        var policy = Fixtures.Policy((setting, value), ("CalibrationData", "fmnist_calib.npz"), ("CalibrationSamples", "32"));
+        var technique = settings.Split(';').Select(s => s.Split('=')).Select(p => (p[0], p[1]));
+        var policy = Fixtures.Policy([.. technique, ("CalibrationData", "fmnist_calib.npz"), ("CalibrationSamples", "32")]);
         var (kept, _) = Compress(policy, spill: false);
         var (spilledBytes, spilled) = Compress(policy, spill: true);
         Assert.IsPositive(spilled, "some built weights were spilled");
@@ -31,7 +33,7 @@ public sealed class SpillTests
         int spilled;
         using (var model = OnnxModel.Load(Fixtures.Mlp))
         {
-            var context = new CompressionContext(model, policy) { LargeModel = true, SpillPathPrefix = spill ? Path.Combine(directory, "out") : null, SpillMinBytes = 1024 };
+            var context = new CompressionContext(model, policy) { LargeModel = true, SpillPathPrefix = spill ? Path.Combine(directory, "out") : null, SpillMinBytes = 1024, ReleaseEveryBytes = 1 };
             CompressionPipeline.Run(context);
             spilled = model.Graph.Initializer.Count(t => t.DataLocation == DataLocation.External);
             bytes = model.ToBytes();

@@ -106,4 +106,31 @@ public sealed class ScaleMismatchPruningTests
             CollectionAssert.AreEqual(expected.Select(BitConverter.SingleToInt32Bits).ToList(), actual.Select(BitConverter.SingleToInt32Bits).ToList());
         }
     }
+
+    [TestMethod]
+    public void StreamedThreshold_GivesTheCountsOfTheThresholdOverAllScores()
+    {
+        // The global threshold asks for each layer's scores twice instead of holding them all: the same counts as
+        // the search over every score, for layers of many scales and sizes, ties at the threshold, the cap, zeros
+        // and sparsities from none to all.
+        var random = new Random(11);
+        for (var trial = 0; trial < 60; trial++)
+        {
+            var layers = Enumerable.Range(0, 1 + random.Next(12)).Select(_ =>
+            {
+                var scale = MathF.Pow(10, random.Next(-8, 3));
+                var values = Enumerable.Range(0, 1 + random.Next(3000)).Select(j => random.Next(5) == 0 ? 0.5f : j % 13 == 0 ? 0f : scale * (float)random.NextDouble()).ToArray();
+                return trial % 2 == 0 ? PruningTargets.SortedLamp(values) : values.OrderBy(v => v).ToArray();
+            }).ToList();
+            var sparsity = trial % 10 == 0 ? 0 : trial % 10 == 1 ? 1 : random.NextDouble();
+            foreach (var cap in new[] { PruningTargets.MaxLayerSparsity, 1 })
+            {
+                var maxLayerSparsity = Math.Max(cap, sparsity);
+                var asked = new int[layers.Count];
+                var streamed = PruningTargets.StreamedThresholdCounts(layers.Count, i => { asked[i]++; return (float[])layers[i].Clone(); }, sparsity, maxLayerSparsity);
+                CollectionAssert.AreEqual(PruningTargets.ThresholdCounts(layers, sparsity, maxLayerSparsity, alreadySorted: true), streamed, $"trial {trial}, cap {cap}");
+                Assert.IsTrue(asked.All(n => n == 2), "each layer's scores are asked for twice");
+            }
+        }
+    }
 }

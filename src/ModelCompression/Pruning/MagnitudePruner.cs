@@ -33,13 +33,21 @@ internal static class MagnitudePruner
         return result;
     }
 
-    /// <summary>Indices of <paramref name="weights"/> ordered by |w| ascending, ties by index.</summary>
+    /// <summary>Indices of <paramref name="weights"/> ordered by |w| ascending, ties by index (NaN, which a loaded model's weights never are, first).</summary>
     public static int[] SmallestFirst(float[] weights)
     {
-        var keys = Array.ConvertAll(weights, MathF.Abs);
-        var index = new int[weights.Length];
-        for (var i = 0; i < index.Length; i++) index[i] = i;
-        Array.Sort(index, (a, b) => keys[a] != keys[b] ? keys[a].CompareTo(keys[b]) : a.CompareTo(b));
+        // One primitive sort of 64-bit keys, |w|'s bits above the index (non-negative floats order like their bits):
+        // the order a comparison of (|w|, index) gives, several times faster than sorting indices through a delegate.
+        var keys = new ulong[weights.Length];
+        for (var i = 0; i < keys.Length; i++)
+        {
+            var magnitude = MathF.Abs(weights[i]);
+            var bits = float.IsNaN(magnitude) ? 0u : BitConverter.SingleToUInt32Bits(magnitude) + 1;
+            keys[i] = (ulong)bits << 32 | (uint)i;
+        }
+        Array.Sort(keys);
+        var index = new int[keys.Length];
+        for (var i = 0; i < index.Length; i++) index[i] = (int)(uint)keys[i];
         return index;
     }
 

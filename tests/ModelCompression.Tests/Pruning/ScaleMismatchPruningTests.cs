@@ -133,4 +133,18 @@ public sealed class ScaleMismatchPruningTests
             }
         }
     }
+
+    [TestMethod]
+    public void SmallestFirst_OrdersByMagnitudeThenIndex()
+    {
+        // The order the earlier comparison of (|w|, index) gave: ties, signed zeros and infinities included (weights are
+        // checked finite when a model is loaded; with NaN that comparison had no order to match).
+        var random = new Random(13);
+        float[] special = [0f, -0f, float.PositiveInfinity, float.NegativeInfinity, 0.25f, -0.25f, float.Epsilon, -float.Epsilon];
+        var weights = Enumerable.Range(0, 20000).Select(i => i % 5 == 0 ? special[random.Next(special.Length)] : (float)(random.NextDouble() - 0.5) * MathF.Pow(10, random.Next(-6, 3))).ToArray();
+        var expected = Enumerable.Range(0, weights.Length).ToArray();
+        var keys = Array.ConvertAll(weights, MathF.Abs);
+        Array.Sort(expected, (a, b) => keys[a] != keys[b] ? keys[a].CompareTo(keys[b]) : a.CompareTo(b));
+        CollectionAssert.AreEqual(expected, MagnitudePruner.SmallestFirst(weights));
+    }
 }
